@@ -1,0 +1,38 @@
+"""hf_magic: chat with Hugging Face models from Jupyter (``%load_ext hf_magic``, then ``%%hfchat``)."""
+
+from __future__ import annotations
+
+from .backend import ChatDelta, ChatRequest, GenerationParams, Usage
+from .chat_models import ChatHuggingFace
+from .errors import (
+    DefaultModelMissingError,
+    EndpointError,
+    GenerationCancelled,
+    HfMagicError,
+    InvalidInputError,
+    ModelNotFoundError,
+    QuantizationError,
+    SchemaError,
+    StreamInterruptedError,
+)
+from .pipeline import HuggingFacePipeline
+from .progress import ProgressEvent
+
+__all__ = [
+    "ChatDelta",
+    "ChatHuggingFace",
+    "ChatRequest",
+    "DefaultModelMissingError",
+    "EndpointError",
+    "GenerationCancelled",
+    "GenerationParams",
+    "HfMagicError",
+    "HuggingFacePipeline",
+    "InvalidInputError",
+    "ModelNotFoundError",
+    "ProgressEvent",
+    "QuantizationError",
+    "SchemaError",
+    "StreamInterruptedError",
+    "Usage",
+]

@@ -1,0 +1,148 @@
+"""The interface between ChatHuggingFace and its backends (local pipeline, remote endpoint).
+
+A backend receives OpenAI-shaped message dicts plus generation parameters and returns text deltas,
+tool calls, usage and a finish reason. It never displays anything and knows nothing of langchain
+messages; ``chat_models`` converts at the boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings; ``None`` means "the backend's default"."""
+
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+    do_sample: bool | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens is not None and (
+            not isinstance(self.max_new_tokens, int)
+            or isinstance(self.max_new_tokens, bool)
+            or self.max_new_tokens <= 0
+        ):
+            raise InvalidInputError(
+                f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}: pass e.g. max_new_tokens=256."
+            )
+        if self.temperature is not None and self.temperature < 0:
+            raise InvalidInputError(f"temperature must be >= 0, got {self.temperature!r}: use 0 for greedy decoding.")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise InvalidInputError(f"top_p must be in (0, 1], got {self.top_p!r}.")
+
+    def merged(self, override: GenerationParams) -> GenerationParams:
+        """These params with every field that ``override`` sets taken from it."""
+        changes = {
+            name: value
+            for name, value in vars(override).items()
+            if value is not None and not (name == "stop" and not value) and not (name == "logprobs" and not value)
+        }
+        return replace(self, **changes)
+
+    @property
+    def greedy(self) -> bool:
+        """True when decoding is deterministic: explicit ``temperature=0`` or ``do_sample=False``."""
+        if self.temperature == 0:
+            return True
+        if self.do_sample is not None:
+            return not self.do_sample
+        return self.temperature is None
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def as_usage_metadata(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass
+class ChatRequest:
+    """One call to a backend: OpenAI-shaped ``messages`` and what to do with them."""
+
+    messages: list[dict[str, Any]]
+    params: GenerationParams = field(default_factory=GenerationParams)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+@dataclass
+class ChatDelta:
+    """A piece of a reply (streaming) or a whole reply.
+
+    ``tool_calls`` holds complete parsed calls ``{"id", "name", "args"}``; ``invalid_tool_calls``
+    the ones whose arguments did not parse; ``tool_call_chunks`` partial calls from a stream.
+    ``usage`` and ``finish_reason`` come on the last delta of a reply.
+    """
+
+    text: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    invalid_tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tool_call_chunks: list[dict[str, Any]] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    logprobs: list[dict[str, Any]] | None = None
+    model_name: str | None = None
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """What ChatHuggingFace needs from a backend."""
+
+    @property
+    def model_name(self) -> str: ...
+
+    def chat(self, request: ChatRequest) -> ChatDelta:
+        """The whole reply at once."""
+        ...
+
+    def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
+        """The reply as it is generated; the last delta carries usage and finish reason."""
+        ...
+
+    def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        """``stream_chat`` without blocking the event loop; cancelling the task stops generation."""
+        ...
+
+    async def achat(self, request: ChatRequest) -> ChatDelta: ...
+
+
+def join_deltas(deltas: list[ChatDelta]) -> ChatDelta:
+    """Collapse a stream into one reply: text concatenated, last usage and finish reason kept."""
+    joined = ChatDelta()
+    pieces: list[str] = []
+    for delta in deltas:
+        pieces.append(delta.text)
+        joined.tool_calls.extend(delta.tool_calls)
+        joined.invalid_tool_calls.extend(delta.invalid_tool_calls)
+        if delta.logprobs:
+            joined.logprobs = (joined.logprobs or []) + delta.logprobs
+        joined.finish_reason = delta.finish_reason or joined.finish_reason
+        joined.usage = delta.usage or joined.usage
+        joined.model_name = delta.model_name or joined.model_name
+    joined.text = "".join(pieces)
+    return joined

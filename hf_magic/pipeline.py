@@ -1,0 +1,405 @@
+"""HuggingFacePipeline: a local transformers model as a langchain LLM and as a chat backend.
+
+Generation runs ``model.generate`` on a worker thread with a streamer that only queues token ids;
+decoding, stop sequences and usage happen on the consumer's side. The calling thread (or event
+loop) therefore never runs the model, and stopping a stream stops generation at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models.llms import BaseLLM
+from langchain_core.outputs import Generation, GenerationChunk, LLMResult
+from pydantic import ConfigDict, PrivateAttr
+
+from . import config
+from .backend import ChatDelta, ChatRequest, GenerationParams, Usage, join_deltas
+from .chat_template import render_prompt
+from .errors import InvalidInputError
+from .loading import is_default_model, load_model_and_tokenizer, resolve_model_path
+from .progress import ProgressCallback
+from .stop_sequences import IncrementalDecoder
+
+DEFAULT_BATCH_SIZE = 2
+SUPPORTED_TASKS = ("text-generation",)
+
+_END = object()
+_GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "do_sample", "seed")
+
+
+class _QueueStreamer:
+    """A ``generate`` streamer that hands generated token ids to ``deliver`` and does nothing else,
+    so streaming costs the generating thread almost nothing."""
+
+    def __init__(self, deliver: Callable[[Any], None]) -> None:
+        self._deliver = deliver
+        self._prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self._prompt_seen:  # generate() first echoes the prompt
+            self._prompt_seen = True
+            return
+        self._deliver(value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        return None
+
+
+class _CancelCriteria:
+    """Stops generation once ``event`` is set (Stop button, interrupt, stop sequence found)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self._event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class HuggingFacePipeline(BaseLLM):
+    """A local transformers text-generation pipeline, compatible with langchain_huggingface's class.
+
+    Example:
+        >>> llm = HuggingFacePipeline.from_model_id("default", task="text-generation",
+        ...     pipeline_kwargs={"max_new_tokens": 64, "do_sample": False})
+        >>> llm.invoke("The capital of France is")  # only the continuation, never the prompt
+    """
+
+    pipeline: Any = None
+    model_id: str | None = None
+    model_kwargs: dict[str, Any] | None = None
+    pipeline_kwargs: dict[str, Any] | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @classmethod
+    def from_model_id(
+        cls,
+        model_id: str | None = None,
+        task: str = "text-generation",
+        backend: str = "default",
+        device: int | str | None = None,
+        device_map: str | dict[str, Any] | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        pipeline_kwargs: dict[str, Any] | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: ProgressCallback | None = None,
+        **kwargs: Any,
+    ) -> HuggingFacePipeline:
+        """Load ``model_id`` (hub id, local folder, or ``"default"``) into a text-generation pipeline.
+
+        Args:
+            model_id: what to load; ``None`` or ``"default"`` is the embedded SmolLM2-135M-Instruct.
+            task: only ``"text-generation"`` (chat models are causal LMs).
+            backend: accepted for compatibility; only transformers (``"default"``/``"pt"``) is supported.
+            device: ``-1``/``"cpu"``, a CUDA index or a torch device string.
+            device_map: passed to ``from_pretrained`` (e.g. ``"auto"``); excludes ``device``.
+            model_kwargs: passed to ``from_pretrained`` (``quantization_config``, ``dtype``...).
+            pipeline_kwargs: default generation settings (``max_new_tokens``, ``do_sample``...).
+            progress: receives download / conversion / weight-loading events.
+
+        Raises:
+            InvalidInputError: an unsupported task or backend, or both ``device`` and ``device_map``.
+            ModelNotFoundError, QuantizationError: see ``hf_magic.loading``.
+        """
+        from transformers import pipeline as make_pipeline
+
+        if task not in SUPPORTED_TASKS:
+            raise InvalidInputError(f"Task {task!r} is not supported: use task='text-generation'.")
+        if backend not in ("default", "pt", "transformers"):
+            raise InvalidInputError(f"Backend {backend!r} is not supported: use the default transformers backend.")
+        if device is not None and device_map is not None:
+            raise InvalidInputError("Pass either device or device_map, not both.")
+        params = _params_from_kwargs(pipeline_kwargs or {})  # validate before the (slow) load
+        del params
+        path = resolve_model_path(model_id, progress)
+        model, tokenizer = load_model_and_tokenizer(
+            path, device=device, device_map=device_map, model_kwargs=model_kwargs, progress=progress
+        )
+        pipe = make_pipeline(task, model=model, tokenizer=tokenizer, batch_size=batch_size)
+        name = config.DEFAULT_MODEL_NAME if is_default_model(model_id) else model_id
+        return cls(
+            pipeline=pipe,
+            model_id=name,
+            model_kwargs=model_kwargs,
+            pipeline_kwargs=pipeline_kwargs,
+            batch_size=batch_size,
+            **kwargs,
+        )
+
+    # ----------------------------------------------------------------------------- properties
+    @property
+    def _llm_type(self) -> str:
+        return "huggingface_pipeline"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "model_kwargs": self.model_kwargs, "pipeline_kwargs": self.pipeline_kwargs}
+
+    @property
+    def model_name(self) -> str:
+        if self.model_id:
+            return self.model_id
+        return str(getattr(self.model.config, "name_or_path", "") or "local-model")
+
+    @property
+    def model(self) -> Any:
+        return self.pipeline.model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.pipeline.tokenizer
+
+    @property
+    def context_length(self) -> int | None:
+        """The model's maximum sequence length, when its config says."""
+        value = getattr(self.model.config, "max_position_embeddings", None)
+        return int(value) if value else None
+
+    def default_params(self) -> GenerationParams:
+        """Generation settings given at construction (``pipeline_kwargs``)."""
+        return _params_from_kwargs(self.pipeline_kwargs or {})
+
+    # ------------------------------------------------------------------------ chat backend
+    def chat(self, request: ChatRequest) -> ChatDelta:
+        return join_deltas(list(self.stream_chat(request)))
+
+    async def achat(self, request: ChatRequest) -> ChatDelta:
+        return join_deltas([delta async for delta in self.astream_chat(request)])
+
+    def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
+        input_ids = self._chat_input_ids(request)
+        return self._stream_ids(input_ids, self.default_params().merged(request.params))
+
+    def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        input_ids = self._chat_input_ids(request)
+        return self._astream_ids(input_ids, self.default_params().merged(request.params))
+
+    def _chat_input_ids(self, request: ChatRequest) -> list[int]:
+        if request.response_format is not None or (request.tools and request.tool_choice not in (None, "auto", "none")):
+            raise InvalidInputError(
+                "Constrained decoding (structured output, forced tool calls) is not available on this pipeline yet."
+            )
+        prompt = render_prompt(self.tokenizer, request.messages, request.tools)
+        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    # ---------------------------------------------------------------------- text completion
+    def _generate(
+        self,
+        prompts: list[str],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> LLMResult:
+        generations = []
+        for prompt in prompts:
+            chunks = list(self._stream(prompt, stop=stop, run_manager=run_manager, **kwargs))
+            text = "".join(chunk.text for chunk in chunks)
+            info = chunks[-1].generation_info if chunks else None
+            generations.append([Generation(text=text, generation_info=info)])
+        return LLMResult(generations=generations)
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        params = self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop}))
+        input_ids = self.tokenizer(prompt)["input_ids"]
+        for delta in self._stream_ids(input_ids, params):
+            chunk = _generation_chunk(delta)
+            if run_manager and delta.text:
+                run_manager.on_llm_new_token(delta.text, chunk=chunk)
+            yield chunk
+
+    async def _astream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[GenerationChunk]:
+        params = self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop}))
+        input_ids = self.tokenizer(prompt)["input_ids"]
+        async for delta in self._astream_ids(input_ids, params):
+            chunk = _generation_chunk(delta)
+            if run_manager and delta.text:
+                await run_manager.on_llm_new_token(delta.text, chunk=chunk)
+            yield chunk
+
+    # --------------------------------------------------------------------------- generation
+    def _stream_ids(self, input_ids: list[int], params: GenerationParams) -> Iterator[ChatDelta]:
+        """Generate on a worker thread; yield text deltas here, then one delta with usage."""
+        tokens: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        cancel = threading.Event()
+        worker = self._start_generation(input_ids, params, tokens.put, cancel)
+        decoder = self._decoder(params)
+        try:
+            while True:
+                items = [tokens.get()]
+                while not tokens.empty():  # the consumer fell behind: decode the backlog at once
+                    items.append(tokens.get_nowait())
+                text, finished = _consume(decoder, items)
+                if decoder.stopped:
+                    cancel.set()
+                if text:
+                    yield ChatDelta(text=text)
+                if finished:
+                    break
+            yield self._final_delta(decoder, input_ids, params)
+        finally:
+            cancel.set()
+            worker.join()
+
+    async def _astream_ids(self, input_ids: list[int], params: GenerationParams) -> AsyncIterator[ChatDelta]:
+        """``_stream_ids`` for an event loop: the loop only decodes, generation stays on its thread."""
+        loop = asyncio.get_running_loop()
+        tokens: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def deliver(item: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(tokens.put_nowait, item)
+            except RuntimeError:  # the loop closed under us: nobody is listening any more
+                cancel.set()
+
+        self._start_generation(input_ids, params, deliver, cancel)
+        decoder = self._decoder(params)
+        try:
+            while True:
+                items = [await tokens.get()]
+                while not tokens.empty():
+                    items.append(tokens.get_nowait())
+                text, finished = _consume(decoder, items)
+                if decoder.stopped:
+                    cancel.set()
+                if text:
+                    yield ChatDelta(text=text)
+                if finished:
+                    break
+            yield self._final_delta(decoder, input_ids, params)
+        finally:
+            cancel.set()  # on cancellation the worker stops at its next token and releases the model
+
+    def _decoder(self, params: GenerationParams) -> IncrementalDecoder:
+        tokenizer = self.tokenizer
+
+        def decode(ids: list[int]) -> str:
+            return tokenizer.decode(ids, skip_special_tokens=True)
+
+        return IncrementalDecoder(decode, params.stop)
+
+    def _final_delta(self, decoder: IncrementalDecoder, input_ids: list[int], params: GenerationParams) -> ChatDelta:
+        tail = decoder.finish()
+        generated = decoder.tokens_at_stop if decoder.tokens_at_stop is not None else len(decoder.token_ids)
+        eos_ids = _eos_token_ids(self.model, self.tokenizer)
+        hit_eos = bool(decoder.token_ids) and decoder.token_ids[-1] in eos_ids
+        limit = params.max_new_tokens or config.DEFAULT_MAX_NEW_TOKENS
+        finish_reason = "length" if not decoder.stopped and not hit_eos and generated >= limit else "stop"
+        return ChatDelta(
+            text=tail,
+            finish_reason=finish_reason,
+            usage=Usage(input_tokens=len(input_ids), output_tokens=generated),
+            model_name=self.model_name,
+        )
+
+    def _start_generation(
+        self,
+        input_ids: list[int],
+        params: GenerationParams,
+        deliver: Callable[[Any], None],
+        cancel: threading.Event,
+    ) -> threading.Thread:
+        generate_kwargs = self._generate_kwargs(params)
+
+        def run() -> None:
+            import torch
+            from transformers import StoppingCriteriaList
+
+            try:
+                with self._lock:  # one generation at a time per model
+                    if cancel.is_set():
+                        return
+                    if params.seed is not None:
+                        torch.manual_seed(params.seed)
+                    ids = torch.tensor([input_ids], device=self.model.device)
+                    with torch.inference_mode():
+                        self.model.generate(
+                            input_ids=ids,
+                            attention_mask=torch.ones_like(ids),
+                            streamer=_QueueStreamer(deliver),
+                            stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
+                            **generate_kwargs,
+                        )
+            except BaseException as exc:
+                deliver(exc)
+            finally:
+                deliver(_END)
+
+        worker = threading.Thread(target=run, name="hf_magic-generate", daemon=True)
+        worker.start()
+        return worker
+
+    def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
+        """Keyword arguments for ``model.generate``; unset params keep the model's generation config."""
+        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens or config.DEFAULT_MAX_NEW_TOKENS}
+        pad = self.tokenizer.pad_token_id
+        kwargs["pad_token_id"] = pad if pad is not None else self.tokenizer.eos_token_id
+        if params.greedy and (params.temperature is not None or params.do_sample is not None):
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        elif not params.greedy:
+            kwargs["do_sample"] = True
+            for name in ("temperature", "top_p", "top_k"):
+                if getattr(params, name) is not None:
+                    kwargs[name] = getattr(params, name)
+        if params.repetition_penalty is not None:
+            kwargs["repetition_penalty"] = params.repetition_penalty
+        return kwargs
+
+
+def _consume(decoder: IncrementalDecoder, items: list[Any]) -> tuple[str, bool]:
+    """Feed queued items to the decoder: the new text, and whether generation has ended."""
+    pieces = []
+    for item in items:
+        if item is _END:
+            return "".join(pieces), True
+        if isinstance(item, BaseException):
+            raise item
+        pieces.append(decoder.push(item))
+    return "".join(pieces), False
+
+
+def _eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    found = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    if tokenizer.eos_token_id is not None:
+        found.add(tokenizer.eos_token_id)
+    return found
+
+
+def _params_from_kwargs(kwargs: dict[str, Any]) -> GenerationParams:
+    """GenerationParams from pipeline-style keyword arguments (unknown keys are ignored)."""
+    values = {key: kwargs[key] for key in _GENERATION_KEYS if kwargs.get(key) is not None}
+    stop = kwargs.get("stop") or kwargs.get("stop_sequences") or ()
+    if isinstance(stop, str):
+        stop = (stop,)
+    return GenerationParams(stop=tuple(stop), **values)
+
+
+def _generation_chunk(delta: ChatDelta) -> GenerationChunk:
+    info = None
+    if delta.finish_reason is not None:
+        info = {"finish_reason": delta.finish_reason, "usage": delta.usage.as_usage_metadata() if delta.usage else None}
+    return GenerationChunk(text=delta.text, generation_info=info)
