@@ -1,0 +1,29 @@
+"""Shared fixtures. Fixtures that start real servers live in tests/support/ and are registered here."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+pytest_plugins: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def default_llm():
+    """The embedded default model in a real transformers pipeline, loaded once per test session."""
+    from hf_magic import HuggingFacePipeline
+
+    return HuggingFacePipeline.from_model_id(
+        "default", task="text-generation", pipeline_kwargs={"max_new_tokens": 64, "do_sample": False}
+    )
+
+
+@pytest.fixture(scope="session")
+def chat_model(default_llm):
+    from hf_magic import ChatHuggingFace
+
+    return ChatHuggingFace(llm=default_llm)
