@@ -1,0 +1,438 @@
+"""ChatSession: one chat model, its transcript and usage tally; what the magic and the panel share."""
+
+from __future__ import annotations
+
+import gc
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from .backend import Usage
+from .chat_models import ChatHuggingFace
+from .errors import HfMagicError, InvalidInputError
+from .progress import ProgressCallback, ProgressEvent
+
+Backend = Literal["pipeline", "endpoint"]
+Quantize = Literal["4bit", "8bit"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load. Two equal specs share one loaded model; any change means a reload."""
+
+    model: str = "default"
+    backend: Backend = "pipeline"
+    endpoint_url: str | None = None
+    provider: str | None = None
+    quantize: Quantize | None = None
+    device: str | None = None
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("pipeline", "endpoint"):
+            raise InvalidInputError(f"Unknown backend {self.backend!r}: use 'pipeline' or 'endpoint'.")
+        if self.quantize not in (None, "4bit", "8bit"):
+            raise InvalidInputError(f"Unknown quantization {self.quantize!r}: use '4bit' or '8bit'.")
+        if self.backend == "endpoint" and self.quantize:
+            raise InvalidInputError("Quantization applies to local models only: drop --quantize for an endpoint.")
+
+    def describe(self) -> str:
+        where = self.endpoint_url or self.provider or "local"
+        parts = [self.model if self.backend == "pipeline" or not self.endpoint_url else self.endpoint_url]
+        parts.append(self.backend if self.backend == "pipeline" else f"endpoint ({where})")
+        parts += [p for p in (self.quantize, self.device, self.dtype) if p]
+        return ", ".join(parts)
+
+
+def load_chat_model(spec: ModelSpec, progress: ProgressCallback | None = None) -> ChatHuggingFace:
+    """Build the chat model a spec describes (downloading and loading with progress when local)."""
+    if spec.backend == "endpoint":
+        from .endpoint import HuggingFaceEndpoint
+
+        if spec.endpoint_url:
+            llm: Any = HuggingFaceEndpoint(
+                endpoint_url=spec.endpoint_url, model=None if spec.model == "default" else spec.model
+            )
+        else:
+            llm = HuggingFaceEndpoint(repo_id=spec.model, provider=spec.provider or "auto")
+        return ChatHuggingFace(llm=llm)
+    from .pipeline import HuggingFacePipeline
+
+    model_kwargs: dict[str, Any] = {}
+    if spec.dtype:
+        model_kwargs["dtype"] = spec.dtype
+    if spec.quantize:
+        model_kwargs["quantization_config"] = _bitsandbytes_config(spec.quantize)
+    llm = HuggingFacePipeline.from_model_id(
+        spec.model, task="text-generation", device=spec.device, model_kwargs=model_kwargs, progress=progress
+    )
+    return ChatHuggingFace(llm=llm)
+
+
+def _bitsandbytes_config(quantize: Quantize) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype="bfloat16", bnb_4bit_use_double_quant=True
+    )
+
+
+@dataclass
+class Settings:
+    """Generation settings of a session; ``None`` keeps the model's own default."""
+
+    system_prompt: str | None = None
+    temperature: float | None = None
+    max_new_tokens: int | None = 512
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    history_limit: int | None = None
+    """Most recent turns sent with each message; ``None`` sends the whole conversation."""
+
+    def call_kwargs(self) -> dict[str, Any]:
+        names = ("temperature", "max_new_tokens", "top_p", "repetition_penalty")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+@dataclass
+class Turn:
+    """One exchange: the user's message and the model's reply, with what it cost."""
+
+    user: str
+    reply: str = ""
+    model: str = ""
+    system_prompt: str | None = None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    interrupted: bool = False
+    key: str | None = None
+    """Identifies the cell that sent it: re-running that cell replaces this turn."""
+    started_at: float = field(default_factory=time.time)
+    time_to_first_token: float | None = None
+    duration: float | None = None
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        if not self.usage or not self.duration or self.time_to_first_token is None:
+            return None
+        decode_time = self.duration - self.time_to_first_token
+        return (
+            (self.usage.output_tokens - 1) / decode_time if decode_time > 0 and self.usage.output_tokens > 1 else None
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["usage"] = self.usage.as_usage_metadata() if self.usage else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Turn:
+        data = dict(data)
+        usage = data.pop("usage", None)
+        known = {name for name in cls.__dataclass_fields__}
+        turn = cls(**{key: value for key, value in data.items() if key in known})
+        if usage:
+            turn.usage = Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+        return turn
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """What a view hears from a session: ``kind`` is one of "turn_started", "token", "turn_finished",
+    "turn_failed", "progress", "model_loaded", "model_unloaded", "reset", "transcript_loaded"."""
+
+    kind: str
+    turn: Turn | None = None
+    text: str = ""
+    progress: ProgressEvent | None = None
+    error: str | None = None
+
+
+SessionListener = Callable[[SessionEvent], None]
+
+
+class ChatSession:
+    """A conversation with one loaded chat model, shared by ``%%hfchat`` cells and the panel.
+
+    Example:
+        >>> session = get_session()
+        >>> turn = session.send("What is the capital of France?")
+        >>> turn.reply, turn.usage.total_tokens
+    """
+
+    def __init__(self, name: str = "default", spec: ModelSpec | None = None, settings: Settings | None = None) -> None:
+        self.name = name
+        self.spec = spec or ModelSpec()
+        self.settings = settings or Settings()
+        self.turns: list[Turn] = []
+        self.chat_model: ChatHuggingFace | None = None
+        self._loaded_spec: ModelSpec | None = None
+        self._listeners: list[SessionListener] = []
+        self._busy = threading.Lock()
+        self._cancel = threading.Event()
+
+    # ----------------------------------------------------------------------------- events
+    def subscribe(self, listener: SessionListener) -> Callable[[], None]:
+        """Call ``listener`` on every session event; returns a function that unsubscribes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _emit(self, event: SessionEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a broken view must not break the conversation
+                pass
+
+    # ------------------------------------------------------------------------------ model
+    @property
+    def loaded(self) -> bool:
+        return self.chat_model is not None
+
+    def load(self, spec: ModelSpec | None = None, progress: ProgressCallback | None = None) -> ChatHuggingFace:
+        """Load ``spec`` (default: the session's) unless that exact model is loaded already.
+
+        The transcript is kept across model changes. On failure the previous model stays loaded.
+        """
+        spec = spec or self.spec
+        if self.chat_model is not None and spec == self._loaded_spec:
+            self.spec = spec
+            return self.chat_model
+
+        def report(event: ProgressEvent) -> None:
+            if progress:
+                progress(event)
+            self._emit(SessionEvent("progress", progress=event))
+
+        chat_model = load_chat_model(spec, report)
+        self.unload(notify=False)
+        self.chat_model, self._loaded_spec, self.spec = chat_model, spec, spec
+        self._emit(SessionEvent("model_loaded"))
+        return chat_model
+
+    def unload(self, notify: bool = True) -> None:
+        """Drop the loaded model and its caches, and give the memory back."""
+        if self.chat_model is None:
+            return
+        self.chat_model, self._loaded_spec = None, None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+        if notify:
+            self._emit(SessionEvent("model_unloaded"))
+
+    # ------------------------------------------------------------------------ conversation
+    def reset(self) -> None:
+        """Forget the conversation (the model stays loaded)."""
+        self.turns.clear()
+        self._drop_kv_cache()
+        self._emit(SessionEvent("reset"))
+
+    def _drop_kv_cache(self) -> None:
+        reset_cache = getattr(getattr(self.chat_model, "llm", None), "reset_cache", None)
+        if callable(reset_cache):
+            reset_cache()
+
+    def history_before(self, key: str | None = None) -> list[Turn]:
+        """The turns a new message follows: all of them, or those before the turn sent by ``key``."""
+        for index, turn in enumerate(self.turns):
+            if key is not None and turn.key == key:
+                return self.turns[:index]
+        return list(self.turns)
+
+    def build_messages(self, text: str, key: str | None = None) -> list[BaseMessage]:
+        history = self.history_before(key)
+        if self.settings.history_limit is not None:
+            history = history[-self.settings.history_limit :] if self.settings.history_limit > 0 else []
+        messages: list[BaseMessage] = []
+        if self.settings.system_prompt:
+            messages.append(SystemMessage(content=self.settings.system_prompt))
+        for turn in history:
+            messages += [HumanMessage(content=turn.user), AIMessage(content=turn.reply)]
+        messages.append(HumanMessage(content=text))
+        return messages
+
+    def stop(self) -> None:
+        """Ask the reply being generated to stop; its partial text is kept, marked interrupted."""
+        self._cancel.set()
+
+    @property
+    def busy(self) -> bool:
+        return self._busy.locked()
+
+    def send(
+        self,
+        text: str,
+        *,
+        key: str | None = None,
+        on_token: Callable[[str], None] | None = None,
+        progress: ProgressCallback | None = None,
+        **overrides: Any,
+    ) -> Turn:
+        """Send ``text``, stream the reply to ``on_token`` and listeners, record and return the turn.
+
+        ``key`` names the sender (a notebook cell): a turn with the same key is replaced in place.
+        ``overrides`` are per-call generation settings (``temperature``, ``max_new_tokens``...).
+        A KeyboardInterrupt or ``stop()`` ends the reply early: it is kept with ``interrupted=True``.
+
+        Raises:
+            InvalidInputError: empty message, or a reply is already being generated.
+            HfMagicError: loading or generation failed; the transcript and loaded model are unchanged.
+        """
+        if not text or not text.strip():
+            raise InvalidInputError("The message is empty: type something to send.")
+        if not self._busy.acquire(blocking=False):
+            raise InvalidInputError("A reply is already being generated: wait for it or press Stop.")
+        try:
+            return self._send_locked(text, key, on_token, progress, overrides)
+        finally:
+            self._busy.release()
+
+    def _send_locked(
+        self,
+        text: str,
+        key: str | None,
+        on_token: Callable[[str], None] | None,
+        progress: ProgressCallback | None,
+        overrides: dict[str, Any],
+    ) -> Turn:
+        self._cancel.clear()
+        chat_model = self.load(progress=progress)
+        messages = self.build_messages(text, key)
+        kwargs = {**self.settings.call_kwargs(), **{k: v for k, v in overrides.items() if v is not None}}
+        turn = Turn(user=text, model=self.spec.model, system_prompt=self.settings.system_prompt, key=key)
+        self._emit(SessionEvent("turn_started", turn=turn))
+        pieces: list[str] = []
+        start = time.perf_counter()
+        try:
+            for chunk in self._stream(chat_model, messages, kwargs):
+                if chunk.content:
+                    if turn.time_to_first_token is None:
+                        turn.time_to_first_token = time.perf_counter() - start
+                    piece = str(chunk.content)
+                    pieces.append(piece)
+                    turn.reply = "".join(pieces)
+                    if on_token:
+                        on_token(piece)
+                    self._emit(SessionEvent("token", turn=turn, text=piece))
+                if chunk.usage_metadata:
+                    turn.usage = Usage(chunk.usage_metadata["input_tokens"], chunk.usage_metadata["output_tokens"])
+                if chunk.response_metadata.get("finish_reason"):
+                    turn.finish_reason = chunk.response_metadata["finish_reason"]
+                    turn.model = chunk.response_metadata.get("model_name", turn.model)
+                if self._cancel.is_set():
+                    turn.interrupted = True
+                    break
+        except KeyboardInterrupt:
+            turn.interrupted = True
+        except HfMagicError as exc:
+            self._emit(SessionEvent("turn_failed", turn=turn, error=str(exc)))
+            raise
+        except Exception as exc:
+            error = HfMagicError(f"Generation failed: {type(exc).__name__}: {exc}")
+            self._emit(SessionEvent("turn_failed", turn=turn, error=str(error)))
+            raise error from exc
+        turn.duration = time.perf_counter() - start
+        if turn.interrupted:
+            turn.finish_reason = "interrupted"
+        self._record(turn)
+        self._emit(SessionEvent("turn_finished", turn=turn))
+        return turn
+
+    @staticmethod
+    def _stream(chat_model: ChatHuggingFace, messages: list[BaseMessage], kwargs: dict[str, Any]) -> Iterator[Any]:
+        stream = chat_model.stream(messages, **kwargs)
+        try:
+            yield from stream
+        finally:
+            stream.close()  # stops generation at the next token when the loop ended early
+
+    def _record(self, turn: Turn) -> None:
+        for index, existing in enumerate(self.turns):
+            if turn.key is not None and existing.key == turn.key:
+                self.turns[index] = turn
+                return
+        self.turns.append(turn)
+
+    # ------------------------------------------------------------------------------ usage
+    def usage_total(self) -> Usage:
+        total = Usage()
+        for turn in self.turns:
+            if turn.usage:
+                total.input_tokens += turn.usage.input_tokens
+                total.output_tokens += turn.usage.output_tokens
+        return total
+
+    @property
+    def context_length(self) -> int | None:
+        llm = getattr(self.chat_model, "llm", None)
+        value = getattr(llm, "context_length", None)
+        return int(value) if isinstance(value, int) else None
+
+    def context_fill(self) -> tuple[int, int | None]:
+        """Tokens the conversation occupies now (last turn's prompt + reply) and the model's maximum."""
+        last = next((t for t in reversed(self.turns) if t.usage), None)
+        return (last.usage.total_tokens if last and last.usage else 0), self.context_length
+
+    # ------------------------------------------------------------------------ persistence
+    def export(self, path: str | Path) -> Path:
+        """Write the transcript as Markdown (``.md``) or reloadable JSON (``.json``)."""
+        from .render import transcript_markdown
+
+        target = Path(path).expanduser()
+        if target.suffix == ".json":
+            data = {
+                "session": self.name,
+                "spec": asdict(self.spec),
+                "settings": asdict(self.settings),
+                "turns": [turn.to_dict() for turn in self.turns],
+            }
+            target.write_text(json.dumps(data, indent=2))
+        elif target.suffix in (".md", ".markdown"):
+            target.write_text(transcript_markdown(self.turns, title=f"hf_magic session: {self.name}"))
+        else:
+            raise InvalidInputError(f"Cannot export to {target.name!r}: use a .md or .json file name.")
+        return target
+
+    def load_transcript(self, path: str | Path) -> None:
+        """Replace the transcript with one exported as JSON (the loaded model is kept)."""
+        source = Path(path).expanduser()
+        try:
+            data = json.loads(source.read_text())
+            turns = [Turn.from_dict(item) for item in data["turns"]]
+        except FileNotFoundError as exc:
+            raise InvalidInputError(f"No file at {str(source)!r}: check the path.") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidInputError(f"{source.name} is not a transcript exported by `%hfchat export x.json`.") from exc
+        self.turns = turns
+        if data.get("settings", {}).get("system_prompt") is not None:
+            self.settings = replace(self.settings, system_prompt=data["settings"]["system_prompt"])
+        self._drop_kv_cache()
+        self._emit(SessionEvent("transcript_loaded"))
+
+
+_SESSIONS: dict[str, ChatSession] = {}
+
+
+def get_session(name: str = "default") -> ChatSession:
+    """The kernel-wide session called ``name``, created on first use."""
+    if name not in _SESSIONS:
+        _SESSIONS[name] = ChatSession(name)
+    return _SESSIONS[name]
+
+
+def all_sessions() -> dict[str, ChatSession]:
+    return dict(_SESSIONS)
