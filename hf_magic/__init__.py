@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .backend import ChatDelta, ChatRequest, GenerationParams, Usage
 from .chat_models import ChatHuggingFace
+from .endpoint import HuggingFaceEndpoint
 from .errors import (
     DefaultModelMissingError,
     EndpointError,
@@ -27,6 +28,7 @@ __all__ = [
     "GenerationCancelled",
     "GenerationParams",
     "HfMagicError",
+    "HuggingFaceEndpoint",
     "HuggingFacePipeline",
     "InvalidInputError",
     "ModelNotFoundError",

@@ -1,0 +1,93 @@
+"""A real OpenAI-compatible server for tests and benchmarks: ``transformers serve`` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+READY_TIMEOUT_S = 180.0
+"""Loading the default model takes ~15 s on 2 cores; a loaded machine needs more."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _transformers_cli() -> str:
+    beside_python = Path(sys.executable).with_name("transformers")
+    found = str(beside_python) if beside_python.is_file() else shutil.which("transformers")
+    if not found:
+        raise RuntimeError('The `transformers` command is missing: pip install "transformers[serving]".')
+    return found
+
+
+@contextlib.contextmanager
+def serve_transformers(model_dir: str | Path, port: int | None = None) -> Iterator[str]:
+    """Run ``transformers serve <model_dir>`` on 127.0.0.1 until the block ends; yields its base URL.
+
+    The server is pinned to ``model_dir``: requests must name the model as ``str(model_dir)`` (what
+    ``GET /v1/models`` lists). Raises RuntimeError, with the server's log tail, if it does not come up.
+
+    Example:
+        >>> with serve_transformers(ensure_default_model()) as url:
+        ...     HuggingFaceEndpoint(endpoint_url=url).invoke("Hi")
+    """
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [_transformers_cli(), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--device", "cpu"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with tempfile.TemporaryFile(mode="w+") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            _wait_until_healthy(url, process, log)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: object) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"transformers serve exited with {process.returncode}: {_tail(log)}")
+        try:
+            if httpx2.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx2.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"transformers serve was not healthy at {url} after {READY_TIMEOUT_S:.0f} s: {_tail(log)}")
+
+
+def _tail(log: object) -> str:
+    log.seek(0)  # type: ignore[attr-defined]
+    return log.read()[-2000:]  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def serve_url() -> Iterator[str]:
+    """Base URL of ``transformers serve`` running the embedded default model, for the whole session."""
+    from hf_magic.loading import ensure_default_model
+
+    with serve_transformers(ensure_default_model()) as url:
+        yield url
