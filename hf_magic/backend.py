@@ -50,6 +50,9 @@ class GenerationParams:
             for name, value in vars(override).items()
             if value is not None and not (name == "stop" and not value) and not (name == "logprobs" and not value)
         }
+        if override.temperature is not None and override.do_sample is None:
+            # A temperature given at a more specific level decides sampling, over an older do_sample.
+            changes["do_sample"] = override.temperature > 0
         return replace(self, **changes)
 
     @property

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from . import config
-from .errors import DefaultModelMissingError, HfMagicError, ModelNotFoundError, QuantizationError
-from .progress import ProgressCallback, ProgressEvent, capture_transformers_progress, event_tqdm
+from .errors import DefaultModelMissingError, HfMagicError, InvalidInputError, ModelNotFoundError, QuantizationError
+from .progress import ProgressCallback, ProgressEvent, capture_transformers_progress
 
 # Files a causal LM needs; skips duplicate .bin / .pth / .onnx / .gguf weights a repo may also carry.
 _MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken", "*.py"]
@@ -186,9 +186,10 @@ def _hub_snapshot(repo_id: str, progress: ProgressCallback | None) -> Path:
             f"{repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set, so the hub is not asked. "
             f"{_available_ids_hint()} Unset HF_HUB_OFFLINE to download it."
         )
-    tqdm_class = event_tqdm(progress, "download") if progress else None
+    from .downloads import download_snapshot
+
     try:
-        folder = snapshot_download(repo_id, allow_patterns=_MODEL_FILE_PATTERNS, tqdm_class=tqdm_class)
+        folder = download_snapshot(repo_id, _MODEL_FILE_PATTERNS, progress)
     except GatedRepoError as exc:
         raise ModelNotFoundError(
             f"{repo_id!r} is gated: accept its terms at {config.hub_endpoint()}/{repo_id} and log in "
@@ -227,6 +228,8 @@ def load_model_and_tokenizer(
     tokenizer_kwargs = {k: kwargs[k] for k in ("trust_remote_code", "revision") if k in kwargs}
     if device_map is not None:
         kwargs["device_map"] = device_map
+    if device is not None:
+        _torch_device(device)  # fail before loading, not after
     quantization = kwargs.get("quantization_config")
     if quantization is not None:
         _check_quantization_supported(quantization, device)
@@ -237,8 +240,8 @@ def load_model_and_tokenizer(
     except (ImportError, RuntimeError, ValueError) as exc:
         if quantization is not None:
             raise QuantizationError(
-                f"Loading with {type(quantization).__name__} failed on this machine ({_first_line(exc)}): "
-                "load without quantization, or install a bitsandbytes build for your device."
+                f"{type(quantization).__name__} cannot run on this machine ({_first_line(exc)}): load without "
+                "quantization, or use BitsAndBytesConfig (4-bit and 8-bit run on CPU too)."
             ) from exc
         raise HfMagicError(f"Could not load a causal language model from {path}: {_first_line(exc)}") from exc
     except OSError as exc:
@@ -250,9 +253,12 @@ def load_model_and_tokenizer(
 
 
 def _torch_device(device: int | str) -> str:
-    if isinstance(device, int):
-        return "cpu" if device < 0 else f"cuda:{device}"
-    return device
+    import torch
+
+    name = ("cpu" if device < 0 else f"cuda:{device}") if isinstance(device, int) else device
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidInputError(f"device={device!r} asks for a CUDA GPU and none is available: use device='cpu'.")
+    return name
 
 
 def _check_quantization_supported(quantization: Any, device: int | str | None) -> None:

@@ -1,0 +1,106 @@
+"""Message converters and tool_choice normalisation: pure functions, no model needed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from langchain_core.messages import (
+    AIMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+
+from hf_magic import ChatDelta, InvalidInputError, Usage
+from hf_magic.chat_models import (
+    convert_delta_to_chunk,
+    convert_delta_to_message,
+    convert_message_to_dict,
+    convert_messages,
+    normalize_tool_choice,
+)
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def test_roles_map_to_openai_shapes():
+    assert convert_message_to_dict(SystemMessage("be brief")) == {"role": "system", "content": "be brief"}
+    assert convert_message_to_dict(HumanMessage("hi")) == {"role": "user", "content": "hi"}
+    assert convert_message_to_dict(AIMessage("hello")) == {"role": "assistant", "content": "hello"}
+    assert convert_message_to_dict(ChatMessage(role="user", content="x")) == {"role": "user", "content": "x"}
+
+
+def test_ai_message_with_tool_calls_keeps_ids_and_json_arguments():
+    message = AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "call_1"}])
+    converted = convert_message_to_dict(message)
+    assert converted["tool_calls"] == [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    ]
+
+
+def test_tool_message_carries_its_call_id():
+    converted = convert_message_to_dict(ToolMessage(content="18C", tool_call_id="call_1"))
+    assert converted == {"role": "tool", "content": "18C", "tool_call_id": "call_1"}
+
+
+def test_unsupported_message_type_gets_one_clear_line():
+    with pytest.raises(InvalidInputError, match="FunctionMessage are not supported") as info:
+        convert_message_to_dict(FunctionMessage(name="f", content="x"))
+    assert "\n" not in str(info.value)
+
+
+def test_empty_message_list_is_rejected():
+    with pytest.raises(InvalidInputError, match="No messages"):
+        convert_messages([])
+
+
+def test_whole_reply_becomes_an_ai_message_with_usage_and_metadata():
+    delta = ChatDelta(text="Paris.", finish_reason="stop", usage=Usage(10, 3), model_name="m")
+    message = convert_delta_to_message(delta)
+    assert message.content == "Paris."
+    assert message.usage_metadata == {"input_tokens": 10, "output_tokens": 3, "total_tokens": 13}
+    assert message.response_metadata["finish_reason"] == "stop"
+    assert message.response_metadata["model_name"] == "m"
+
+
+def test_only_the_last_chunk_carries_metadata():
+    middle = convert_delta_to_chunk(ChatDelta(text="Par"))
+    last = convert_delta_to_chunk(ChatDelta(text="", finish_reason="length", usage=Usage(1, 2), model_name="m"))
+    assert middle.response_metadata == {} and middle.usage_metadata is None
+    assert last.chunk_position == "last"
+    assert last.response_metadata["finish_reason"] == "length"
+    merged = middle + last
+    assert merged.usage_metadata["total_tokens"] == 3
+
+
+def test_parsed_tool_calls_stream_as_chunks_that_merge_back():
+    delta = ChatDelta(
+        tool_calls=[{"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_9"}], finish_reason="stop"
+    )
+    chunk = convert_delta_to_chunk(delta)
+    assert chunk.tool_calls == [{"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_9", "type": "tool_call"}]
+    assert json.loads(chunk.tool_call_chunks[0]["args"]) == {"city": "Oslo"}
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        (None, None),
+        ("auto", "auto"),
+        ("none", "none"),
+        ("any", "required"),
+        ("required", "required"),
+        ("get_weather", {"type": "function", "function": {"name": "get_weather"}}),
+        (True, {"type": "function", "function": {"name": "get_weather"}}),
+    ],
+)
+def test_tool_choice_forms(choice, expected):
+    assert normalize_tool_choice(choice, [WEATHER]) == expected
+
+
+def test_tool_choice_naming_an_unbound_tool_is_rejected():
+    with pytest.raises(InvalidInputError, match="not a bound tool"):
+        normalize_tool_choice("send_email", [WEATHER])
