@@ -77,11 +77,10 @@ def test_only_the_last_chunk_carries_metadata():
 
 
 def test_parsed_tool_calls_stream_as_chunks_that_merge_back():
-    delta = ChatDelta(
-        tool_calls=[{"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_9"}], finish_reason="stop"
-    )
+    call = {"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_9"}
+    delta = ChatDelta(tool_calls=[call], finish_reason="stop")
     chunk = convert_delta_to_chunk(delta)
-    assert chunk.tool_calls == [{"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_9", "type": "tool_call"}]
+    assert chunk.tool_calls == [{**call, "type": "tool_call"}]
     assert json.loads(chunk.tool_call_chunks[0]["args"]) == {"city": "Oslo"}
 
 
