@@ -21,10 +21,13 @@ from pydantic import ConfigDict, PrivateAttr
 from . import config
 from .backend import ChatDelta, ChatRequest, GenerationParams, Usage, join_deltas
 from .chat_template import render_prompt
+from .constraints import constrainer_for, grammar_spec
 from .errors import InvalidInputError
 from .loading import is_default_model, load_model_and_tokenizer, resolve_model_path
+from .logprobs import LogprobsRecorder
 from .progress import ProgressCallback
 from .stop_sequences import IncrementalDecoder
+from .tool_calls import aattach_tool_calls, attach_tool_calls, prompt_messages
 
 DEFAULT_BATCH_SIZE = 2
 SUPPORTED_TASKS = ("text-generation",)
@@ -179,19 +182,37 @@ class HuggingFacePipeline(BaseLLM):
 
     def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
         input_ids = self._chat_input_ids(request)
-        return self._stream_ids(input_ids, self.default_params().merged(request.params))
+        params = self.default_params().merged(request.params)
+        deltas = self._stream_ids(input_ids, params, self._logits_processors(request, params))
+        # Tool-call text is held back while streaming and arrives parsed on the last delta.
+        return attach_tool_calls(deltas, _tool_names(request)) if _parses_tool_calls(request) else deltas
 
     def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         input_ids = self._chat_input_ids(request)
-        return self._astream_ids(input_ids, self.default_params().merged(request.params))
+        params = self.default_params().merged(request.params)
+        deltas = self._astream_ids(input_ids, params, self._logits_processors(request, params))
+        return aattach_tool_calls(deltas, _tool_names(request)) if _parses_tool_calls(request) else deltas
 
     def _chat_input_ids(self, request: ChatRequest) -> list[int]:
-        if request.response_format is not None or (request.tools and request.tool_choice not in (None, "auto", "none")):
-            raise InvalidInputError(
-                "Constrained decoding (structured output, forced tool calls) is not available on this pipeline yet."
-            )
-        prompt = render_prompt(self.tokenizer, request.messages, request.tools)
+        tools = request.tools if request.tool_choice != "none" else None
+        messages, tools = prompt_messages(self.tokenizer, request.messages, tools)
+        prompt = render_prompt(self.tokenizer, messages, tools)
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def _logits_processors(self, request: ChatRequest, params: GenerationParams) -> list[Any]:
+        """Logprob recording and grammar constraints for one generation (none unless asked for).
+
+        Raises:
+            SchemaError: the schema or tools cannot be compiled into a grammar.
+        """
+        processors: list[Any] = []
+        if params.logprobs:
+            processors.append(LogprobsRecorder(params.top_logprobs or 0))  # before the mask: the model's own
+        spec = grammar_spec(request.tools, request.tool_choice, request.response_format)
+        if spec is not None:
+            constrainer = constrainer_for(self.model, self.tokenizer, _eos_token_ids(self.model, self.tokenizer))
+            processors.append(constrainer.logits_processor(spec))
+        return processors
 
     # ---------------------------------------------------------------------- text completion
     def _generate(
@@ -240,11 +261,13 @@ class HuggingFacePipeline(BaseLLM):
             yield chunk
 
     # --------------------------------------------------------------------------- generation
-    def _stream_ids(self, input_ids: list[int], params: GenerationParams) -> Iterator[ChatDelta]:
+    def _stream_ids(
+        self, input_ids: list[int], params: GenerationParams, processors: list[Any] | None = None
+    ) -> Iterator[ChatDelta]:
         """Generate on a worker thread; yield text deltas here, then one delta with usage."""
         tokens: queue.SimpleQueue[Any] = queue.SimpleQueue()
         cancel = threading.Event()
-        worker = self._start_generation(input_ids, params, tokens.put, cancel)
+        worker = self._start_generation(input_ids, params, tokens.put, cancel, processors)
         decoder = self._decoder(params)
         try:
             while True:
@@ -258,12 +281,14 @@ class HuggingFacePipeline(BaseLLM):
                     yield ChatDelta(text=text)
                 if finished:
                     break
-            yield self._final_delta(decoder, input_ids, params)
+            yield self._final_delta(decoder, input_ids, params, processors)
         finally:
             cancel.set()
             worker.join()
 
-    async def _astream_ids(self, input_ids: list[int], params: GenerationParams) -> AsyncIterator[ChatDelta]:
+    async def _astream_ids(
+        self, input_ids: list[int], params: GenerationParams, processors: list[Any] | None = None
+    ) -> AsyncIterator[ChatDelta]:
         """``_stream_ids`` for an event loop: the loop only decodes, generation stays on its thread."""
         loop = asyncio.get_running_loop()
         tokens: asyncio.Queue[Any] = asyncio.Queue()
@@ -275,7 +300,7 @@ class HuggingFacePipeline(BaseLLM):
             except RuntimeError:  # the loop closed under us: nobody is listening any more
                 cancel.set()
 
-        self._start_generation(input_ids, params, deliver, cancel)
+        self._start_generation(input_ids, params, deliver, cancel, processors)
         decoder = self._decoder(params)
         try:
             while True:
@@ -289,7 +314,7 @@ class HuggingFacePipeline(BaseLLM):
                     yield ChatDelta(text=text)
                 if finished:
                     break
-            yield self._final_delta(decoder, input_ids, params)
+            yield self._final_delta(decoder, input_ids, params, processors)
         finally:
             cancel.set()  # on cancellation the worker stops at its next token and releases the model
 
@@ -301,17 +326,31 @@ class HuggingFacePipeline(BaseLLM):
 
         return IncrementalDecoder(decode, params.stop)
 
-    def _final_delta(self, decoder: IncrementalDecoder, input_ids: list[int], params: GenerationParams) -> ChatDelta:
+    def _final_delta(
+        self,
+        decoder: IncrementalDecoder,
+        input_ids: list[int],
+        params: GenerationParams,
+        processors: list[Any] | None = None,
+    ) -> ChatDelta:
         tail = decoder.finish()
         generated = decoder.tokens_at_stop if decoder.tokens_at_stop is not None else len(decoder.token_ids)
         eos_ids = _eos_token_ids(self.model, self.tokenizer)
         hit_eos = bool(decoder.token_ids) and decoder.token_ids[-1] in eos_ids
         limit = params.max_new_tokens or config.DEFAULT_MAX_NEW_TOKENS
         finish_reason = "length" if not decoder.stopped and not hit_eos and generated >= limit else "stop"
+        recorder = next((p for p in processors or [] if isinstance(p, LogprobsRecorder)), None)
+        logprobs = None
+        if recorder is not None:
+            content_ids = decoder.token_ids[:generated]
+            if content_ids and content_ids[-1] in eos_ids:  # OpenAI lists the reply's tokens, not the end marker
+                content_ids = content_ids[:-1]
+            logprobs = recorder.entries(content_ids, self.tokenizer.decode)
         return ChatDelta(
             text=tail,
             finish_reason=finish_reason,
             usage=Usage(input_tokens=len(input_ids), output_tokens=generated),
+            logprobs=logprobs,
             model_name=self.model_name,
         )
 
@@ -321,8 +360,13 @@ class HuggingFacePipeline(BaseLLM):
         params: GenerationParams,
         deliver: Callable[[Any], None],
         cancel: threading.Event,
+        processors: list[Any] | None = None,
     ) -> threading.Thread:
         generate_kwargs = self._generate_kwargs(params)
+        if processors:  # grammar masks and logprob recording, only when a request asks
+            from transformers import LogitsProcessorList
+
+            generate_kwargs["logits_processor"] = LogitsProcessorList(processors)
 
         def run() -> None:
             import torch
@@ -367,6 +411,14 @@ class HuggingFacePipeline(BaseLLM):
         if params.repetition_penalty is not None:
             kwargs["repetition_penalty"] = params.repetition_penalty
         return kwargs
+
+
+def _parses_tool_calls(request: ChatRequest) -> bool:
+    return bool(request.tools) and request.tool_choice != "none"
+
+
+def _tool_names(request: ChatRequest) -> list[str]:
+    return [tool["function"]["name"] for tool in request.tools or []]
 
 
 def _consume(decoder: IncrementalDecoder, items: list[Any]) -> tuple[str, bool]:
