@@ -19,6 +19,21 @@ from .errors import (
 from .pipeline import HuggingFacePipeline
 from .progress import ProgressEvent
 
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext hf_magic``: register the ``%%hfchat`` / ``%hfchat`` magics."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: object) -> None:
+    """``%unload_ext hf_magic``: remove the magics (sessions stay in memory)."""
+    from .magics import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
 __all__ = [
     "ChatDelta",
     "ChatHuggingFace",

@@ -1,0 +1,483 @@
+"""``%%hfchat`` / ``%hfchat``: parse the cell, hand it to a ChatSession, show the reply as it streams."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import shlex
+import string
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, TextIO
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+from IPython.utils.process import arg_split
+from langchain_core.messages import AIMessage
+from traitlets import Bool, Enum, Float, Integer, Unicode
+
+from .errors import HfMagicError, InvalidInputError
+from .progress_views import ProgressView, format_bytes, make_progress_view
+from .render import ErrorLine, InfoTable, Reply, Streaming, Transcript, UsageReport, usage_line
+from .session import ChatSession, ModelSpec, Turn, all_sessions, get_session
+
+_STREAM_REFRESH_SECONDS = 0.05
+"""Redraw the streaming reply at most this often: one display update per token floods the frontend."""
+
+SUBCOMMANDS = ("history", "reset", "usage", "export", "load", "unload", "status", "models", "panel", "debug")
+
+
+# ------------------------------------------------------------------------ pure helpers
+_FIELD = re.compile(r"(?<!\{)\{([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[[^\[\]{}]+\])*)\}(?!\})")
+
+
+def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
+    """Replace ``{name}``, ``{name.attr}`` and ``{name[key]}`` with values from ``namespace``.
+
+    Brace-safe: anything else (dict literals, JSON, ``{unknown}``, ``{{escaped}}``) is left as written,
+    so pasting code into an interpolated cell does not break it.
+    """
+    formatter = string.Formatter()
+
+    def substitute(match: re.Match[str]) -> str:
+        name = re.match(r"[A-Za-z_]\w*", match.group(1))
+        if name is None or name.group(0) not in namespace:
+            return match.group(0)
+        try:
+            value, _ = formatter.get_field(match.group(1), (), namespace)
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+            return match.group(0)
+        return str(value)
+
+    return _FIELD.sub(substitute, text)
+
+
+def cell_key(cell: str, cell_id: str | None) -> str:
+    """What identifies "this cell" for re-run replacement: the notebook's cell id, else the cell's text."""
+    if cell_id:
+        return f"cell:{cell_id}"
+    return "text:" + hashlib.sha1(cell.strip().encode()).hexdigest()[:16]
+
+
+def spec_from_options(current: ModelSpec, options: argparse.Namespace) -> ModelSpec:
+    """The session's spec with every option the cell gave applied (unspecified options keep their value)."""
+    changes: dict[str, Any] = {}
+    if options.model is not None:
+        changes["model"] = options.model
+    if options.endpoint_url is not None:
+        changes["endpoint_url"] = options.endpoint_url or None
+        changes.setdefault("backend", "endpoint")
+    if options.backend is not None:
+        changes["backend"] = options.backend
+    if options.provider is not None:
+        changes["provider"] = options.provider
+    if options.quantize is not None:
+        changes["quantize"] = None if options.quantize == "none" else options.quantize
+    if options.device is not None:
+        changes["device"] = options.device
+    if options.dtype is not None:
+        changes["dtype"] = options.dtype
+    if changes.get("backend") == "pipeline":
+        changes.setdefault("endpoint_url", None)
+    return replace(current, **changes) if changes else current
+
+
+def reply_message(turn: Turn) -> AIMessage:
+    """A finished turn as the AIMessage ``-o VAR`` stores in the user's namespace."""
+    return AIMessage(
+        content=turn.reply,
+        usage_metadata=turn.usage.as_usage_metadata() if turn.usage else None,  # type: ignore[arg-type]
+        response_metadata={
+            "model_name": turn.model,
+            "finish_reason": turn.finish_reason,
+            "interrupted": turn.interrupted,
+            "time_to_first_token": turn.time_to_first_token,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    name: str
+    argument: str | None
+    session: str | None
+
+
+def parse_subcommand(line: str) -> Subcommand:
+    """``history``, ``export PATH --session NAME``... as a Subcommand.
+
+    Raises:
+        InvalidInputError: an unknown subcommand or a missing path.
+    """
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise InvalidInputError(f"Cannot parse {line!r}: {exc}; check the quotes.") from exc
+    session = None
+    if "--session" in words:
+        at = words.index("--session")
+        if at + 1 >= len(words):
+            raise InvalidInputError("--session needs a name: %hfchat history --session NAME.")
+        session = words[at + 1]
+        del words[at : at + 2]
+    if not words or words[0] not in SUBCOMMANDS:
+        given = words[0] if words else ""
+        raise InvalidInputError(
+            f"Unknown %hfchat subcommand {given!r}: use one of {', '.join(SUBCOMMANDS)}; "
+            "to send a message use the %%hfchat cell magic."
+        )
+    if words[0] in ("export", "load") and len(words) < 2:
+        raise InvalidInputError(f"%hfchat {words[0]} needs a file path, e.g. %hfchat {words[0]} chat.json.")
+    return Subcommand(words[0], words[1] if len(words) > 1 else None, session)
+
+
+# --------------------------------------------------------------------------- reply views
+class ReplyView(Protocol):
+    """Where a reply is shown while it streams and when it is done."""
+
+    def token(self, piece: str) -> None: ...
+
+    def finish(self, reply: Reply) -> None: ...
+
+
+class NotebookReplyView:
+    """Streams into one output through a display handle; the final rich reply replaces it."""
+
+    def __init__(self, model: str, stream: bool, display: Callable[..., Any]) -> None:
+        self._model, self._stream, self._display = model, stream, display
+        self._handle: Any = None
+        self._last = 0.0
+        self._text = ""
+
+    def token(self, piece: str) -> None:
+        self._text += piece
+        if not self._stream:
+            return
+        now = time.perf_counter()
+        if self._handle is None:
+            self._handle = self._display(Streaming(self._text, self._model), display_id=True)
+            self._last = now
+        elif now - self._last >= _STREAM_REFRESH_SECONDS:
+            self._handle.update(Streaming(self._text, self._model))
+            self._last = now
+
+    def finish(self, reply: Reply) -> None:
+        if self._handle is None:
+            self._display(reply)
+        else:
+            self._handle.update(reply)
+
+
+class TerminalReplyView:
+    """Plain text: tokens are written as they come, the usage line after the reply."""
+
+    def __init__(self, stream: bool, out: TextIO | None = None) -> None:
+        self._stream = stream
+        self._out = out
+        self._wrote = False
+
+    @property
+    def out(self) -> TextIO:
+        return self._out or sys.stdout
+
+    def token(self, piece: str) -> None:
+        if self._stream:
+            self.out.write(piece)
+            self.out.flush()
+            self._wrote = True
+
+    def finish(self, reply: Reply) -> None:
+        turn = reply.turn
+        if not self._wrote:
+            self.out.write(turn.reply)
+        self.out.write("\n")
+        if turn.interrupted:
+            self.out.write("[interrupted]\n")
+        if reply.usage:
+            self.out.write(f"{reply.usage}\n")
+        self.out.flush()
+
+
+# --------------------------------------------------------------------------------- magics
+@magics_class
+class HfChatMagics(Magics):
+    """``%%hfchat`` (send the cell to the model) and ``%hfchat SUBCOMMAND``. Defaults: ``%config HfChatMagics``."""
+
+    model = Unicode("default", help="Model used when a session starts: 'default', a hub id or a folder.").tag(
+        config=True
+    )
+    backend = Enum(["pipeline", "endpoint"], "pipeline", help="Backend used when a session starts.").tag(config=True)
+    endpoint_url = Unicode(None, allow_none=True, help="OpenAI-compatible server for backend='endpoint'.").tag(
+        config=True
+    )
+    provider = Unicode(None, allow_none=True, help="Inference provider for backend='endpoint'.").tag(config=True)
+    system_prompt = Unicode(None, allow_none=True, help="System prompt of new sessions.").tag(config=True)
+    max_new_tokens = Integer(512, allow_none=True, help="Longest reply, in tokens.").tag(config=True)
+    temperature = Float(None, allow_none=True, help="Sampling temperature; unset or 0 is greedy.").tag(config=True)
+    history_limit = Integer(None, allow_none=True, help="Most recent turns sent with each message (None: all).").tag(
+        config=True
+    )
+    stream = Bool(True, help="Show the reply as it is generated.").tag(config=True)
+    output_format = Enum(["markdown", "text"], "markdown", help="How replies are rendered.").tag(config=True)
+    show_usage = Bool(True, help="Show the usage line under each reply.").tag(config=True)
+    interpolate = Bool(False, help="Replace {name} in cells with user variables (as -i does).").tag(config=True)
+    verbose = Bool(False, help="Show tracebacks for errors (also: %hfchat debug on).").tag(config=True)
+    display_mode = Enum(
+        ["auto", "notebook", "terminal"], "auto", help="Rich display + widget bars, or plain text; auto detects."
+    ).tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.last_error: BaseException | None = None
+
+    # ------------------------------------------------------------------------- context
+    @property
+    def notebook(self) -> bool:
+        if self.display_mode != "auto":
+            return self.display_mode == "notebook"
+        return type(self.shell).__name__ == "ZMQInteractiveShell"
+
+    def _cell_id(self) -> str | None:
+        kernel = getattr(self.shell, "kernel", None)
+        try:
+            parent = kernel.get_parent() if kernel is not None else None
+        except Exception:  # older kernels need a channel argument; no id then
+            return None
+        metadata = (parent or {}).get("metadata") or {}
+        cell_id = metadata.get("cellId")
+        return str(cell_id) if cell_id else None
+
+    def _session(self, name: str | None) -> ChatSession:
+        name = name or "default"
+        fresh = name not in all_sessions()
+        session = get_session(name)
+        if fresh and not session.loaded and not session.turns:
+            session.spec = ModelSpec(
+                model=self.model,
+                backend=self.backend,
+                endpoint_url=self.endpoint_url or None,
+                provider=self.provider or None,
+            )
+            session.settings.system_prompt = self.system_prompt
+        session.settings.history_limit = self.history_limit
+        return session
+
+    def _show(self, obj: Any) -> None:
+        if self.notebook:
+            from IPython.display import display
+
+            display(obj)
+        else:
+            print(repr(obj))
+
+    def _error(self, exc: BaseException) -> None:
+        """One red line; the traceback only when verbose."""
+        self.last_error = exc
+        message = str(exc) if isinstance(exc, HfMagicError) else f"{type(exc).__name__}: {exc}"
+        hint = "" if isinstance(exc, HfMagicError) or self.verbose else " (run %hfchat debug for the traceback)"
+        if self.notebook:
+            from IPython.display import display
+
+            display(ErrorLine(message + hint))
+        else:
+            print(f"Error: {message}{hint}", file=sys.stderr)
+        if self.verbose:
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+
+    def _progress_view(self) -> ProgressView:
+        return make_progress_view(self.notebook)
+
+    def parse_options(self, line: str) -> argparse.Namespace:
+        """The ``%%hfchat`` line as options; quotes are removed the shell way (``-s "You're nice"``)."""
+        try:
+            argv = arg_split(line, posix=True, strict=True)
+        except ValueError as exc:
+            raise InvalidInputError(f"Cannot parse the %%hfchat line ({exc}): check the quotes.") from exc
+        try:
+            return self.hfchat.parser.parse_args(argv)
+        except UsageError as exc:
+            raise InvalidInputError(f"{exc}: see %%hfchat? for the options.") from exc
+
+    # --------------------------------------------------------------------------- magic
+    @magic_arguments()
+    @argument("-m", "--model", default=None, help="Model: 'default', a hub id (org/name) or a local folder.")
+    @argument("--backend", choices=["pipeline", "endpoint"], default=None, help="Run locally or call a server.")
+    @argument("--endpoint-url", default=None, help="URL of an OpenAI-compatible server (implies --backend endpoint).")
+    @argument("--provider", default=None, help="Inference provider for --backend endpoint.")
+    @argument("-s", "--system", default=None, help="System prompt (kept for later cells of the session).")
+    @argument("--temperature", type=float, default=None, help="Sampling temperature; 0 is greedy.")
+    @argument("--max-new-tokens", type=int, default=None, help="Longest reply, in tokens.")
+    @argument("--quantize", choices=["4bit", "8bit", "none"], default=None, help="bitsandbytes quantization.")
+    @argument("--device", default=None, help="torch device for local models: cpu, cuda, cuda:1, mps...")
+    @argument("--dtype", default=None, help="torch dtype for local models: bfloat16, float16, float32, auto.")
+    @argument("--session", default=None, help="Name of an independent conversation (default: 'default').")
+    @argument("--new", action="store_true", help="Start a fresh conversation (the model stays loaded).")
+    @argument("--no-stream", action="store_true", help="Show the reply only when it is complete.")
+    @argument("-o", "--output", default=None, metavar="VAR", help="Store the reply (an AIMessage) in VAR.")
+    @argument("--format", choices=["markdown", "text"], default=None, help="Render the reply as Markdown or text.")
+    @argument("-i", "--interpolate", action="store_true", help="Replace {name} with user variables (brace-safe).")
+    @line_cell_magic
+    def hfchat(self, line: str, cell: str | None = None) -> None:
+        """Chat with a Hugging Face model: the cell body is your message.
+
+        Line magic: ``%hfchat history | reset | usage | export PATH | load PATH | unload | status | models |
+        panel | debug [on|off]``, each with an optional ``--session NAME``.
+        """
+        try:
+            if cell is None:
+                self._run_subcommand(parse_subcommand(line))
+            else:
+                self._run_cell(self.parse_options(line), cell)
+        except HfMagicError as exc:
+            self._error(exc)
+        except KeyboardInterrupt:
+            self._error(HfMagicError("Interrupted before the reply started: nothing was sent; run the cell again."))
+        except Exception as exc:  # keep the kernel's session alive whatever happened
+            self._error(exc)
+
+    def _run_cell(self, options: argparse.Namespace, cell: str) -> None:
+        session = self._session(options.session)
+        text = cell
+        if options.interpolate or self.interpolate:
+            text = interpolate(cell, self.shell.user_ns if self.shell is not None else {})
+        if not text.strip():
+            raise InvalidInputError("The cell is empty: write your message below the %%hfchat line.")
+        spec = spec_from_options(session.spec, options)
+        if options.new:
+            session.reset()
+        if options.system is not None:
+            session.settings.system_prompt = options.system or None
+        stream = self.stream and not options.no_stream
+        fmt = options.format or self.output_format
+        view: ReplyView
+        if self.notebook:
+            from IPython.display import display
+
+            view = NotebookReplyView(spec.model, stream, display)
+        else:
+            view = TerminalReplyView(stream)
+        progress = self._progress_view()
+        try:
+            session.load(spec, progress=progress)
+        finally:
+            progress.close()
+        turn = session.send(
+            text,
+            key=cell_key(cell, self._cell_id()),
+            on_token=view.token,
+            temperature=options.temperature if options.temperature is not None else self.temperature,
+            max_new_tokens=options.max_new_tokens if options.max_new_tokens is not None else self.max_new_tokens,
+        )
+        usage = usage_line(turn, session.usage_total(), session.context_fill()) if self.show_usage else ""
+        view.finish(Reply(turn, usage, fmt))
+        if options.output:
+            self.shell.user_ns[options.output] = reply_message(turn)
+
+    # ------------------------------------------------------------------------ subcommands
+    def _run_subcommand(self, command: Subcommand) -> None:
+        if command.name == "debug":
+            self._debug(command.argument)
+            return
+        session = self._session(command.session)
+        if command.name == "history":
+            self._show(Transcript(session.turns, title=f"Session {session.name!r}"))
+        elif command.name == "reset":
+            session.reset()
+            print(f"Session {session.name!r}: conversation cleared (the model stays loaded).")
+        elif command.name == "usage":
+            self._show(UsageReport(session.turns, session.context_fill()))
+        elif command.name == "export":
+            assert command.argument is not None
+            target = session.export(command.argument)
+            print(f"Exported {len(session.turns)} turns to {target}")
+        elif command.name == "load":
+            assert command.argument is not None
+            session.load_transcript(command.argument)
+            print(f"Session {session.name!r}: loaded {len(session.turns)} turns from {command.argument}")
+        elif command.name == "unload":
+            was_loaded = session.loaded
+            session.unload()
+            print(f"Session {session.name!r}: model unloaded." if was_loaded else "No model was loaded.")
+        elif command.name == "status":
+            self._show(status_table(session))
+        elif command.name == "models":
+            self._show(models_table())
+        elif command.name == "panel":
+            self._panel(session)
+
+    def _debug(self, argument: str | None) -> None:
+        if argument in ("on", "off"):
+            self.verbose = argument == "on"
+            print(f"Tracebacks {'on' if self.verbose else 'off'}.")
+        elif self.last_error is None:
+            print("No error so far.")
+        else:
+            error = self.last_error
+            traceback.print_exception(type(error), error, error.__traceback__, file=sys.stdout)
+
+    def _panel(self, session: ChatSession) -> None:
+        try:
+            from .panel import ChatPanel  # type: ignore[attr-defined]
+        except ImportError as exc:
+            raise HfMagicError("The chat panel is not available in this version of hf_magic.") from exc
+        panel = ChatPanel(session)
+        show = getattr(panel, "display", None)
+        if callable(show):
+            show()
+        else:
+            self._show(panel)
+
+
+def status_table(session: ChatSession) -> InfoTable:
+    """What ``%hfchat status`` shows: the session's model and where and how it runs."""
+    spec = session.spec
+    rows = [("session", session.name), ("model", spec.model), ("backend", spec.backend)]
+    if spec.backend == "endpoint":
+        rows.append(("endpoint", spec.endpoint_url or spec.provider or "auto"))
+    llm = getattr(session.chat_model, "llm", None)
+    model = getattr(llm, "model", None) if spec.backend == "pipeline" else None
+    rows.append(("loaded", "yes" if session.loaded else "no"))
+    if model is not None:
+        rows.append(("device", str(getattr(model, "device", "?"))))
+        rows.append(("dtype", str(getattr(model, "dtype", "?")).replace("torch.", "")))
+        footprint = getattr(model, "get_memory_footprint", None)
+        if callable(footprint):
+            rows.append(("memory", format_bytes(float(footprint()))))
+    else:
+        rows += [(key, value) for key, value in (("device", spec.device), ("dtype", spec.dtype)) if value]
+    rows.append(("quantization", spec.quantize or "none"))
+    context = session.context_length
+    rows.append(("context length", str(context) if context else "unknown"))
+    used, _ = session.context_fill()
+    rows.append(("turns", f"{len(session.turns)} ({used} tokens in context)"))
+    return InfoTable("hf_magic status", rows)
+
+
+def models_table() -> InfoTable:
+    """What ``%hfchat models`` shows: the embedded default model and the models in the hub cache."""
+    from .loading import local_models
+
+    rows = []
+    for found in local_models():
+        size = format_bytes(float(found.size_on_disk)) if found.size_on_disk else "not converted yet"
+        rows.append((found.model_id, f"{found.source}, {size}" + (f", {found.path}" if found.path else "")))
+    return InfoTable("Models available without the network", rows or [("(none)", "")])
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext hf_magic``: register ``%%hfchat`` / ``%hfchat``."""
+    ipython.register_magics(HfChatMagics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext hf_magic``: remove the magics (sessions and loaded models stay in memory)."""
+    manager = ipython.magics_manager
+    for kind in ("line", "cell"):
+        manager.magics[kind].pop("hfchat", None)
+    ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, HfChatMagics)]
+    manager.registry.pop(HfChatMagics.__name__, None)

@@ -1,0 +1,225 @@
+"""Progress sinks: draw ``ProgressEvent``s as ipywidgets bars (notebook) or a text line (terminal), then
+collapse them to one summary line when the operation is done."""
+
+from __future__ import annotations
+
+import html
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TextIO
+
+from . import config
+from .progress import ProgressEvent
+
+_REFRESH_SECONDS = 0.1
+"""Redraw at most this often per bar: a download reports every chunk, far more than anyone can read."""
+
+
+def format_bytes(value: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(value) < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"  # pragma: no cover - loop always returns
+
+
+def _amount(current: float, total: float | None, unit: str) -> str:
+    if unit == "B":
+        return f"{format_bytes(current)}/{format_bytes(total)}" if total else format_bytes(current)
+    return f"{current:.0f}/{total:.0f}" if total else f"{current:.0f}"
+
+
+@dataclass
+class _Bar:
+    stage: str
+    label: str
+    current: float = 0.0
+    total: float | None = None
+    unit: str = "it"
+    done: bool = False
+
+
+@dataclass
+class ProgressState:
+    """What every bar of one operation has reported so far; knows how to summarise itself."""
+
+    bars: dict[int, _Bar] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def update(self, event: ProgressEvent) -> _Bar:
+        bar = self.bars.setdefault(event.bar_id, _Bar(event.stage, event.label))
+        bar.label = event.label or bar.label
+        bar.current, bar.total, bar.unit = event.current, event.total, event.unit
+        bar.done = bar.done or event.done
+        return bar
+
+    def download_bytes(self) -> tuple[float, float | None]:
+        """Bytes fetched and expected across all files (the "total" bar)."""
+        files = [b for b in self.bars.values() if b.stage == "download" and b.unit == "B"]
+        current = sum(b.current for b in files)
+        totals = [b.total for b in files]
+        return current, (sum(t for t in totals if t) if all(totals) else None)
+
+    def summary(self) -> str:
+        """One line, e.g. ``Downloaded 5 files (270.1 MB) · Loading weights 272/272 · 4.2 s``."""
+        parts: list[str] = []
+        files = [b for b in self.bars.values() if b.stage == "download" and b.unit == "B"]
+        if files:
+            current, _ = self.download_bytes()
+            parts.append(f"Downloaded {len(files)} file{'s' if len(files) != 1 else ''} ({format_bytes(current)})")
+        for bar in self.bars.values():
+            if bar.stage != "download" or bar.unit != "B":
+                if bar.stage == "download" and bar.label.startswith("Fetching"):
+                    continue  # hub's file counter repeats what the byte bars say
+                parts.append(f"{bar.label or bar.stage} {_amount(bar.current, bar.total, bar.unit)}")
+        parts.append(f"{time.perf_counter() - self.started:.1f} s")
+        return " · ".join(parts)
+
+
+class ProgressView(Protocol):
+    """A progress callback that can be closed, which collapses what it drew into a summary."""
+
+    def __call__(self, event: ProgressEvent) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Summary:
+    """The one line left behind when the bars go (kept in the saved notebook)."""
+
+    text: str
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {
+            "text/plain": f"✓ {self.text}",
+            "text/html": f"<div style='font-size:.8em;opacity:.65'>✓ {html.escape(self.text)}</div>",
+        }
+
+
+class SilentProgress:
+    """Draws nothing (``HF_HUB_DISABLE_PROGRESS_BARS``); still keeps the state for a summary."""
+
+    def __init__(self) -> None:
+        self.state = ProgressState()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self.state.update(event)
+
+    def close(self) -> None:
+        return None
+
+
+class TerminalProgress:
+    """Progress as text: one line rewritten in place on a terminal, then the summary line."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.state = ProgressState()
+        self._stream = stream
+        self._last_draw = 0.0
+        self._width = 0
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stdout
+
+    def _live(self) -> bool:
+        # Rewriting a line with "\r" only reads well on a terminal; logs get just the summary.
+        isatty = getattr(self.stream, "isatty", None)
+        return bool(isatty and isatty())
+
+    def __call__(self, event: ProgressEvent) -> None:
+        bar = self.state.update(event)
+        now = time.perf_counter()
+        if not self._live() or (now - self._last_draw < _REFRESH_SECONDS and not event.done):
+            return
+        self._last_draw = now
+        line = f"{bar.label}: {_amount(bar.current, bar.total, bar.unit)}"
+        if event.stage == "download":
+            current, total = self.state.download_bytes()
+            line = f"{line} | total {_amount(current, total, 'B')}"
+        self._draw(line)
+
+    def _draw(self, line: str) -> None:
+        padding = " " * max(0, self._width - len(line))
+        self.stream.write(f"\r{line}{padding}")
+        self.stream.flush()
+        self._width = len(line)
+
+    def close(self) -> None:
+        if not self.state.bars:
+            return
+        if self._live():
+            self._draw("")
+            self.stream.write("\r")
+        self.stream.write(f"✓ {self.state.summary()}\n")
+        self.stream.flush()
+
+
+class WidgetProgress:
+    """Progress as ipywidgets bars: one per file and a total for downloads, one per loading stage.
+
+    Nothing is displayed until the first event, so reusing a loaded model shows nothing. On close the
+    bars are replaced, through the same display handle, by a one-line summary.
+    """
+
+    def __init__(self) -> None:
+        self.state = ProgressState()
+        self._handle: Any = None
+        self._box: Any = None
+        self._rows: dict[int, tuple[Any, Any]] = {}
+        self._last_draw: dict[int, float] = {}
+
+    def _row(self, key: int, description: str) -> tuple[Any, Any]:
+        import ipywidgets as widgets
+        from IPython.display import display
+
+        if self._box is None:
+            self._box = widgets.VBox()
+            self._handle = display(self._box, display_id=True)
+        if key not in self._rows:
+            bar = widgets.FloatProgress(value=0, min=0, max=1, description=description[:28])
+            bar.style.description_width = "initial"
+            label = widgets.Label()
+            self._rows[key] = (bar, label)
+            # the total download bar (key -1) stays last
+            keys = sorted(self._rows, key=lambda k: (k == -1, list(self._rows).index(k)))
+            self._box.children = tuple(widgets.HBox(list(self._rows[k])) for k in keys)
+        return self._rows[key]
+
+    def _draw(self, key: int, description: str, current: float, total: float | None, unit: str, done: bool) -> None:
+        now = time.perf_counter()
+        if not done and now - self._last_draw.get(key, 0.0) < _REFRESH_SECONDS:
+            return
+        self._last_draw[key] = now
+        bar, label = self._row(key, description)
+        bar.value = min(1.0, current / total) if total else (1.0 if done else 0.0)
+        bar.bar_style = "success" if done else ""
+        label.value = _amount(current, total, unit)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self.state.update(event)
+        self._draw(event.bar_id, event.label or event.stage, event.current, event.total, event.unit, event.done)
+        if event.stage == "download" and event.unit == "B":
+            current, total = self.state.download_bytes()
+            complete = bool(total) and current >= (total or 0)
+            self._draw(-1, "Total download", current, total, "B", complete)
+
+    def close(self) -> None:
+        if self._handle is None:
+            return
+        self._handle.update(Summary(self.state.summary()))
+        for bar, label in self._rows.values():
+            bar.close()
+            label.close()
+        self._box.close()
+        self._handle = self._box = None
+        self._rows.clear()
+
+
+def make_progress_view(notebook: bool, stream: TextIO | None = None) -> ProgressView:
+    """The right sink for where the user is: widget bars in a notebook kernel, text elsewhere."""
+    if config.progress_disabled():
+        return SilentProgress()
+    return WidgetProgress() if notebook else TerminalProgress(stream)

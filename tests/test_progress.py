@@ -1,0 +1,113 @@
+"""Progress sinks: state, summaries, terminal text, widget bars collapsed into a summary line."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from hf_magic.progress import ProgressEvent
+from hf_magic.progress_views import ProgressState, TerminalProgress, WidgetProgress, format_bytes
+
+
+def download(bar_id: int, name: str, current: float, total: float, done: bool = False) -> ProgressEvent:
+    return ProgressEvent("download", name, current, total, unit="B", done=done, bar_id=bar_id)
+
+
+def test_format_bytes():
+    assert format_bytes(999) == "999 B"
+    assert format_bytes(270_100_000) == "270.1 MB"
+
+
+def test_state_sums_download_bytes_over_files():
+    state = ProgressState()
+    state.update(download(1, "a.safetensors", 50, 100))
+    state.update(download(2, "b.safetensors", 10, 300))
+    assert state.download_bytes() == (60, 400)
+    state.update(download(1, "a.safetensors", 100, 100, done=True))
+    state.update(ProgressEvent("load", "Loading weights", 272, 272, done=True, bar_id=3))
+    summary = state.summary()
+    assert summary.startswith("Downloaded 2 files (110 B)")
+    assert "Loading weights 272/272" in summary
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_terminal_progress_rewrites_one_line_then_prints_the_summary():
+    out = Tty()
+    view = TerminalProgress(out)
+    view(download(1, "a.safetensors", 0, 100))
+    view(download(1, "a.safetensors", 100, 100, done=True))
+    view.close()
+    text = out.getvalue()
+    assert "\ra.safetensors: 100 B/100 B | total 100 B/100 B" in text
+    assert text.endswith("✓ Downloaded 1 file (100 B) · " + text.rsplit("· ", 1)[1])
+    assert text.count("\n") == 1
+
+
+def test_terminal_progress_prints_only_the_summary_to_a_log():
+    out = io.StringIO()
+    view = TerminalProgress(out)
+    view(download(1, "a.safetensors", 100, 100, done=True))
+    view.close()
+    assert out.getvalue().startswith("✓ Downloaded 1 file (100 B)")
+
+
+def test_nothing_happened_prints_nothing():
+    out = Tty()
+    TerminalProgress(out).close()
+    assert out.getvalue() == ""
+
+
+def test_widget_progress_shows_a_bar_per_file_and_a_total_then_collapses():
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()  # display() needs a shell to publish to
+    with capture_output() as captured:
+        view = WidgetProgress()
+        view(download(1, "a.safetensors", 40, 100))
+        view(download(2, "b.safetensors", 0, 100))
+        rows = {key: bar for key, (bar, _label) in view._rows.items()}
+        assert set(rows) == {1, 2, -1}
+        assert rows[-1].description == "Total download"
+        assert view._box.children[-1].children[0] is rows[-1]  # total stays last
+        view(download(2, "b.safetensors", 100, 100, done=True))
+        assert rows[2].value == 1.0 and rows[2].bar_style == "success"
+        view.close()
+    first, last = captured.outputs[0], captured.outputs[-1]
+    assert "application/vnd.jupyter.widget-view+json" in first.data
+    assert last.data["text/plain"].startswith("✓ Downloaded 2 files (140 B)")
+
+
+@pytest.mark.integration
+def test_download_from_a_real_hub_reports_bytes_per_file_then_weight_loading(olah_env):
+    from hf_magic import HuggingFacePipeline
+
+    events: list[ProgressEvent] = []
+    out = io.StringIO()
+    view = TerminalProgress(out)
+
+    def record(event: ProgressEvent) -> None:
+        events.append(event)
+        view(event)
+
+    llm = HuggingFacePipeline.from_model_id(olah_env.repo_id, progress=record)
+    view.close()
+    assert llm.model_name == olah_env.repo_id
+    finished = {e.label: e for e in events if e.stage == "download" and e.done}
+    assert finished["model-00001-of-00003.safetensors"].current == finished["model-00001-of-00003.safetensors"].total
+    assert finished["model-00001-of-00003.safetensors"].unit == "B"
+    assert {"config.json", "tokenizer.json", "model-00003-of-00003.safetensors"} <= set(finished)
+    assert len({e.bar_id for e in events if e.stage == "download"}) == len(finished)  # one bar per file
+    assert any(e.stage == "load" and e.done for e in events)
+    summary = out.getvalue()
+    assert summary.startswith(f"✓ Downloaded {len(finished)} files (") and "Loading weights" in summary
+
+    # Cached now: a second load downloads nothing.
+    events.clear()
+    HuggingFacePipeline.from_model_id(olah_env.repo_id, progress=events.append)
+    assert not [e for e in events if e.stage == "download"]
