@@ -342,9 +342,10 @@ class HfChatMagics(Magics):
 
     def _run_cell(self, options: argparse.Namespace, cell: str) -> None:
         session = self._session(options.session)
-        text = cell
+        # The cell's trailing newline is not part of the message (small models answer it differently).
+        text = cell.strip()
         if options.interpolate or self.interpolate:
-            text = interpolate(cell, self.shell.user_ns if self.shell is not None else {})
+            text = interpolate(text, self.shell.user_ns if self.shell is not None else {})
         if not text.strip():
             raise InvalidInputError("The cell is empty: write your message below the %%hfchat line.")
         spec = spec_from_options(session.spec, options)
@@ -436,7 +437,8 @@ class HfChatMagics(Magics):
 def status_table(session: ChatSession) -> InfoTable:
     """What ``%hfchat status`` shows: the session's model and where and how it runs."""
     spec = session.spec
-    rows = [("session", session.name), ("model", spec.model), ("backend", spec.backend)]
+    loaded_name = getattr(getattr(session.chat_model, "llm", None), "model_name", None)
+    rows = [("session", session.name), ("model", loaded_name or spec.model), ("backend", spec.backend)]
     if spec.backend == "endpoint":
         rows.append(("endpoint", spec.endpoint_url or spec.provider or "auto"))
     llm = getattr(session.chat_model, "llm", None)

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tqdm.auto import tqdm as auto_tqdm
+# The plain tqdm base: tqdm.auto's notebook variant would display its own widget from __init__.
+from tqdm.std import tqdm as auto_tqdm
 
 Stage = Literal["download", "convert", "load"]
 

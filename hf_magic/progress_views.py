@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
@@ -119,6 +120,7 @@ class TerminalProgress:
         self._stream = stream
         self._last_draw = 0.0
         self._width = 0
+        self._lock = threading.Lock()  # files download on several threads
 
     @property
     def stream(self) -> TextIO:
@@ -130,6 +132,10 @@ class TerminalProgress:
         return bool(isatty and isatty())
 
     def __call__(self, event: ProgressEvent) -> None:
+        with self._lock:
+            self._on_event(event)
+
+    def _on_event(self, event: ProgressEvent) -> None:
         bar = self.state.update(event)
         now = time.perf_counter()
         if not self._live() or (now - self._last_draw < _REFRESH_SECONDS and not event.done):
@@ -148,6 +154,10 @@ class TerminalProgress:
         self._width = len(line)
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if not self.state.bars:
             return
         if self._live():
@@ -170,6 +180,7 @@ class WidgetProgress:
         self._box: Any = None
         self._rows: dict[int, tuple[Any, Any]] = {}
         self._last_draw: dict[int, float] = {}
+        self._lock = threading.Lock()  # files download on several threads: one box, one display
 
     def _row(self, key: int, description: str) -> tuple[Any, Any]:
         import ipywidgets as widgets
@@ -199,6 +210,10 @@ class WidgetProgress:
         label.value = _amount(current, total, unit)
 
     def __call__(self, event: ProgressEvent) -> None:
+        with self._lock:
+            self._on_event(event)
+
+    def _on_event(self, event: ProgressEvent) -> None:
         self.state.update(event)
         self._draw(event.bar_id, event.label or event.stage, event.current, event.total, event.unit, event.done)
         if event.stage == "download" and event.unit == "B":
@@ -207,6 +222,10 @@ class WidgetProgress:
             self._draw(-1, "Total download", current, total, "B", complete)
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._handle is None:
             return
         self._handle.update(Summary(self.state.summary()))

@@ -56,9 +56,9 @@ def load_chat_model(spec: ModelSpec, progress: ProgressCallback | None = None) -
         from .endpoint import HuggingFaceEndpoint
 
         if spec.endpoint_url:
-            llm: Any = HuggingFaceEndpoint(
-                endpoint_url=spec.endpoint_url, model=None if spec.model == "default" else spec.model
-            )
+            # "default" means whatever the server serves: leave the model unset so the endpoint asks it.
+            named = {} if spec.model == "default" else {"model": spec.model}
+            llm: Any = HuggingFaceEndpoint(endpoint_url=spec.endpoint_url, **named)
         else:
             llm = HuggingFaceEndpoint(repo_id=spec.model, provider=spec.provider or "auto")
         return ChatHuggingFace(llm=llm)

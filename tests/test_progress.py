@@ -111,3 +111,20 @@ def test_download_from_a_real_hub_reports_bytes_per_file_then_weight_loading(ola
     events.clear()
     HuggingFacePipeline.from_model_id(olah_env.repo_id, progress=events.append)
     assert not [e for e in events if e.stage == "download"]
+
+
+def test_widget_progress_from_download_threads_displays_one_box():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()
+    with capture_output() as captured:
+        view = WidgetProgress()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda i: view(download(i, f"file{i}", 10, 10, done=True)), range(1, 33)))
+        view.close()
+    widgets_shown = [o for o in captured.outputs if "application/vnd.jupyter.widget-view+json" in o.data]
+    assert len(widgets_shown) == 1
+    assert captured.outputs[-1].data["text/plain"].startswith("✓ Downloaded 32 files (320 B)")

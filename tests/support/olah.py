@@ -86,13 +86,16 @@ def _wait_ready(url: str, repo_id: str, process: subprocess.Popen[bytes], timeou
 
 @contextmanager
 def olah_mirror(
-    model_dir: str | Path, repo_id: str = DEFAULT_REPO_ID, workdir: str | Path | None = None
+    model_dir: str | Path, repo_id: str = DEFAULT_REPO_ID, workdir: str | Path | None = None, port: int | None = None
 ) -> Iterator[OlahMirror]:
-    """Serve ``model_dir`` as hub repo ``repo_id`` from a local olah on 127.0.0.1; stop it on exit."""
+    """Serve ``model_dir`` as hub repo ``repo_id`` from a local olah on 127.0.0.1; stop it on exit.
+
+    ``port`` lets a caller set ``HF_ENDPOINT`` before huggingface_hub is imported (it reads it once).
+    """
     root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="olah-"))
     mirrors = root / "mirrors"
     build_repo(Path(model_dir), mirrors / "models" / repo_id)
-    port = free_port()
+    port = port or free_port()
     config = root / "olah.toml"
     config.write_text(
         "[basic]\n"
