@@ -16,6 +16,7 @@ from .errors import (
     SchemaError,
     StreamInterruptedError,
 )
+from .panel import ChatPanel
 from .pipeline import HuggingFacePipeline
 from .progress import ProgressEvent
 
@@ -37,6 +38,7 @@ def unload_ipython_extension(ipython: object) -> None:
 __all__ = [
     "ChatDelta",
     "ChatHuggingFace",
+    "ChatPanel",
     "ChatRequest",
     "DefaultModelMissingError",
     "EndpointError",

@@ -9,7 +9,12 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-pytest_plugins: list[str] = ["tests.support.olah", "tests.support.serve", "tests.support.http_recorder"]
+pytest_plugins: list[str] = [
+    "tests.support.olah",
+    "tests.support.serve",
+    "tests.support.http_recorder",
+    "tests.support.jupyterlab",
+]
 
 
 @pytest.fixture(scope="session")

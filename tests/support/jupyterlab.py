@@ -1,0 +1,165 @@
+"""A real JupyterLab on 127.0.0.1 (token-less, throw-away config) and headless Debian Chromium driven by Playwright.
+
+``jupyter_lab`` starts the server in a temporary directory and stops it; ``lab_page`` opens a browser page on
+it. Notebooks are written with ``JupyterLab.write_notebook``, opened with ``JupyterLab.open_notebook`` and their
+cells run with ``run_cell``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.olah import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+# Lab settings that keep first-run pop-ups (news, update checks) from covering the notebook.
+_USER_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
+}
+
+
+@dataclass(frozen=True)
+class JupyterLab:
+    url: str
+    root: Path
+    log: Path
+
+    def write_notebook(self, name: str, cells: list[str]) -> Path:
+        """A notebook of code cells in the server's root directory."""
+        import nbformat
+
+        notebook = nbformat.v4.new_notebook()
+        notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        path = self.root / name
+        nbformat.write(notebook, path)
+        return path
+
+    def notebook_url(self, name: str) -> str:
+        return f"{self.url}/lab/tree/{name}"
+
+    def open_notebook(self, page: Any, name: str, timeout_ms: int = 180_000) -> None:
+        """Open ``name`` in ``page`` and wait until its kernel is ready (running a cell before that is lost)."""
+        page.goto(self.notebook_url(name))
+        page.wait_for_function(
+            "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+            " && window.jupyterapp.shell.currentWidget.sessionContext",
+            timeout=timeout_ms,
+        )
+        page.evaluate(
+            "async () => { const panel = window.jupyterapp.shell.currentWidget;"
+            " await panel.context.ready; await panel.sessionContext.ready; }"
+        )
+
+
+def run_cell(page: Any, index: int) -> None:
+    """Run one cell of the open notebook with JupyterLab's own command (the fixture exposes the app)."""
+    page.evaluate(
+        """(index) => {
+            const notebook = window.jupyterapp.shell.currentWidget.content;
+            notebook.activeCellIndex = index;
+            return window.jupyterapp.commands.execute('notebook:run-cell');
+        }""",
+        index,
+    )
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"JupyterLab exited with code {process.returncode}: see {log}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/status", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"JupyterLab did not answer within {timeout:.0f} s: see {log}")
+
+
+@pytest.fixture(scope="session")
+def jupyter_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
+    """JupyterLab on 127.0.0.1 with no token, its config, data, runtime and settings in a temporary directory."""
+    if shutil.which("jupyter-lab", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("JupyterLab is not installed: pip install -e '.[lab]'")
+    base = tmp_path_factory.mktemp("jupyterlab")
+    root, settings = base / "notebooks", base / "user-settings"
+    root.mkdir()
+    for name, values in _USER_SETTINGS.items():
+        target = settings / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(values))
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(base / "config"),
+        "JUPYTER_RUNTIME_DIR": str(base / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(settings),
+        "JUPYTERLAB_WORKSPACES_DIR": str(base / "workspaces"),
+        "IPYTHONDIR": str(base / "ipython"),
+    }
+    port = free_port()
+    log = base / "jupyterlab.log"
+    command = [
+        str(Path(sys.executable).parent / "jupyter-lab"),
+        "--no-browser",
+        "--allow-root",  # CI containers run as root; harmless otherwise
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--ServerApp.root_dir={root}",
+        "--IdentityProvider.token=",
+        "--ServerApp.password=",
+        "--ServerApp.disable_check_xsrf=True",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.news_url=",
+    ]
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=output, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(url, process, log)
+            yield JupyterLab(url, root, log)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def lab_page(jupyter_lab: JupyterLab, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A Playwright page in headless system Chromium (Playwright's own browser download does not work here).
+
+    The page is saved as ``test-artifacts/<test>-page.png`` when the test ends, passed or failed.
+    """
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[lab]'")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip("Chromium is not installed: apt-get install chromium chromium-driver")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            yield page
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-page.png"), full_page=True)
+        finally:
+            browser.close()

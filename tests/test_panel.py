@@ -1,0 +1,303 @@
+"""ChatPanel driven from Python: set widget values, click buttons, wait for the worker, check session and transcript."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from hf_magic import ChatPanel
+from hf_magic.session import ChatSession, SessionEvent, Settings, Turn, get_session
+
+
+def _all_html(panel: ChatPanel) -> str:
+    """Every HTML/text value of the panel's widget tree (what a person could read)."""
+    found: list[str] = []
+
+    def walk(widget: object) -> None:
+        for name in ("value", "description", "placeholder", "tooltip"):
+            value = getattr(widget, name, None)
+            if isinstance(value, str):
+                found.append(value)
+        for child in getattr(widget, "children", ()):
+            walk(child)
+
+    walk(panel.root)
+    return "\n".join(found)
+
+
+def _transcript_html(panel: ChatPanel) -> str:
+    return "\n".join(child.value for child in panel.transcript.children)
+
+
+@pytest.fixture
+def panel() -> ChatPanel:
+    view = ChatPanel(ChatSession("panel-unit"))
+    yield view
+    view.close()
+
+
+# ---------------------------------------------------------------------------------- no model needed
+def test_picker_lists_the_embedded_model_with_size_parameters_and_fit(panel: ChatPanel) -> None:
+    labels = [label for label, _ in panel.model_list.options]
+    default = next(label for label, value in panel.model_list.options if value == "default")
+    assert "embedded" in default and "params" in default and "MB" in default, labels
+    assert panel.model_list.value == "default"
+    info = panel.model_info.value
+    assert "cached" in info and "free memory" in info and ("fits" in info or "does NOT fit" in info)
+
+
+def test_pickers_describe_the_spec_to_load(panel: ChatPanel) -> None:
+    panel.device.value, panel.dtype.value, panel.quantize.value = "cpu", "float32", "4bit"
+    spec = panel.selected_spec()
+    assert (spec.model, spec.backend, spec.device, spec.dtype, spec.quantize) == (
+        "default",
+        "pipeline",
+        "cpu",
+        "float32",
+        "4bit",
+    )
+    panel.model_id.value = "HuggingFaceTB/SmolLM2-360M-Instruct"
+    assert "not cached" in panel.model_info.value
+    panel.backend.value = "endpoint"
+    assert panel.pipeline_box.layout.display == "none" and panel.endpoint_box.layout.display == "flex"
+    panel.endpoint_url.value = "http://127.0.0.1:9999"
+    spec = panel.selected_spec()
+    assert (spec.backend, spec.endpoint_url, spec.quantize, spec.model) == (
+        "endpoint",
+        "http://127.0.0.1:9999",
+        None,
+        "HuggingFaceTB/SmolLM2-360M-Instruct",
+    )
+
+
+def test_token_status_says_set_and_never_shows_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "hf_panelTestSecretValue1234567890"
+    monkeypatch.setenv("HF_TOKEN", secret)
+    view = ChatPanel(ChatSession("panel-token"))
+    try:
+        view.backend.value = "endpoint"
+        assert "Token: set" in view.token_status.value
+        assert secret not in _all_html(view)
+    finally:
+        view.close()
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.delenv("HUGGINGFACEHUB_API_TOKEN", raising=False)
+    view = ChatPanel(ChatSession("panel-token"))
+    assert "not set" in view.token_status.value
+    view.close()
+
+
+def test_hub_search_is_offered_only_when_the_hub_may_be_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    offline = ChatPanel(ChatSession("panel-offline"))
+    assert offline.search_row.layout.display == "none"
+    offline.close()
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    online = ChatPanel(ChatSession("panel-online"))
+    assert online.search_row.layout.display == "flex"
+    online.close()
+
+
+def test_generation_fields_write_the_session_settings(panel: ChatPanel) -> None:
+    panel.system_prompt.value = "Answer in one word."
+    panel.temperature.value = "0.7"
+    panel.max_new_tokens.value = "32"
+    panel.top_p.value = "0.9"
+    panel.repetition_penalty.value = "1.1"
+    settings = panel.session.settings
+    assert (settings.system_prompt, settings.temperature, settings.max_new_tokens) == ("Answer in one word.", 0.7, 32)
+    assert (settings.top_p, settings.repetition_penalty) == (0.9, 1.1)
+    panel.temperature.value = ""  # empty: back to the model's default
+    assert panel.session.settings.temperature is None
+    panel.max_new_tokens.value = "lots"
+    assert "Max tokens must be a whole number" in panel.error.value
+    assert panel.session.settings.max_new_tokens == 32  # the bad value was not applied
+    panel.max_new_tokens.value = "48"
+    assert panel.error.value == "" and panel.session.settings.max_new_tokens == 48
+
+
+def test_a_model_that_cannot_load_shows_one_line_and_the_panel_stays_usable(panel: ChatPanel) -> None:
+    panel.model_id.value = "./no-such-model-folder"
+    panel.load_button.click()
+    assert panel.wait(60)
+    assert "No model folder at './no-such-model-folder'" in panel.error.value
+    assert panel.error.value.count("<div") == 1 and "\n" not in panel.error.value
+    assert not panel.session.loaded
+    assert not panel.send_button.disabled and not panel.load_button.disabled and panel.stop_button.disabled
+    panel.input.value = "   "
+    panel.send_button.click()
+    assert "The message is empty" in panel.error.value
+
+
+def test_transcript_shows_turns_as_chat_with_markdown_and_stopped_marks(panel: ChatPanel, tmp_path: Path) -> None:
+    assert "No messages yet" in _transcript_html(panel)
+    saved = tmp_path / "chat.json"
+    turns = [
+        Turn(user="Show **bold**", reply="Here: **bold** and `code`", model="SmolLM2-135M-Instruct"),
+        Turn(user="Tell a story", reply="Once upon a", model="SmolLM2-135M-Instruct", interrupted=True),
+    ]
+    saved.write_text(json.dumps({"turns": [turn.to_dict() for turn in turns]}))
+    panel.session.load_transcript(saved)
+    html = _transcript_html(panel)
+    assert "<strong>bold</strong>" in html and "<code>code</code>" in html
+    assert html.count("hfm-user") == 2 and html.count("hfm-assistant") == 2
+    assert "■ stopped" in panel.transcript.children[0].value  # newest first: the box is column-reversed
+    assert "stopped" not in panel.transcript.children[1].value
+    assert "<script" not in html
+
+    panel.export_path.value = str(tmp_path / "out.json")
+    panel.export_button.click()
+    exported = json.loads((tmp_path / "out.json").read_text())
+    assert [t["user"] for t in exported["turns"]] == ["Show **bold**", "Tell a story"]
+    assert "Exported to" in panel.note.value
+    panel.export_path.value = str(tmp_path / "out.txt")
+    panel.export_button.click()
+    assert "use a .md or .json file name" in panel.error.value
+
+    panel.reset_button.click()
+    assert panel.session.turns == [] and "No messages yet" in _transcript_html(panel)
+
+
+def test_model_generated_markup_is_shown_as_text(panel: ChatPanel, tmp_path: Path) -> None:
+    saved = tmp_path / "chat.json"
+    evil = Turn(user="<img src=x onerror=alert(1)>", reply="<script>alert(1)</script>", model="m")
+    saved.write_text(json.dumps({"turns": [evil.to_dict()]}))
+    panel.session.load_transcript(saved)
+    html = _transcript_html(panel)
+    assert "<script>" not in html and "<img" not in html and "&lt;script&gt;" in html
+
+
+# ---------------------------------------------------------------------------------- the real model
+@pytest.fixture(scope="module")
+def shared_session() -> ChatSession:
+    """A session on the real default model (loaded once for these tests), greedy and short."""
+    session = get_session("panel-integration")
+    session.settings = Settings(max_new_tokens=16, temperature=0)
+    yield session
+    session.unload()
+
+
+@pytest.mark.integration
+def test_send_streams_the_reply_into_the_transcript(shared_session: ChatSession) -> None:
+    panel = ChatPanel(shared_session)
+    streamed: list[str] = []
+
+    def watch(event: SessionEvent) -> None:  # runs after the panel's own listener, on the worker thread
+        if event.kind == "token":
+            streamed.append(panel.transcript.children[0].value)
+
+    unsubscribe = shared_session.subscribe(watch)
+    try:
+        panel.input.value = "What is the capital of France?"
+        panel.send_button.click()
+        assert panel.input.value == ""
+        assert panel.wait(600)
+    finally:
+        unsubscribe()
+    assert panel.error.value == ""
+    turn = shared_session.turns[-1]
+    assert turn.user == "What is the capital of France?" and "Paris" in turn.reply
+    assert streamed and all("hfm-streaming" in html for html in streamed)
+    assert "Paris" in panel.transcript.children[0].value and "hfm-done" in panel.transcript.children[0].value
+    assert f"{turn.usage.input_tokens} in + {turn.usage.output_tokens} out tokens" in panel.usage.value
+    assert "context:" in panel.usage.value and "/8192" in panel.usage.value
+    assert "● loaded" in panel.status.value
+    assert not panel.send_button.disabled and panel.stop_button.disabled
+    panel.close()
+
+
+@pytest.mark.integration
+def test_stop_keeps_the_partial_reply_marked_stopped(shared_session: ChatSession) -> None:
+    panel = ChatPanel(shared_session)
+    first_tokens = threading.Event()
+    count = 0
+
+    def watch(event: SessionEvent) -> None:
+        nonlocal count
+        if event.kind == "token":
+            count += 1
+            if count >= 3:
+                first_tokens.set()
+
+    unsubscribe = shared_session.subscribe(watch)
+    try:
+        panel.max_new_tokens.value = "300"
+        panel.input.value = "Write a very long story about a dragon who learns to bake bread."
+        panel.send_button.click()
+        assert first_tokens.wait(600)
+        assert panel.send_button.disabled and not panel.stop_button.disabled  # Stop is live while it streams
+        panel.stop_button.click()
+        assert panel.wait(120)
+    finally:
+        unsubscribe()
+        panel.max_new_tokens.value = "16"
+    turn = shared_session.turns[-1]
+    assert turn.interrupted and turn.finish_reason == "interrupted"
+    assert turn.reply.strip()
+    tokenizer = shared_session.chat_model.llm.tokenizer
+    assert len(tokenizer(turn.reply, add_special_tokens=False)["input_ids"]) < 300  # ended well before the limit
+    newest = panel.transcript.children[0].value
+    assert "hfm-stopped" in newest and "■ stopped" in newest and "stopped after" in newest
+    assert panel.error.value == "" and not panel.send_button.disabled
+    panel.close()
+
+
+@pytest.mark.integration
+def test_turns_sent_elsewhere_appear_in_every_panel_of_the_session(shared_session: ChatSession) -> None:
+    first, second = ChatPanel(shared_session), ChatPanel(shared_session)
+    before = len(shared_session.turns)
+    shared_session.send("Say hello.", key="cell-1")  # what a %%hfchat cell does
+    assert len(shared_session.turns) == before + 1
+    for panel in (first, second):
+        assert "Say hello." in panel.transcript.children[0].value
+        assert len(panel.transcript.children) == before + 1
+    first.send("Say goodbye.")
+    assert first.wait(600)
+    assert "Say goodbye." in second.transcript.children[0].value  # a panel message reaches the other view
+    shared_session.send("Say hello again.", key="cell-1")  # re-running the cell replaces its turn in place
+    assert len(second.transcript.children) == before + 2
+    assert "Say hello again." in _transcript_html(second) and "Say hello." not in _transcript_html(second)
+    first.close()
+    second.close()
+
+
+@pytest.mark.integration
+def test_system_prompt_from_the_panel_reaches_the_model(shared_session: ChatSession) -> None:
+    panel = ChatPanel(shared_session)
+    panel.system_prompt.value = "You are a pirate."
+    panel.send("Who are you?")
+    assert panel.wait(600)
+    turn = shared_session.turns[-1]
+    assert turn.system_prompt == "You are a pirate."
+    messages = shared_session.build_messages("next")
+    assert messages[0].content == "You are a pirate."
+    panel.system_prompt.value = ""
+    assert shared_session.settings.system_prompt is None
+    panel.close()
+
+
+@pytest.mark.integration
+def test_load_downloads_from_a_hub_with_byte_and_weight_progress(olah_env) -> None:
+    panel = ChatPanel(ChatSession("panel-download"))
+    try:
+        panel.model_id.value = olah_env.repo_id
+        assert "not cached" in panel.model_info.value
+        panel.load_button.click()
+        assert panel.wait(600)
+        assert panel.error.value == "", panel.error.value
+        assert panel.session.loaded and panel.session.spec.model == olah_env.repo_id
+        rows = [row.children[1].value for row in panel.progress_box.children]
+        download = next(text for text in rows if "Downloading" in text)
+        assert "MB / " in download  # bytes: done / total
+        assert any("Loading weights" in text for text in rows), rows
+        assert all(row.children[0].bar_style == "success" for row in panel.progress_box.children)
+        assert "● loaded" in panel.status.value and not panel.unload_button.disabled
+        panel.unload_button.click()
+        assert not panel.session.loaded and "not loaded" in panel.status.value
+    finally:
+        panel.session.unload()
+        panel.close()
