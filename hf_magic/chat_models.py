@@ -238,7 +238,9 @@ class ChatHuggingFace(BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = self._params(stop, **kwargs)
         ls_params = LangSmithParams(
-            ls_provider=_PROVIDER, ls_model_name=self.model_id or self.llm.model_name, ls_model_type="chat"
+            ls_provider=_PROVIDER,
+            ls_model_name=kwargs.get("model") or self.model_id or self.llm.model_name,  # a per-call override wins
+            ls_model_type="chat",
         )
         if params.temperature is not None:
             ls_params["ls_temperature"] = params.temperature

@@ -421,3 +421,106 @@ async def test_cancelling_an_async_stream_closes_the_connection(recorder):
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await asyncio.to_thread(recorder.disconnected.wait, 5)
+
+
+# ------------------------------------------------------------------ recorded real replies
+# Recorded from `transformers serve` 5.24 running the default SmolLM2-135M-Instruct (greedy), replayed by the
+# local server so the parsing path is checked on what the real model and server produce.
+_SERVED = "/root/.cache/hf_magic/models/SmolLM2-135M-Instruct"
+
+
+def _real_chunk(content: str | None = None, **extra: object) -> dict:
+    delta = {"content": content} if content is not None else {"role": "assistant"}
+    body = {
+        "id": "6cb84143-4f27-4e6a-be4a-a147c6f19cf1",
+        "choices": [{"delta": delta, "index": 0}],
+        "created": 1795953604,
+        "model": _SERVED,
+        "object": "chat.completion.chunk",
+        "system_fingerprint": "",
+    }
+    body.update(extra)
+    return body
+
+
+# "What is the capital of France?", max_tokens=12, stream=True. The server sends no "data: [DONE]".
+REAL_STREAM = [
+    _real_chunk(),
+    *[_real_chunk(piece) for piece in ["The", " capital", " of", " France", " is", " Paris", "."]],
+    _real_chunk(
+        choices=[{"delta": {}, "index": 0, "finish_reason": "stop"}],
+        usage={"completion_tokens": 8, "prompt_tokens": 37, "total_tokens": 45},
+    ),
+]
+
+
+def _real_reply(content: str, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> dict:
+    return {
+        "id": "62d516b2-96a9-47f5-9bf0-c67054e43f6e",
+        "choices": [{"finish_reason": finish_reason, "index": 0, "message": {"content": content, "role": "assistant"}}],
+        "created": 1795953408,
+        "model": _SERVED,
+        "object": "chat.completion",
+        "usage": {
+            "completion_tokens": completion_tokens,
+            "prompt_tokens": prompt_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+# System "Answer only with a JSON object." + "Give the name and age of Ann, who is 31, as a JSON object with keys
+# name and age.", max_tokens=40.
+REAL_JSON_REPLY = _real_reply('{\n  "name": "Ann",\n  "age": 31\n}', "stop", 45, 19)
+# 'Return a JSON object with keys "city" and "country" for Paris.', max_tokens=40: code, not JSON.
+REAL_NOT_JSON_REPLY = _real_reply(
+    "```python\ndef return_json(json_data):\n    return json.dumps(json_data)\n\n"
+    "def return_json_with_country(json_data):\n    return json",
+    "length",
+    46,
+    40,
+)
+# The get_weather tool described in the system prompt, "What is the weather in Paris?", max_tokens=40: no call.
+REAL_NO_TOOL_CALL_REPLY = _real_reply(
+    "Paris, France, is the capital of France and the largest city in the European Union. It is the capital of "
+    "the 22nd département of France and the capital of the ",
+    "length",
+    67,
+    40,
+)
+
+
+def test_real_stream_from_transformers_serve(recorder):
+    recorder.default = Reply(events=REAL_STREAM)
+    pieces = list(chat(recorder.url).stream("What is the capital of France?"))
+    assert "".join(piece.content for piece in pieces) == "The capital of France is Paris."
+    assert pieces[-1].usage_metadata == {"input_tokens": 37, "output_tokens": 8, "total_tokens": 45}
+    assert pieces[-1].response_metadata["finish_reason"] == "stop"
+    assert pieces[-1].response_metadata["model_name"] == _SERVED
+
+
+def test_real_json_reply_parses_into_the_schema(recorder):
+    recorder.default = Reply(body=REAL_JSON_REPLY)
+    structured = chat(recorder.url).with_structured_output(Person, method="json_schema")
+    assert structured.invoke("Ann is 31.") == Person(name="Ann", age=31)
+
+
+def test_real_non_json_reply_is_a_parsing_error_with_the_raw_reply_kept(recorder):
+    recorder.default = Reply(body=REAL_NOT_JSON_REPLY)
+    structured = chat(recorder.url).with_structured_output(None, method="json_mode", include_raw=True)
+    result = structured.invoke("Paris as JSON")
+    assert result["parsed"] is None
+    assert result["parsing_error"] is not None
+    assert result["raw"].content.startswith("```python")
+    assert result["raw"].response_metadata["finish_reason"] == "length"
+
+
+def test_real_reply_without_a_tool_call(recorder):
+    recorder.default = Reply(body=REAL_NO_TOOL_CALL_REPLY)
+    reply = chat(recorder.url).bind_tools([WEATHER_TOOL]).invoke("What is the weather in Paris?")
+    assert reply.tool_calls == [] and reply.invalid_tool_calls == []
+    assert reply.content.startswith("Paris, France")
+    structured = chat(recorder.url).with_structured_output(Person, include_raw=True)  # function_calling
+    result = structured.invoke("Ann is 31.")
+    assert result["parsed"] is None
+    assert result["raw"].content.startswith("Paris, France")
