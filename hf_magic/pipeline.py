@@ -23,6 +23,7 @@ from .backend import ChatDelta, ChatRequest, GenerationParams, Usage, join_delta
 from .chat_template import render_prompt
 from .constraints import constrainer_for, grammar_spec
 from .errors import InvalidInputError
+from .kv_cache import ConversationCache
 from .loading import is_default_model, load_model_and_tokenizer, resolve_model_path
 from .logprobs import LogprobsRecorder
 from .progress import ProgressCallback
@@ -84,6 +85,7 @@ class HuggingFacePipeline(BaseLLM):
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _kv_cache: ConversationCache = PrivateAttr(default_factory=ConversationCache)
 
     @classmethod
     def from_model_id(
@@ -172,6 +174,10 @@ class HuggingFacePipeline(BaseLLM):
     def default_params(self) -> GenerationParams:
         """Generation settings given at construction (``pipeline_kwargs``)."""
         return _params_from_kwargs(self.pipeline_kwargs or {})
+
+    def reset_cache(self) -> None:
+        """Forget the conversation's KV cache (new chat, model swapped): the next call prefills in full."""
+        self._kv_cache.reset()
 
     # ------------------------------------------------------------------------ chat backend
     def chat(self, request: ChatRequest) -> ChatDelta:
@@ -380,13 +386,18 @@ class HuggingFacePipeline(BaseLLM):
                         torch.manual_seed(params.seed)
                     ids = torch.tensor([input_ids], device=self.model.device)
                     with torch.inference_mode():
-                        self.model.generate(
+                        # Prefill only what the last generation did not see (a failed one leaves no cache).
+                        lease = self._kv_cache.take(self.model, input_ids)
+                        output = self.model.generate(
                             input_ids=ids,
                             attention_mask=torch.ones_like(ids),
                             streamer=_QueueStreamer(deliver),
                             stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
+                            **(lease.generate_kwargs() if lease else {}),
                             **generate_kwargs,
                         )
+                    if lease is not None:
+                        self._kv_cache.keep(self.model, lease, getattr(output, "sequences", output)[0].tolist())
             except BaseException as exc:
                 deliver(exc)
             finally:

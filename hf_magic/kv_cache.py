@@ -1,0 +1,142 @@
+"""ConversationCache: the KV cache of a pipeline's last generation, reused so the next turn prefills only new tokens."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+
+def common_prefix_length(cached: list[int], new: list[int]) -> int:
+    """How many leading token ids ``cached`` and ``new`` share."""
+    limit = min(len(cached), len(new))
+    for index in range(limit):
+        if cached[index] != new[index]:
+            return index
+    return limit
+
+
+def reusable_length(cached: list[int], new: list[int]) -> int:
+    """How many cached positions a generation from ``new`` can keep: the common prefix, less one
+    when it covers all of ``new`` (``generate`` needs at least one token to compute logits from)."""
+    return min(common_prefix_length(cached, new), len(new) - 1)
+
+
+def cache_keyword(model: Any) -> str:
+    """The name ``generate`` takes a cache under: ``cache`` in recent transformers, ``past_key_values`` before."""
+    parameters = inspect.signature(type(model).forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def supports_reuse(model: Any) -> bool:
+    """Whether ``model`` can continue from a cropped ``DynamicCache``.
+
+    Models that ask for another cache (static, offloaded...) or whose layers are not all plain full
+    attention (sliding windows and linear attention drop states, so a crop cannot rewind them) are
+    always prefilled in full.
+    """
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    if getattr(model.generation_config, "cache_implementation", None) is not None:
+        return False
+    supports_dynamic = getattr(model, "_supports_default_dynamic_cache", None)
+    if callable(supports_dynamic) and not supports_dynamic():
+        return False
+    try:
+        probe = DynamicCache(config=model.config)
+    except Exception:  # a config this transformers cannot map to cache layers
+        return False
+    return bool(probe.layers) and all(type(layer) is DynamicLayer for layer in probe.layers)
+
+
+@dataclass
+class CacheLease:
+    """A cache handed to one generation; its first ``reused`` positions need no prefill."""
+
+    cache: Any
+    reused: int
+    epoch: int
+    keyword: str
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """What to add to ``model.generate``'s arguments."""
+        return {self.keyword: self.cache}
+
+
+class ConversationCache:
+    """One conversation's KV cache and the token ids it holds, for one pipeline.
+
+    A generation ``take``s the cache (so a generation that fails or is abandoned leaves none behind) and
+    ``keep``s it when ``generate`` returned. ``reset`` may be called from any thread at any time: a
+    generation running meanwhile finds its lease outdated and its cache is dropped.
+    Memory stays bounded: at most one cache, the size of the longest conversation's context.
+    """
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._cache: Any = None
+        self._token_ids: list[int] = []
+        self._model: weakref.ReferenceType[Any] | None = None
+        self._epoch = 0
+        self._support: dict[int, str | None] = {}  # id(model) -> cache keyword, None when it cannot reuse
+        self.last_reused = 0
+        """Prompt tokens the latest generation took from the cache (0: a full prefill)."""
+
+    @property
+    def cached_tokens(self) -> int:
+        """How many token positions the kept cache holds."""
+        return len(self._token_ids)
+
+    def take(self, model: Any, input_ids: list[int]) -> CacheLease | None:
+        """The cache to generate ``input_ids`` with: the kept one cropped to the shared prefix, or a new
+        one. ``None`` when ``model`` cannot reuse a cache (``generate`` then builds its own)."""
+        from transformers import DynamicCache
+
+        keyword = self._cache_keyword(model)
+        if keyword is None:
+            self.reset()
+            self.last_reused = 0
+            return None
+        with self._guard:
+            cache, cached_ids = self._cache, self._token_ids
+            same_model = self._model is not None and self._model() is model
+            self._cache, self._token_ids, self._model = None, [], None
+            epoch = self._epoch
+        reused = reusable_length(cached_ids, input_ids) if cache is not None and same_model else 0
+        if reused > 0:
+            # Crop by a negative count: the form both older and newer transformers read as "remove".
+            if cache.get_seq_length() > reused:
+                cache.crop(reused - cache.get_seq_length())
+        else:
+            cache = DynamicCache(config=model.config)
+        self.last_reused = reused
+        return CacheLease(cache=cache, reused=reused, epoch=epoch, keyword=keyword)
+
+    def keep(self, model: Any, lease: CacheLease, sequence: list[int]) -> None:
+        """Keep ``lease``'s cache after ``generate`` returned ``sequence`` (prompt + generated ids).
+
+        The cache holds every position but the last generated token (never fed back to the model),
+        so the ids it stands for are the first ``get_seq_length()`` of ``sequence``.
+        """
+        length = lease.cache.get_seq_length()
+        if length > len(sequence):  # should not happen; a mismatched cache is worse than none
+            return
+        with self._guard:
+            if lease.epoch != self._epoch:  # reset while generating: the caller wants it gone
+                return
+            self._cache, self._token_ids, self._model = lease.cache, list(sequence[:length]), weakref.ref(model)
+
+    def reset(self) -> None:
+        """Drop the cache (new conversation, model unloaded or replaced); outstanding leases are not kept."""
+        with self._guard:
+            self._cache, self._token_ids, self._model = None, [], None
+            self._epoch += 1
+
+    def _cache_keyword(self, model: Any) -> str | None:
+        key = id(model)
+        if key not in self._support:  # one model per pipeline: forget any other
+            self._support = {key: cache_keyword(model) if supports_reuse(model) else None}
+        return self._support[key]
