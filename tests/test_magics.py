@@ -276,3 +276,11 @@ def test_new_starts_a_fresh_conversation_and_unload_frees_the_model(ip, capsys):
     assert [t.user for t in session.turns] == ["Hello"]
     ip.run_line_magic("hfchat", f"unload --session {name}")
     assert not session.loaded and "model unloaded" in capsys.readouterr().out
+
+
+def test_panel_subcommand_shows_the_panel_over_the_same_session(ip):
+    name = session_name()
+    with capture_output() as captured:
+        ip.run_line_magic("hfchat", f"panel --session {name}")
+    assert any("application/vnd.jupyter.widget-view+json" in output.data for output in captured.outputs)
+    assert get_session(name)._listeners  # the panel listens to the session %%hfchat cells use
