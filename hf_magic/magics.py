@@ -144,6 +144,10 @@ class ReplyView(Protocol):
 
     def finish(self, reply: Reply) -> None: ...
 
+    def fail(self) -> None:
+        """Generation stopped on an error: leave what arrived as it is."""
+        ...
+
 
 class NotebookReplyView:
     """Streams into one output through a display handle; the final rich reply replaces it."""
@@ -171,6 +175,10 @@ class NotebookReplyView:
             self._display(reply)
         else:
             self._handle.update(reply)
+
+    def fail(self) -> None:
+        if self._handle is not None:
+            self._handle.update(Streaming(self._text, self._model, cursor=False))
 
 
 class TerminalReplyView:
@@ -201,6 +209,11 @@ class TerminalReplyView:
         if reply.usage:
             self.out.write(f"{reply.usage}\n")
         self.out.flush()
+
+    def fail(self) -> None:
+        if self._wrote:
+            self.out.write("\n")
+            self.out.flush()
 
 
 # --------------------------------------------------------------------------------- magics
@@ -367,13 +380,17 @@ class HfChatMagics(Magics):
             session.load(spec, progress=progress)
         finally:
             progress.close()
-        turn = session.send(
-            text,
-            key=cell_key(cell, self._cell_id()),
-            on_token=view.token,
-            temperature=options.temperature if options.temperature is not None else self.temperature,
-            max_new_tokens=options.max_new_tokens if options.max_new_tokens is not None else self.max_new_tokens,
-        )
+        try:
+            turn = session.send(
+                text,
+                key=cell_key(cell, self._cell_id()),
+                on_token=view.token,
+                temperature=options.temperature if options.temperature is not None else self.temperature,
+                max_new_tokens=options.max_new_tokens if options.max_new_tokens is not None else self.max_new_tokens,
+            )
+        except Exception:
+            view.fail()
+            raise
         usage = usage_line(turn, session.usage_total(), session.context_fill()) if self.show_usage else ""
         view.finish(Reply(turn, usage, fmt))
         if options.output:

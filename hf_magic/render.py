@@ -163,12 +163,16 @@ class Streaming:
 
     text: str
     model: str = ""
+    cursor: bool = True
+    """False once generation stopped on an error: the partial text stays, without the cursor."""
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        tail = " ▌" if self.cursor else ""
         return {
-            "text/plain": self.text + " ▌",
+            "text/plain": self.text + tail,
             "text/html": f'{_CSS}<div class="hfchat-assistant"><div class="hfchat-role">Assistant · '
-            f"{html.escape(self.model)}</div><div style='white-space:pre-wrap'>{html.escape(self.text)} ▌</div></div>",
+            f"{html.escape(self.model)}</div>"
+            f"<div style='white-space:pre-wrap'>{html.escape(self.text)}{tail}</div></div>",
         }
 
 
