@@ -119,11 +119,12 @@ def local_models() -> list[LocalModel]:
 
 
 def _cached_hub_models() -> list[LocalModel]:
-    from huggingface_hub import scan_cache_dir
+    from huggingface_hub import constants, scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
 
     try:
-        cache = scan_cache_dir()
+        # the same setting snapshot_download reads (scan_cache_dir's default is bound when it is imported)
+        cache = scan_cache_dir(constants.HF_HUB_CACHE)
     except (CacheNotFound, OSError):
         return []
     models = []

@@ -209,6 +209,13 @@ class ChatPanel:
         if not message.strip():
             self._show_error("The message is empty: type something to send.")
             return
+        if not self.session.loaded and not self.busy:
+            # nothing loaded yet: the first message loads what the pickers show
+            try:
+                self.session.spec = self.selected_spec()
+            except HfMagicError as exc:
+                self._show_error(str(exc))
+                return
         if text is None:
             self.input.value = ""
 
@@ -437,8 +444,9 @@ class ChatPanel:
         self.search_box.observe(lambda _: self.search_hub(), names="value")
         self.search_results.observe(self._on_search_pick, names="value")
         self.backend.observe(self._on_backend, names="value")
-        for picker in (self.model_list, self.model_id, self.device, self.dtype, self.quantize, self.backend):
-            picker.observe(lambda _: self._redraw_model_info(), names="value")
+        pickers = (self.model_list, self.model_id, self.device, self.dtype, self.quantize, self.backend)
+        for picker in (*pickers, self.endpoint_url, self.provider):
+            picker.observe(self._on_picker, names="value")
         for field in (self.system_prompt, self.temperature, self.max_new_tokens, self.top_p, self.repetition_penalty):
             field.observe(lambda _: self._apply_settings(), names="value")
 
@@ -474,6 +482,12 @@ class ChatPanel:
         self.pipeline_box.layout.display = "none" if endpoint else "flex"
         self.endpoint_box.layout.display = "flex" if endpoint else "none"
         self.token_status.value = _token_status()
+
+    def _on_picker(self, _: dict[str, Any]) -> None:
+        if self._syncing:  # _show_spec sets several pickers, then redraws once
+            return
+        self._redraw_model_info()
+        self._redraw_status()
 
     def _on_search_pick(self, change: dict[str, Any]) -> None:
         if change["new"]:
@@ -543,6 +557,7 @@ class ChatPanel:
                 self._loading_done = True
                 self._finish_progress()
                 if event.kind == "model_loaded":
+                    self._refresh_model_list()  # a download just added a model to the cache
                     self._show_spec(self.session.spec)
             elif event.kind in ("reset", "transcript_loaded"):
                 self._live.clear()
@@ -687,7 +702,15 @@ class ChatPanel:
         dtype = None if self.dtype.value == _AUTO else self.dtype.value
         quantize = None if self.quantize.value == "none" else self.quantize.value
         summary = fit_summary(choice, device=device, dtype=dtype, quantize=quantize)
+        if self.session.loaded and self._spec_or_none() not in (None, self.session.spec):
+            summary += " · press Load to switch to it"
         self.model_info.value = f'<span class="hfm-note">{html.escape(summary)}</span>'
+
+    def _spec_or_none(self) -> ModelSpec | None:
+        try:
+            return self.selected_spec()
+        except HfMagicError:
+            return None
 
     def _redraw_status(self) -> None:
         spec = self.session.spec
@@ -698,6 +721,7 @@ class ChatPanel:
         elif self.session.loaded:
             text = f"● loaded · {html.escape(spec.describe())}"
         else:
+            spec = self._spec_or_none() or spec
             text = f"○ not loaded · the first message loads {html.escape(spec.describe())}"
         self.status.value = f'<span class="hfm-status">{text}</span>'
 

@@ -290,6 +290,8 @@ def test_load_downloads_from_a_hub_with_byte_and_weight_progress(olah_env) -> No
         assert panel.wait(600)
         assert panel.error.value == "", panel.error.value
         assert panel.session.loaded and panel.session.spec.model == olah_env.repo_id
+        assert panel.model_list.value == olah_env.repo_id and panel.model_id.value == ""  # now listed as cached
+        assert "hub cache" in panel.model_list.label and "cached" in panel.model_info.value
         rows = [row.children[1].value for row in panel.progress_box.children]
         download = next(text for text in rows if "Downloading" in text)
         assert "MB / " in download  # bytes: done / total
@@ -301,3 +303,46 @@ def test_load_downloads_from_a_hub_with_byte_and_weight_progress(olah_env) -> No
     finally:
         panel.session.unload()
         panel.close()
+
+
+@pytest.mark.integration
+def test_hub_search_failure_is_one_line_and_the_panel_stays_usable(olah_env) -> None:
+    # olah mirrors repos but answers the hub's model search with an empty body: a real server that cannot search
+    panel = ChatPanel(ChatSession("panel-search"))
+    try:
+        assert panel.search_row.layout.display == "flex"
+        panel.search_hub("smol")
+        assert panel.wait(120)
+        assert f"Searching the hub at {olah_env.url} failed" in panel.error.value
+        assert panel.search_results.layout.display == "none"
+        assert not panel.send_button.disabled and not panel.load_button.disabled
+    finally:
+        panel.close()
+
+
+@pytest.mark.integration
+def test_endpoint_backend_chats_with_a_real_server(serve_url: str) -> None:
+    panel = ChatPanel(ChatSession("panel-endpoint", settings=Settings(max_new_tokens=16, temperature=0)))
+    try:
+        panel.backend.value = "endpoint"
+        panel.endpoint_url.value = serve_url
+        assert "Runs remotely" in panel.model_info.value
+        panel.load_button.click()
+        assert panel.wait(300)
+        assert panel.error.value == "", panel.error.value
+        assert panel.session.spec.backend == "endpoint" and panel.session.spec.endpoint_url == serve_url
+        assert "endpoint" in panel.status.value
+        panel.send("What is the capital of France?")
+        assert panel.wait(300)
+        assert panel.error.value == "", panel.error.value
+        assert "Paris" in panel.session.turns[-1].reply
+        assert "Paris" in panel.transcript.children[0].value
+    finally:
+        panel.session.unload()
+        panel.close()
+
+
+def test_the_status_line_names_what_the_first_message_will_load(panel: ChatPanel) -> None:
+    assert "not loaded" in panel.status.value and "default, pipeline" in panel.status.value
+    panel.quantize.value = "8bit"
+    assert "default, pipeline, 8bit" in panel.status.value
