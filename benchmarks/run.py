@@ -1,0 +1,493 @@
+"""hf_magic's speed against raw transformers, langchain_huggingface and huggingface_hub, side by side in one run.
+
+Usage (after ``benchmarks/setup.sh``)::
+
+    benchmarks/.venv/bin/python benchmarks/run.py                 # every section
+    benchmarks/.venv/bin/python benchmarks/run.py --only tokens,turns
+
+Prints a Markdown table (also written to benchmarks/results/results.md) and plots the latency of each
+turn to benchmarks/results/turn_latency.png. Greedy decoding on the embedded default model throughout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import io
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.support.serve, and hf_magic when not installed
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+RESULTS = ROOT / "benchmarks" / "results"
+SECTIONS = ("tokens", "ttft", "turns", "magic", "endpoint", "memory")
+SYSTEM = "You're a helpful assistant"
+STORY = "Write a long story about a lighthouse keeper who finds a message in a bottle."
+TOPICS = [
+    "rivers", "volcanoes", "bees", "the moon", "glaciers", "owls", "deserts", "coral reefs", "comets", "forests",
+    "whales", "lightning", "tea", "bridges", "clocks", "maps", "salt", "kites", "islands", "rain",
+]  # fmt: skip
+
+
+@dataclass
+class Row:
+    section: str
+    measure: str
+    value: str
+    goal: str = ""
+    verdict: str = ""
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    turn_series: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, section: str, measure: str, value: str, goal: str = "", ok: bool | None = None) -> None:
+        verdict = "" if ok is None else ("met" if ok else "NOT met")
+        self.rows.append(Row(section, measure, value, goal, verdict))
+        print(f"  {measure}: {value}" + (f"  (goal {goal}: {verdict})" if goal else ""), flush=True)
+
+    def markdown(self) -> str:
+        lines = ["| section | measure | value | goal | |", "|---|---|---|---|---|"]
+        lines += [f"| {r.section} | {r.measure} | {r.value} | {r.goal} | {r.verdict} |" for r in self.rows]
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- shared setup
+@dataclass
+class Models:
+    """One loaded default model shared by every contender, so only the code around it differs."""
+
+    llm: Any  # hf_magic.HuggingFacePipeline
+    chat: Any  # hf_magic.ChatHuggingFace
+
+    @property
+    def model(self) -> Any:
+        return self.llm.model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.llm.tokenizer
+
+    def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def load_models() -> Models:
+    from hf_magic import ChatHuggingFace, HuggingFacePipeline
+
+    llm = HuggingFacePipeline.from_model_id("default", pipeline_kwargs={"do_sample": False})
+    return Models(llm=llm, chat=ChatHuggingFace(llm=llm))
+
+
+@contextlib.contextmanager
+def exact_new_tokens(model: Any, count: int) -> Iterator[None]:
+    """Every contender generates exactly ``count`` tokens (EOS held back), so tokens/s compare like with like."""
+    config = model.generation_config
+    saved = config.min_new_tokens
+    config.min_new_tokens = count
+    try:
+        yield
+    finally:
+        config.min_new_tokens = saved
+
+
+def lc_chat(models: Models) -> Any | None:
+    """langchain_huggingface's ChatHuggingFace over the very same transformers pipeline, when installed."""
+    try:
+        from langchain_huggingface import ChatHuggingFace as LcChat
+        from langchain_huggingface import HuggingFacePipeline as LcPipeline
+    except ImportError:
+        return None
+    llm = LcPipeline(pipeline=models.llm.pipeline, model_id=str(models.model.name_or_path))
+    return LcChat(llm=llm, tokenizer=models.tokenizer, model_id=str(models.model.name_or_path))
+
+
+def lc_messages(messages: list[dict[str, str]]) -> list[Any]:
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+    return [kinds[m["role"]](content=m["content"]) for m in messages]
+
+
+def timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    result = action()
+    return time.perf_counter() - start, result
+
+
+def raw_generate(models: Models, ids: list[int], new_tokens: int) -> Any:
+    import torch
+
+    tensor = torch.tensor([ids])
+    with torch.inference_mode():
+        return models.model.generate(
+            input_ids=tensor,
+            attention_mask=torch.ones_like(tensor),
+            max_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=models.tokenizer.eos_token_id,
+        )
+
+
+def hf_stream(models: Models, messages: list[dict[str, str]], new_tokens: int) -> tuple[str, float | None, int]:
+    """Stream a reply through hf_magic's ChatHuggingFace: its text, time to first text, output tokens."""
+    start, first, pieces, usage = time.perf_counter(), None, [], None
+    for chunk in models.chat.stream(lc_messages(messages), max_tokens=new_tokens):
+        if chunk.content and first is None:
+            first = time.perf_counter() - start
+        pieces.append(str(chunk.content))
+        usage = chunk.usage_metadata or usage
+    return "".join(pieces), first, usage["output_tokens"] if usage else 0
+
+
+def lc_stream(chat: Any, messages: list[dict[str, str]], new_tokens: int) -> tuple[str, float | None]:
+    start, first, pieces = time.perf_counter(), None, []
+    kwargs = {"pipeline_kwargs": {"max_new_tokens": new_tokens, "do_sample": False}}
+    for chunk in chat.stream(lc_messages(messages), **kwargs):
+        if chunk.content and first is None:
+            first = time.perf_counter() - start
+        pieces.append(str(chunk.content))
+    return "".join(pieces), first
+
+
+# --------------------------------------------------------------------------------- sections
+def section_tokens(models: Models, report: Report, new_tokens: int = 128, repeats: int = 3) -> None:
+    """Tokens/s of a streamed reply: raw generate vs hf_magic stream vs langchain stream, interleaved."""
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": STORY}]
+    ids = models.prompt_ids(messages)
+    lc = lc_chat(models)
+    times: dict[str, list[float]] = {"raw": [], "hf_magic": [], "langchain": []}
+    with exact_new_tokens(models.model, new_tokens):
+        raw_generate(models, ids, 8)  # warm-up: first-call allocations
+        for _ in range(repeats):
+            seconds, output = timed(lambda: raw_generate(models, ids, new_tokens))
+            assert output.shape[1] - len(ids) == new_tokens
+            times["raw"].append(seconds)
+            models.llm.reset_cache()  # a fair race: hf_magic may not reuse the previous run's prefill
+            seconds, (_, _, produced) = timed(lambda: hf_stream(models, messages, new_tokens))
+            assert produced == new_tokens, produced
+            times["hf_magic"].append(seconds)
+            if lc is not None:
+                times["langchain"].append(timed(lambda: lc_stream(lc, messages, new_tokens))[0])
+    rate = {name: new_tokens / statistics.median(values) for name, values in times.items() if values}
+    detail = f"{len(ids)}-token prompt, {new_tokens} new tokens, median of {repeats}"
+    report.add("tokens/s", f"raw model.generate ({detail})", f"{rate['raw']:.1f} tok/s")
+    ratio = rate["hf_magic"] / rate["raw"]
+    report.add(
+        "tokens/s",
+        "hf_magic ChatHuggingFace.stream",
+        f"{rate['hf_magic']:.1f} tok/s ({ratio:.3f}x raw)",
+        ">= 0.97x raw",
+        ratio >= 0.97,
+    )
+    if "langchain" in rate:
+        lc_ratio = rate["hf_magic"] / rate["langchain"]
+        report.add(
+            "tokens/s",
+            "langchain_huggingface ChatHuggingFace.stream",
+            f"{rate['langchain']:.1f} tok/s ({rate['langchain'] / rate['raw']:.3f}x raw); "
+            f"hf_magic = {lc_ratio:.2f}x langchain",
+            ">= 1.0x langchain",
+            lc_ratio >= 1.0,
+        )
+    else:
+        report.add("tokens/s", "langchain_huggingface", "not installed: run benchmarks/setup.sh")
+
+
+def section_ttft(models: Models, report: Report, repeats: int = 3) -> None:
+    """Time to the first streamed text vs the prefill alone (a one-token raw generate), same long prompt."""
+    filler = " ".join(f"Note {i}: the {topic} chapter needs a summary." for i, topic in enumerate(TOPICS * 3))
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"{filler}\n\n{STORY}"}]
+    ids = models.prompt_ids(messages)
+    prefill, first = [], []
+    raw_generate(models, ids, 1)  # warm-up
+    for _ in range(repeats):
+        prefill.append(timed(lambda: raw_generate(models, ids, 1))[0])
+        models.llm.reset_cache()  # measure a full prefill, not a reused one
+        first.append(hf_stream(models, messages, 4)[1] or float("nan"))
+    prefill_ms, first_ms = statistics.median(prefill) * 1000, statistics.median(first) * 1000
+    report.add(
+        "time to first token",
+        f"prefill alone: raw generate of 1 token ({len(ids)}-token prompt)",
+        f"{prefill_ms:.0f} ms",
+    )
+    report.add(
+        "time to first token",
+        "hf_magic stream: first text",
+        f"{first_ms:.0f} ms (+{first_ms - prefill_ms:.0f} ms)",
+        "<= prefill + 50 ms",
+        first_ms <= prefill_ms + 50,
+    )
+
+
+def _conversation(turns: int) -> list[str]:
+    return [
+        f"Turn {turn + 1}. Here is a short note for my records: {TOPICS[turn % len(TOPICS)]} are interesting, "
+        f"and I would like to learn more about {TOPICS[turn % len(TOPICS)]} today. Tell me one fact about them."
+        for turn in range(turns)
+    ]
+
+
+def _run_conversation(ask: Callable[[list[dict[str, str]]], str], turns: int) -> list[float]:
+    """Latency of each turn, each reply appended to the history."""
+    messages = [{"role": "system", "content": SYSTEM}]
+    latencies = []
+    for question in _conversation(turns):
+        messages.append({"role": "user", "content": question})
+        seconds, reply = timed(lambda: ask(messages))
+        latencies.append(seconds)
+        messages.append({"role": "assistant", "content": reply})
+    return latencies
+
+
+def section_turns(models: Models, report: Report, turns: int = 20, new_tokens: int = 24) -> None:
+    """Latency of turns 1..N of a scripted chat: hf_magic (cache reuse) vs fresh prefill vs langchain."""
+    contenders: dict[str, Callable[[list[dict[str, str]]], str]] = {}
+
+    def with_reuse(messages: list[dict[str, str]]) -> str:
+        return hf_stream(models, messages, new_tokens)[0]
+
+    def fresh(messages: list[dict[str, str]]) -> str:
+        models.llm.reset_cache()
+        return hf_stream(models, messages, new_tokens)[0]
+
+    contenders["hf_magic (KV cache reuse)"] = with_reuse
+    contenders["hf_magic, fresh prefill each turn"] = fresh
+    lc = lc_chat(models)
+    if lc is not None:
+        contenders["langchain_huggingface"] = lambda messages: lc_stream(lc, messages, new_tokens)[0]
+    with exact_new_tokens(models.model, new_tokens):
+        for name, ask in contenders.items():
+            models.llm.reset_cache()
+            latencies = _run_conversation(ask, turns)
+            report.turn_series[name] = latencies
+            growth = latencies[-1] / latencies[0]
+            goal = ("turn N <= 1.25x turn 1", growth <= 1.25) if name.startswith("hf_magic (") else ("", None)
+            report.add(
+                "turn latency",
+                f"{name}: turn 1 / turn {turns}",
+                f"{latencies[0] * 1000:.0f} ms / {latencies[-1] * 1000:.0f} ms ({growth:.2f}x); "
+                f"total {sum(latencies):.1f} s",
+                goal[0],
+                goal[1],
+            )
+    history = [{"role": "system", "content": SYSTEM}]
+    for question in _conversation(turns):
+        history.append({"role": "user", "content": question})
+        history.append({"role": "assistant", "content": "x " * new_tokens})
+    last_prompt = models.prompt_ids(history[:-1])
+    report.add(
+        "turn latency", f"context at turn {turns}", f"~{len(last_prompt)} prompt tokens, {new_tokens} new per turn"
+    )
+
+
+def section_magic(models: Models, report: Report, cells: int = 4) -> None:
+    """Time from running a second (third...) %%hfchat cell to the start of model.generate."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "hf_magic")
+    with contextlib.redirect_stdout(io.StringIO()):
+        shell.run_cell_magic("hfchat", "--session bench --max-new-tokens 4", "Hi!")  # cell 1 loads the model
+    from hf_magic.magics import HfChatMagics
+
+    magics = shell.magics_manager.registry[HfChatMagics.__name__]
+    session = magics._session("bench")
+    model = session.chat_model.llm.model
+    started: list[float] = []
+    original = model.generate
+
+    def stamped_generate(*args: Any, **kwargs: Any) -> Any:
+        started.append(time.perf_counter())
+        return original(*args, **kwargs)
+
+    model.generate = stamped_generate  # instance attribute: only this benchmark's model is observed
+    overheads = []
+    try:
+        for cell in range(cells):
+            begin = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                shell.run_cell_magic("hfchat", "--session bench --max-new-tokens 4", f"Cell {cell + 2}: hello again!")
+            overheads.append(started[-1] - begin)
+    finally:
+        del model.generate
+    overhead_ms = statistics.median(overheads) * 1000
+    report.add(
+        "second %%hfchat cell",
+        f"cell start -> model.generate (median of cells 2..{cells + 1})",
+        f"{overhead_ms:.1f} ms",
+        "<= 50 ms",
+        overhead_ms <= 50,
+    )
+
+
+def section_endpoint(models: Models, report: Report, new_tokens: int = 32, repeats: int = 3) -> None:
+    """hf_magic HuggingFaceEndpoint vs raw InferenceClient on one local `transformers serve`; abatch of 8."""
+    from huggingface_hub import InferenceClient, constants
+
+    from hf_magic import ChatHuggingFace, HuggingFaceEndpoint
+    from hf_magic.loading import ensure_default_model
+    from tests.support.serve import serve_transformers
+
+    if constants.HF_HUB_OFFLINE:
+        raise RuntimeError("huggingface_hub refuses even a local server when HF_HUB_OFFLINE is set: unset it.")
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Name three colors."}]
+    model_dir = ensure_default_model()
+    with serve_transformers(model_dir) as url:
+        client = InferenceClient(base_url=url)
+        chat = ChatHuggingFace(llm=HuggingFaceEndpoint(endpoint_url=url, max_new_tokens=new_tokens, temperature=0))
+        served = str(model_dir)  # the name `transformers serve` lists for the folder it serves
+        raw_times, hf_times, raw_tokens, hf_tokens = [], [], 0, 0
+
+        def raw_call() -> Any:
+            return client.chat_completion(messages, model=served, max_tokens=new_tokens, temperature=0)
+
+        raw_call()
+        chat.invoke(lc_messages(messages))  # warm-up both
+        for _ in range(repeats):
+            seconds, output = timed(raw_call)
+            raw_times.append(seconds)
+            raw_tokens = output.usage.completion_tokens
+            seconds, reply = timed(lambda: chat.invoke(lc_messages(messages)))
+            hf_times.append(seconds)
+            hf_tokens = reply.usage_metadata["output_tokens"]
+        raw_s, hf_s = statistics.median(raw_times), statistics.median(hf_times)
+        report.add(
+            "endpoint",
+            f"raw InferenceClient.chat_completion ({raw_tokens} tokens, median of {repeats})",
+            f"{raw_s * 1000:.0f} ms",
+        )
+        report.add(
+            "endpoint",
+            f"hf_magic HuggingFaceEndpoint via ChatHuggingFace.invoke ({hf_tokens} tokens)",
+            f"{hf_s * 1000:.0f} ms ({hf_s / raw_s:.3f}x raw)",
+            "<= 1.05x raw",
+            hf_s / raw_s <= 1.05,
+        )
+        batch = [lc_messages(messages)] * 8
+        sequential = timed(lambda: [chat.invoke(item) for item in batch])[0]
+        concurrent = timed(lambda: asyncio.run(chat.abatch(batch)))[0]
+        report.add(
+            "endpoint",
+            "8 requests: sequential invoke vs concurrent abatch",
+            f"{sequential:.2f} s vs {concurrent:.2f} s ({sequential / concurrent:.2f}x faster)",
+        )
+
+
+def section_memory(models: Models, report: Report) -> None:
+    """Weights footprint of the default model in bf16 vs bitsandbytes 4-bit NF4."""
+    from transformers import BitsAndBytesConfig
+
+    from hf_magic import HuggingFacePipeline
+
+    bf16 = models.model.get_memory_footprint()
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype="float16", bnb_4bit_use_double_quant=True
+    )
+    seconds, quantized = timed(
+        lambda: HuggingFacePipeline.from_model_id("default", model_kwargs={"quantization_config": quantization})
+    )
+    four_bit = quantized.model.get_memory_footprint()
+    del quantized
+    gc.collect()
+    report.add("memory", "bf16 footprint (get_memory_footprint)", f"{bf16 / 2**20:.1f} MiB")
+    report.add(
+        "memory",
+        f"4-bit NF4 footprint (load {seconds:.0f} s)",
+        f"{four_bit / 2**20:.1f} MiB ({four_bit / bf16:.2f}x bf16)",
+        "<= 0.45x",
+        four_bit / bf16 <= 0.45,
+    )
+
+
+SECTION_FUNCTIONS: dict[str, Callable[[Models, Report], None]] = {
+    "tokens": section_tokens,
+    "ttft": section_ttft,
+    "turns": section_turns,
+    "magic": section_magic,
+    "endpoint": section_endpoint,
+    "memory": section_memory,
+}
+
+
+# ------------------------------------------------------------------------------- output
+def plot_turns(series: dict[str, list[float]], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    for name, latencies in series.items():
+        axes.plot(range(1, len(latencies) + 1), latencies, marker="o", label=name)
+    axes.set_xlabel("turn")
+    axes.set_ylabel("latency (s)")
+    axes.set_title("Chat turn latency, default model, greedy, fixed new tokens per turn")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def machine() -> str:
+    import torch
+    import transformers
+
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} "
+        f"threads), transformers {transformers.__version__}, Python {platform.python_version()}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    options = parser.parse_args(argv)
+    chosen = [name.strip() for name in options.only.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}: choose from {', '.join(SECTIONS)}")
+    began = time.perf_counter()
+    report = Report()
+    load_s, models = timed(load_models)
+    print(f"Loaded the default model in {load_s:.1f} s", flush=True)
+    for name in chosen:
+        print(f"== {name}", flush=True)
+        section_start = time.perf_counter()
+        try:
+            SECTION_FUNCTIONS[name](models, report)
+        except Exception as exc:  # one broken section must not hide the others
+            report.add(name, "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        print(f"   ({time.perf_counter() - section_start:.0f} s)", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    header = f"Machine: {machine()}. Sections: {', '.join(chosen)}. Total {time.perf_counter() - began:.0f} s."
+    table = f"{header}\n\n{report.markdown()}\n"
+    plot = plot_turns(report.turn_series, RESULTS / "turn_latency.png") if report.turn_series else None
+    if plot:
+        table += f"\nTurn latency plot: {plot.relative_to(ROOT)}\n"
+    (RESULTS / "results.md").write_text(table)
+    print("\n" + table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

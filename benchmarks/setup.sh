@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Build benchmarks/.venv: the project's .venv (via a .pth file) plus benchmarks/requirements.txt on top,
+# so langchain-huggingface and matplotlib never land in the project's own environment.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+project_python="$root/.venv/bin/python"
+bench="$root/benchmarks/.venv"
+"$project_python" -m venv "$bench"
+project_site="$("$project_python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+bench_site="$("$bench/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+echo "$project_site" > "$bench_site/hf_magic_project_env.pth"
+"$bench/bin/pip" install -q --no-deps "$(grep -o '^langchain-huggingface[^ ]*' "$root/benchmarks/requirements.txt")"
+"$bench/bin/pip" install -q "$(grep -o '^matplotlib[^ ]*' "$root/benchmarks/requirements.txt")"
+echo "Benchmark environment ready: $bench/bin/python benchmarks/run.py"
