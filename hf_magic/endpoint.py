@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import httpx2
-from huggingface_hub import AsyncInferenceClient, InferenceClient
+from huggingface_hub import AsyncInferenceClient, InferenceClient, get_token
 from huggingface_hub.errors import TextGenerationError
 from huggingface_hub.utils import hf_raise_for_status
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -463,7 +463,7 @@ class HuggingFaceEndpoint(LLM):
         """The token for Hugging Face hosts; never called for other hosts."""
         if self.huggingfacehub_api_token is not None:
             return self.huggingfacehub_api_token.get_secret_value() or None
-        return config.env_token()
+        return config.env_token() or get_token()  # then the `hf auth login` token, as huggingface_hub would
 
     def _secrets(self) -> list[str]:
         token = self._token()

@@ -152,3 +152,18 @@ def test_token_absent_from_stream_errors(recorder_as_hub, tokens_everywhere):
     with pytest.raises(EndpointError) as caught:
         list(llm.stream_chat(ChatRequest(messages=[{"role": "user", "content": "Hi"}])))
     assert EXPLICIT not in str(caught.value)
+
+
+def test_403_on_a_hugging_face_host_links_the_gated_model_page(recorder_as_hub, tokens_everywhere):
+    recorder_as_hub.default = Reply(status=403, body={"error": "gated"})
+    llm = HuggingFaceEndpoint(endpoint_url=recorder_as_hub.url, repo_id="org/gated-model")
+    with pytest.raises(EndpointError, match=r"org/gated-model is gated.*https://huggingface.co/org/gated-model"):
+        llm.chat(ChatRequest(messages=[{"role": "user", "content": "Hi"}]))
+
+
+def test_401_with_a_token_says_the_token_was_refused(recorder_as_hub, tokens_everywhere):
+    recorder_as_hub.default = Reply(status=401, body={"error": "Invalid credentials"})
+    llm = HuggingFaceEndpoint(endpoint_url=recorder_as_hub.url, repo_id="org/model")
+    with pytest.raises(EndpointError, match=r"refused the token \(401\).*settings/tokens") as caught:
+        llm.chat(ChatRequest(messages=[{"role": "user", "content": "Hi"}]))
+    assert FROM_LEGACY_ENV not in str(caught.value)
