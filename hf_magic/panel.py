@@ -40,9 +40,9 @@ _CSS = """<style>
 .hf-magic-panel .hfm-turn { display: flex; flex-direction: column; gap: 6px; margin: 4px 2px; }
 .hf-magic-panel .hfm-msg { max-width: 85%; padding: 6px 10px; border-radius: 10px; line-height: 1.45; }
 .hf-magic-panel .hfm-msg p { margin: .2em 0; }
-.hf-magic-panel .hfm-msg pre { padding: .4em .6em; border-radius: 6px; overflow-x: auto;
-  background: var(--jp-layout-color0, #fff); }
-.hf-magic-panel .hfm-user { align-self: flex-end; background: var(--jp-brand-color3, #d8e9fb); }
+.hf-magic-panel .hfm-msg .highlight { border-radius: 6px; overflow: hidden; margin: .3em 0; }
+.hf-magic-panel .hfm-msg pre { padding: .4em .6em; margin: 0; overflow-x: auto; }
+.hf-magic-panel .hfm-user { align-self: flex-end; background: rgba(33, 150, 243, .18); }
 .hf-magic-panel .hfm-assistant { align-self: flex-start; background: var(--jp-layout-color2, #eee); }
 .hf-magic-panel .hfm-role { font-size: .72em; font-weight: 600; letter-spacing: .04em; text-transform: uppercase;
   opacity: .65; margin-bottom: 2px; }
@@ -140,6 +140,7 @@ class ChatPanel:
         self._redraw_transcript()
         self._redraw_usage()
         self._redraw_status()
+        self._redraw_buttons()
         self._unsubscribe: Callable[[], None] | None = self.session.subscribe(self._on_event)
 
     # ------------------------------------------------------------------------ public API

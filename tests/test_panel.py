@@ -346,3 +346,14 @@ def test_the_status_line_names_what_the_first_message_will_load(panel: ChatPanel
     assert "not loaded" in panel.status.value and "default, pipeline" in panel.status.value
     panel.quantize.value = "8bit"
     assert "default, pipeline, 8bit" in panel.status.value
+
+
+def test_the_panel_displays_as_a_widget(panel: ChatPanel) -> None:
+    # leaving `ChatPanel()` as a cell's last expression shows the widget, like panel.display()
+    bundle = panel._repr_mimebundle_()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == panel.root.model_id
+
+
+def test_a_fresh_panel_offers_send_but_not_stop_or_unload(panel: ChatPanel) -> None:
+    assert not panel.send_button.disabled and not panel.load_button.disabled
+    assert panel.stop_button.disabled and panel.unload_button.disabled
