@@ -786,8 +786,16 @@ def _turn_html(turn: Turn, *, streaming: bool) -> str:
 
 
 def _token_status() -> str:
-    state = "set" if config.env_token() else "not set (HF_TOKEN)"
-    return f'<span class="hfm-note">Token: {state}</span>'
+    """Whether a token will be sent to Hugging Face hosts, and from where: never the token itself."""
+    from huggingface_hub import get_token
+
+    if config.env_token():
+        state = "set (environment)"
+    elif get_token():
+        state = "set (hf auth login)"
+    else:
+        state = "not set: set HF_TOKEN or run `hf auth login` for providers that need one"
+    return f'<span class="hfm-note">Token: {html.escape(state)}</span>'
 
 
 def _device_options() -> list[str]:

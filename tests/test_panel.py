@@ -73,7 +73,7 @@ def test_pickers_describe_the_spec_to_load(panel: ChatPanel) -> None:
     )
 
 
-def test_token_status_says_set_and_never_shows_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_token_status_says_set_and_never_shows_the_token(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     secret = "hf_panelTestSecretValue1234567890"
     monkeypatch.setenv("HF_TOKEN", secret)
     view = ChatPanel(ChatSession("panel-token"))
@@ -85,8 +85,16 @@ def test_token_status_says_set_and_never_shows_the_token(monkeypatch: pytest.Mon
         view.close()
     monkeypatch.delenv("HF_TOKEN")
     monkeypatch.delenv("HUGGINGFACEHUB_API_TOKEN", raising=False)
+    from huggingface_hub import constants
+
+    login = tmp_path / "token"
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(login))  # no `hf auth login` token either
     view = ChatPanel(ChatSession("panel-token"))
     assert "not set" in view.token_status.value
+    view.close()
+    login.write_text(secret)
+    view = ChatPanel(ChatSession("panel-token"))
+    assert "set (hf auth login)" in view.token_status.value and secret not in _all_html(view)
     view.close()
 
 
