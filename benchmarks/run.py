@@ -186,21 +186,21 @@ def section_tokens(models: Models, report: Report, new_tokens: int = 128, repeat
     rate = {name: new_tokens / statistics.median(values) for name, values in times.items() if values}
     detail = f"{len(ids)}-token prompt, {new_tokens} new tokens, median of {repeats}"
     report.add("tokens/s", f"raw model.generate ({detail})", f"{rate['raw']:.1f} tok/s")
-    ratio = rate["hf_magic"] / rate["raw"]
+    # Ratios per interleaved round, then their median: a load spike on a shared machine hits one round, not one side.
+    ratio = statistics.median(raw / hf for raw, hf in zip(times["raw"], times["hf_magic"], strict=True))
     report.add(
         "tokens/s",
         "hf_magic ChatHuggingFace.stream",
-        f"{rate['hf_magic']:.1f} tok/s ({ratio:.3f}x raw)",
+        f"{rate['hf_magic']:.1f} tok/s ({ratio:.3f}x raw, median of per-round ratios)",
         ">= 0.97x raw",
         ratio >= 0.97,
     )
     if "langchain" in rate:
-        lc_ratio = rate["hf_magic"] / rate["langchain"]
+        lc_ratio = statistics.median(lc / hf for lc, hf in zip(times["langchain"], times["hf_magic"], strict=True))
         report.add(
             "tokens/s",
             "langchain_huggingface ChatHuggingFace.stream",
-            f"{rate['langchain']:.1f} tok/s ({rate['langchain'] / rate['raw']:.3f}x raw); "
-            f"hf_magic = {lc_ratio:.2f}x langchain",
+            f"{rate['langchain']:.1f} tok/s; hf_magic = {lc_ratio:.2f}x langchain",
             ">= 1.0x langchain",
             lc_ratio >= 1.0,
         )
