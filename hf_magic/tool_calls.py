@@ -62,7 +62,7 @@ def parse_tool_calls(text: str, tool_names: list[str] | None = None) -> ParsedRe
     if TOOL_CALL_OPEN in text:
         parsed = ParsedReply(content=_TAGGED_CALL.sub("", text).strip())
         for match in _TAGGED_CALL.finditer(text):
-            _add_calls(parsed, match.group(1).strip(), names=None)
+            _add_calls(parsed, _without_partial_close(match.group(1)).strip(), names=None)
         return parsed
     if not _BARE_CALL_START.match(text):
         return ParsedReply(content=text)
@@ -75,6 +75,14 @@ def parse_tool_calls(text: str, tool_names: list[str] | None = None) -> ParsedRe
     if not parsed.tool_calls and not parsed.invalid_tool_calls:
         return ParsedReply(content=text)  # JSON that names no bound tool is an ordinary answer
     return parsed
+
+
+def _without_partial_close(body: str) -> str:
+    """``body`` less a closing tag cut short by the token limit (``...}}</tool_``): the call itself is whole."""
+    for size in range(len(TOOL_CALL_CLOSE) - 1, 0, -1):
+        if body.endswith(TOOL_CALL_CLOSE[:size]):
+            return body[:-size]
+    return body
 
 
 def _add_calls(parsed: ParsedReply, raw: str, names: list[str] | None) -> None:

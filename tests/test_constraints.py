@@ -1,10 +1,15 @@
-"""Which grammar a request needs and what those grammars accept (xgrammar, no model needed)."""
+"""Which grammar a request needs and what those grammars accept (xgrammar, no model needed); at the end,
+structured output on the real default model."""
 
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
+import jsonschema
 import pytest
+from pydantic import BaseModel, Field
+from typing_extensions import TypedDict
 from xgrammar.testing import _is_grammar_accept_string as accepts
 
 from hf_magic.constraints import (
@@ -137,3 +142,63 @@ def test_cache_key_ignores_key_order():
     a = GrammarSpec("json", {"type": "object", "properties": {"x": {"type": "string"}}}, "a")
     b = GrammarSpec("json", {"properties": {"x": {"type": "string"}}, "type": "object"}, "b")
     assert a.key == b.key
+
+
+# ------------------------------------------------------------------- on the real default model
+class Person(BaseModel):
+    """A person mentioned in the text."""
+
+    name: str = Field(description="The person's first name")
+    age: int = Field(description="Age in years")
+
+
+class PersonDict(TypedDict):
+    """A person mentioned in the text."""
+
+    name: Annotated[str, ..., "The person's first name"]
+    age: Annotated[int, ..., "Age in years"]
+
+
+PERSON_SCHEMA = {
+    "title": "person",
+    "description": "A person mentioned in the text.",
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+}
+EXTRACT = "Alice is 31 years old. Extract the person."
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["function_calling", "json_schema", "json_mode"])
+@pytest.mark.parametrize("schema", [Person, PersonDict, PERSON_SCHEMA], ids=["pydantic", "typeddict", "json_schema"])
+def test_structured_output_validates_for_every_schema_kind_and_method(chat_model, schema, method):
+    structured = chat_model.bind(max_tokens=40).with_structured_output(schema, method=method, include_raw=True)
+    result = structured.invoke(EXTRACT)
+    assert result["parsing_error"] is None, result["raw"]
+    parsed = result["parsed"]
+    if schema is Person:
+        assert isinstance(parsed, Person)
+    elif method == "json_mode":  # any JSON object: the schema is not enforced, only JSON is
+        assert isinstance(parsed, dict)
+    else:
+        jsonschema.validate(parsed, PERSON_SCHEMA)
+
+
+@pytest.mark.integration
+def test_json_mode_reply_is_a_json_object(chat_model):
+    reply = chat_model.invoke(
+        "Reply with a JSON object with keys 'city' and 'country' for Paris.",
+        response_format={"type": "json_object"},
+        max_tokens=40,
+    )
+    assert reply.response_metadata["finish_reason"] == "stop", "the grammar ends the object and the reply"
+    assert isinstance(json.loads(reply.content), dict)
+
+
+@pytest.mark.integration
+def test_uncompilable_schema_is_one_line_and_the_model_still_works(chat_model):
+    bad = {"title": "Bad", "type": "object", "properties": {"a": {"$ref": "#/$defs/Missing"}}}
+    with pytest.raises(SchemaError, match="cannot be used for constrained decoding"):
+        chat_model.with_structured_output(bad, method="json_schema").invoke(EXTRACT)
+    assert chat_model.invoke("What is the capital of France?", max_tokens=12).content

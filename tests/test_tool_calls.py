@@ -1,4 +1,5 @@
-"""Tool calls in a local model's text: parsing, streaming hold-back, prompts for templates that ignore tools."""
+"""Tool calls in a local model's text: parsing, streaming hold-back, prompts for templates that ignore tools;
+at the end, forced and free tool calls on the real default model."""
 
 from __future__ import annotations
 
@@ -62,6 +63,18 @@ def test_arguments_given_as_a_json_string_are_decoded():
 def test_unterminated_tag_is_still_read():
     parsed = parse_tool_calls('<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}')
     assert parsed.tool_calls[0]["args"] == {"city": "Rome"}
+
+
+def test_call_whose_closing_tag_was_cut_by_the_token_limit_is_whole():
+    # Recorded from SmolLM2-135M (forced call of Joke, sampled, seed 0, max_tokens=60): the budget ran out
+    # inside "</tool_call>" after the JSON had closed.
+    text = (
+        '<tool_call>\n{"name": "Joke", "arguments": {"setup": "what does a cat do, and what does a cat do?", '
+        '"punchline": "it eats and sleeps and is a cat."}}\n</tool_'
+    )
+    parsed = parse_tool_calls(text)
+    assert parsed.invalid_tool_calls == []
+    assert parsed.tool_calls[0]["args"]["punchline"] == "it eats and sleeps and is a cat."
 
 
 def test_bare_json_call_and_list_of_calls():
@@ -205,3 +218,100 @@ def test_tool_call_stream_never_shows_text_twice():
     pieces = ["Hello", " <", "b>", " world"]
     shown = "".join(stream.push(piece) for piece in pieces)
     assert shown + stream.finish().content == "Hello <b> world"
+
+
+# ------------------------------------------------------------------- on the real default model
+def _weather_tools():
+    from langchain_core.tools import tool
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Get the current weather in a city."""
+        return f"18 degrees and sunny in {city}"
+
+    @tool
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    return get_weather, add
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("tool_choice", ["any", "required"])
+def test_forced_call_is_a_valid_call_of_a_bound_tool(chat_model, tool_choice):
+    tools = {t.name: t for t in _weather_tools()}
+    reply = chat_model.bind_tools(list(tools.values()), tool_choice=tool_choice).invoke(
+        "What is the weather in Paris?", max_tokens=48
+    )
+    assert reply.invalid_tool_calls == []
+    (call,) = reply.tool_calls
+    assert call["name"] in tools
+    tools[call["name"]].invoke(call)  # the arguments validate against the tool's own schema
+    assert reply.response_metadata["finish_reason"] == "tool_calls"
+    assert "<tool_call>" not in reply.content
+
+
+@pytest.mark.integration
+def test_named_tool_choice_calls_that_tool_with_valid_arguments(chat_model):
+    get_weather, add = _weather_tools()
+    reply = chat_model.bind_tools([get_weather, add], tool_choice="add").invoke("What is 2 plus 3?", max_tokens=48)
+    (call,) = reply.tool_calls
+    assert call["name"] == "add"
+    assert isinstance(add.invoke(call["args"]), int)
+
+
+@pytest.mark.integration
+def test_streamed_forced_call_arrives_as_tool_call_chunks(chat_model):
+    get_weather, _ = _weather_tools()
+    chunks = list(chat_model.bind_tools([get_weather], tool_choice="get_weather").stream("Weather in Rome?"))
+    assert all("<tool_call>" not in chunk.content for chunk in chunks)
+    full = chunks[0]
+    for chunk in chunks[1:]:
+        full = full + chunk
+    (call,) = full.tool_calls
+    assert call["name"] == "get_weather" and isinstance(call["args"]["city"], str)
+    assert full.usage_metadata and full.usage_metadata["output_tokens"] > 0
+
+
+@pytest.mark.integration
+async def test_async_forced_call(chat_model):
+    get_weather, _ = _weather_tools()
+    reply = await chat_model.bind_tools([get_weather], tool_choice="any").ainvoke("Weather in Oslo?", max_tokens=48)
+    assert reply.tool_calls[0]["name"] == "get_weather"
+
+
+@pytest.mark.integration
+def test_smollm2_template_ignores_tools_so_they_are_described_in_the_system_message(default_llm):
+    from hf_magic.backend import ChatRequest
+    from hf_magic.tool_calls import template_ignores_tool_calls, template_ignores_tools
+
+    assert template_ignores_tools(default_llm.tokenizer)
+    assert template_ignores_tool_calls(default_llm.tokenizer)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    request = ChatRequest(messages=[{"role": "user", "content": "Hi"}], tools=tools)
+    prompt = default_llm.tokenizer.decode(default_llm._chat_input_ids(request))
+    assert prompt.startswith("<|im_start|>system\n") and '"name": "get_weather"' in prompt
+    request.tool_choice = "none"  # no tools offered: the prompt is the plain one
+    assert "get_weather" not in default_llm.tokenizer.decode(default_llm._chat_input_ids(request))
+
+
+@pytest.mark.integration
+def test_history_with_tool_calls_and_results_renders_and_answers(chat_model, default_llm):
+    from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+
+    from hf_magic.backend import ChatRequest
+    from hf_magic.chat_models import convert_messages
+
+    get_weather, _ = _weather_tools()
+    history = [
+        HumanMessage("What is the weather in Paris?"),
+        AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "Paris"}, "id": "call_1"}]),
+        ToolMessage("18 degrees and sunny", tool_call_id="call_1"),
+    ]
+    request = ChatRequest(messages=convert_messages(history))
+    prompt = default_llm.tokenizer.decode(default_llm._chat_input_ids(request))
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>' in prompt
+    assert "<|im_start|>tool\n<tool_response>\n18 degrees and sunny\n</tool_response><|im_end|>" in prompt
+    reply = chat_model.bind_tools([get_weather]).invoke(history, max_tokens=32)
+    assert reply.content or reply.tool_calls
