@@ -1,18 +1,19 @@
 """HuggingFacePipeline: a local transformers model as a langchain LLM and as a chat backend.
 
-Generation runs ``model.generate`` on a worker thread with a streamer that only queues token ids;
-decoding, stop sequences and usage happen on the consumer's side. The calling thread (or event
-loop) therefore never runs the model, and stopping a stream stops generation at the next token.
+Generation hands each new token's ids to the consumer and does nothing else per token; decoding,
+stop sequences and usage happen on the consumer's side. Sync calls generate on the calling thread (in a
+greenlet, so tokens stream out as they come); async calls generate on a worker thread so the event loop
+never runs the model. Stopping a stream stops generation at the next token.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import greenlet
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.llms import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
@@ -39,7 +40,7 @@ _GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetiti
 
 class _QueueStreamer:
     """A ``generate`` streamer that hands generated token ids to ``deliver`` and does nothing else,
-    so streaming costs the generating thread almost nothing."""
+    so streaming costs generation almost nothing."""
 
     def __init__(self, deliver: Callable[[Any], None]) -> None:
         self._deliver = deliver
@@ -81,10 +82,14 @@ class HuggingFacePipeline(BaseLLM):
     model_kwargs: dict[str, Any] | None = None
     pipeline_kwargs: dict[str, Any] | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
+    reuse_kv_cache: bool = True
+    """Keep the conversation's KV cache between calls and prefill only new tokens. Exact in float32; in
+    bf16/fp16 a chunked prefill rounds differently, which can flip near-ties of greedy or seeded decoding."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _lock_owner: int | None = PrivateAttr(default=None)
     _kv_cache: ConversationCache = PrivateAttr(default_factory=ConversationCache)
 
     @classmethod
@@ -270,27 +275,36 @@ class HuggingFacePipeline(BaseLLM):
     def _stream_ids(
         self, input_ids: list[int], params: GenerationParams, processors: list[Any] | None = None
     ) -> Iterator[ChatDelta]:
-        """Generate on a worker thread; yield text deltas here, then one delta with usage."""
-        tokens: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        """Generate on the calling thread, inside a greenlet that hands over each token as it comes.
+
+        Why not a worker thread: torch's OpenMP pool belongs to the thread that runs it, and once two
+        pools outnumber the cores libgomp stops spin-waiting between kernels, which cost ~30% of decode
+        speed on 2 cores (see benchmarks/). A greenlet keeps generation on this thread's pool, and
+        Ctrl-C raised during generation reaches the caller as usual.
+        """
+        if self._lock.locked() and self._lock_owner == threading.get_ident():
+            raise InvalidInputError(
+                "A reply from this model is still streaming in this thread: finish or close that stream first."
+            )
         cancel = threading.Event()
-        worker = self._start_generation(input_ids, params, tokens.put, cancel, processors)
+
+        def hand_over(ids: list[int]) -> None:
+            greenlet.getcurrent().parent.switch(ids)  # resumes the consumer; returns when it wants more
+
+        generation = greenlet.greenlet(lambda: self._run_generate(input_ids, params, hand_over, cancel, processors))
         decoder = self._decoder(params)
         try:
-            while True:
-                items = [tokens.get()]
-                while not tokens.empty():  # the consumer fell behind: decode the backlog at once
-                    items.append(tokens.get_nowait())
-                text, finished = _consume(decoder, items)
+            while (ids := generation.switch()) is not None:
+                text = decoder.push(ids)
                 if decoder.stopped:
-                    cancel.set()
+                    cancel.set()  # generation ends at its next step
                 if text:
                     yield ChatDelta(text=text)
-                if finished:
-                    break
             yield self._final_delta(decoder, input_ids, params, processors)
         finally:
-            cancel.set()
-            worker.join()
+            if not generation.dead:  # the consumer stopped early: unwind generate() now, releasing the model
+                cancel.set()
+                generation.throw()
 
     async def _astream_ids(
         self, input_ids: list[int], params: GenerationParams, processors: list[Any] | None = None
@@ -306,7 +320,16 @@ class HuggingFacePipeline(BaseLLM):
             except RuntimeError:  # the loop closed under us: nobody is listening any more
                 cancel.set()
 
-        self._start_generation(input_ids, params, deliver, cancel, processors)
+        def run() -> None:
+            try:
+                self._run_generate(input_ids, params, deliver, cancel, processors)
+            except BaseException as exc:  # handed to the consumer, which re-raises it
+                deliver(exc)
+            finally:
+                deliver(_END)
+
+        # An event loop must never run the model: generation gets a thread of its own here.
+        threading.Thread(target=run, name="hf_magic-generate", daemon=True).start()
         decoder = self._decoder(params)
         try:
             while True:
@@ -360,52 +383,44 @@ class HuggingFacePipeline(BaseLLM):
             model_name=self.model_name,
         )
 
-    def _start_generation(
+    def _run_generate(
         self,
         input_ids: list[int],
         params: GenerationParams,
-        deliver: Callable[[Any], None],
+        deliver: Callable[[list[int]], None],
         cancel: threading.Event,
         processors: list[Any] | None = None,
-    ) -> threading.Thread:
+    ) -> None:
+        """Run ``model.generate``, handing each new token's ids to ``deliver``; stops once ``cancel`` is set."""
+        import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
         generate_kwargs = self._generate_kwargs(params)
         if processors:  # grammar masks and logprob recording, only when a request asks
-            from transformers import LogitsProcessorList
-
             generate_kwargs["logits_processor"] = LogitsProcessorList(processors)
-
-        def run() -> None:
-            import torch
-            from transformers import StoppingCriteriaList
-
+        with self._lock:  # one generation at a time per model
+            self._lock_owner = threading.get_ident()
             try:
-                with self._lock:  # one generation at a time per model
-                    if cancel.is_set():
-                        return
-                    if params.seed is not None:
-                        torch.manual_seed(params.seed)
-                    ids = torch.tensor([input_ids], device=self.model.device)
-                    with torch.inference_mode():
-                        # Prefill only what the last generation did not see (a failed one leaves no cache).
-                        lease = self._kv_cache.take(self.model, input_ids)
-                        output = self.model.generate(
-                            input_ids=ids,
-                            attention_mask=torch.ones_like(ids),
-                            streamer=_QueueStreamer(deliver),
-                            stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
-                            **(lease.generate_kwargs() if lease else {}),
-                            **generate_kwargs,
-                        )
-                    if lease is not None:
-                        self._kv_cache.keep(self.model, lease, getattr(output, "sequences", output)[0].tolist())
-            except BaseException as exc:
-                deliver(exc)
+                if cancel.is_set():
+                    return
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                ids = torch.tensor([input_ids], device=self.model.device)
+                with torch.inference_mode():
+                    # Prefill only what the last generation did not see (a failed one leaves no cache).
+                    lease = self._kv_cache.take(self.model, input_ids) if self.reuse_kv_cache else None
+                    output = self.model.generate(
+                        input_ids=ids,
+                        attention_mask=torch.ones_like(ids),
+                        streamer=_QueueStreamer(deliver),
+                        stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
+                        **(lease.generate_kwargs() if lease else {}),
+                        **generate_kwargs,
+                    )
+                if lease is not None:
+                    self._kv_cache.keep(self.model, lease, getattr(output, "sequences", output)[0].tolist())
             finally:
-                deliver(_END)
-
-        worker = threading.Thread(target=run, name="hf_magic-generate", daemon=True)
-        worker.start()
-        return worker
+                self._lock_owner = None
 
     def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
         """Keyword arguments for ``model.generate``; unset params keep the model's generation config."""
