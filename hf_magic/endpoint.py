@@ -26,6 +26,7 @@ from . import config
 from .backend import ChatDelta, ChatRequest, GenerationParams, Usage
 from .endpoint_errors import EndpointTarget, endpoint_error, retry_delay
 from .errors import EndpointError, InvalidInputError, StreamInterruptedError
+from .text_completion import astream_chunks, stream_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -691,11 +692,7 @@ class HuggingFaceEndpoint(LLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        for delta in self.stream_chat(self._prompt_request(prompt, stop, kwargs)):
-            chunk = _generation_chunk(delta)
-            if run_manager and delta.text:
-                run_manager.on_llm_new_token(delta.text, chunk=chunk)
-            yield chunk
+        yield from stream_chunks(self.stream_chat(self._prompt_request(prompt, stop, kwargs)), run_manager)
 
     async def _astream(
         self,
@@ -704,10 +701,7 @@ class HuggingFaceEndpoint(LLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        async for delta in self.astream_chat(self._prompt_request(prompt, stop, kwargs)):
-            chunk = _generation_chunk(delta)
-            if run_manager and delta.text:
-                await run_manager.on_llm_new_token(delta.text, chunk=chunk)
+        async for chunk in astream_chunks(self.astream_chat(self._prompt_request(prompt, stop, kwargs)), run_manager):
             yield chunk
 
 
@@ -719,10 +713,3 @@ def _input_error(exc: ValidationError) -> InvalidInputError:
         return original
     where = ".".join(str(part) for part in first.get("loc", ())) or "arguments"
     return InvalidInputError(f"Invalid {where} for HuggingFaceEndpoint: {first.get('msg')}.")
-
-
-def _generation_chunk(delta: ChatDelta) -> GenerationChunk:
-    info = None
-    if delta.finish_reason is not None:
-        info = {"finish_reason": delta.finish_reason, "usage": delta.usage.as_usage_metadata() if delta.usage else None}
-    return GenerationChunk(text=delta.text, generation_info=info)

@@ -29,6 +29,7 @@ from .loading import is_default_model, load_model_and_tokenizer, resolve_model_p
 from .logprobs import LogprobsRecorder
 from .progress import ProgressCallback
 from .stop_sequences import IncrementalDecoder
+from .text_completion import astream_chunks, stream_chunks
 from .tool_calls import aattach_tool_calls, attach_tool_calls, prompt_messages
 
 DEFAULT_BATCH_SIZE = 2
@@ -250,11 +251,7 @@ class HuggingFacePipeline(BaseLLM):
     ) -> Iterator[GenerationChunk]:
         params = self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop}))
         input_ids = self.tokenizer(prompt)["input_ids"]
-        for delta in self._stream_ids(input_ids, params):
-            chunk = _generation_chunk(delta)
-            if run_manager and delta.text:
-                run_manager.on_llm_new_token(delta.text, chunk=chunk)
-            yield chunk
+        yield from stream_chunks(self._stream_ids(input_ids, params), run_manager)
 
     async def _astream(
         self,
@@ -265,10 +262,7 @@ class HuggingFacePipeline(BaseLLM):
     ) -> AsyncIterator[GenerationChunk]:
         params = self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop}))
         input_ids = self.tokenizer(prompt)["input_ids"]
-        async for delta in self._astream_ids(input_ids, params):
-            chunk = _generation_chunk(delta)
-            if run_manager and delta.text:
-                await run_manager.on_llm_new_token(delta.text, chunk=chunk)
+        async for chunk in astream_chunks(self._astream_ids(input_ids, params), run_manager):
             yield chunk
 
     # --------------------------------------------------------------------------- generation
@@ -474,10 +468,3 @@ def _params_from_kwargs(kwargs: dict[str, Any]) -> GenerationParams:
     if isinstance(stop, str):
         stop = (stop,)
     return GenerationParams(stop=tuple(stop), **values)
-
-
-def _generation_chunk(delta: ChatDelta) -> GenerationChunk:
-    info = None
-    if delta.finish_reason is not None:
-        info = {"finish_reason": delta.finish_reason, "usage": delta.usage.as_usage_metadata() if delta.usage else None}
-    return GenerationChunk(text=delta.text, generation_info=info)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import stop_process
+
 DEFAULT_REPO_ID = "hf-magic/SmolLM2-135M-Instruct"
 _LFS_SUFFIXES = (".safetensors", ".bin", ".gguf")
 
@@ -114,12 +116,7 @@ def olah_mirror(
         _wait_ready(url, repo_id, process)
         yield OlahMirror(url, repo_id, root)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=10)
         log.close()
         if workdir is None:
             shutil.rmtree(root, ignore_errors=True)

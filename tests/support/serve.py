@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from tests.support.processes import stop_process
+
 READY_TIMEOUT_S = 180.0
 """Loading the default model takes ~15 s on 2 cores; a loaded machine needs more."""
 
@@ -57,12 +59,7 @@ def serve_transformers(model_dir: str | Path, port: int | None = None) -> Iterat
             _wait_until_healthy(url, process, log)
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, timeout=15)
 
 
 def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: object) -> None:
