@@ -367,6 +367,9 @@ class HfChatMagics(Magics):
         if options.system is not None:
             session.settings.system_prompt = options.system or None
         stream = self.stream and not options.no_stream
+        max_new_tokens = options.max_new_tokens if options.max_new_tokens is not None else self.max_new_tokens
+        if max_new_tokens is not None and max_new_tokens <= 0:  # say it in the magic's terms, before any load
+            raise InvalidInputError(f"--max-new-tokens must be a positive integer, got {max_new_tokens}: try 256.")
         fmt = options.format or self.output_format
         view: ReplyView
         if self.notebook:
@@ -386,7 +389,7 @@ class HfChatMagics(Magics):
                 key=cell_key(cell, self._cell_id()),
                 on_token=view.token,
                 temperature=options.temperature if options.temperature is not None else self.temperature,
-                max_new_tokens=options.max_new_tokens if options.max_new_tokens is not None else self.max_new_tokens,
+                max_new_tokens=max_new_tokens,
             )
         except Exception:
             view.fail()

@@ -131,6 +131,14 @@ def test_empty_cell_is_an_error_line(ip, capsys):
     assert "The cell is empty" in capsys.readouterr().err
 
 
+def test_non_positive_max_new_tokens_is_an_error_line_before_any_load(ip, capsys):
+    name = session_name()
+    ip.run_cell_magic("hfchat", f"--session {name} -m ./no/such/model --max-new-tokens 0", "Hello")
+    err = capsys.readouterr().err
+    assert err.startswith("Error: --max-new-tokens must be a positive integer, got 0")
+    assert "Traceback" not in err
+
+
 def test_history_of_an_empty_session(ip, capsys):
     ip.run_line_magic("hfchat", f"history --session {session_name()}")
     assert "(no messages yet)" in capsys.readouterr().out
