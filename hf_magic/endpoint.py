@@ -561,12 +561,16 @@ class HuggingFaceEndpoint(LLM):
             except EndpointError:
                 raise
             except Exception as exc:
-                delay = retry_delay(exc, attempt) if attempt < self.max_retries else None
-                if delay is None:
-                    raise self._error(exc) from exc
-                logger.info("%s answered %s; retrying in %.1f s", self._target().url, type(exc).__name__, delay)
-                time.sleep(delay)
+                time.sleep(self._retry_delay_or_raise(exc, attempt))
                 attempt += 1
+
+    def _retry_delay_or_raise(self, exc: Exception, attempt: int) -> float:
+        """Seconds to wait before retrying after ``exc`` (429 / 503), or the one-line EndpointError for it."""
+        delay = retry_delay(exc, attempt) if attempt < self.max_retries else None
+        if delay is None:
+            raise self._error(exc) from exc
+        logger.info("%s answered %s; retrying in %.1f s", self._target().url, type(exc).__name__, delay)
+        return delay
 
     async def _awith_retries(self, send: Callable[[], Awaitable[_T]]) -> _T:
         attempt = 0
@@ -576,11 +580,7 @@ class HuggingFaceEndpoint(LLM):
             except EndpointError:
                 raise
             except Exception as exc:
-                delay = retry_delay(exc, attempt) if attempt < self.max_retries else None
-                if delay is None:
-                    raise self._error(exc) from exc
-                logger.info("%s answered %s; retrying in %.1f s", self._target().url, type(exc).__name__, delay)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._retry_delay_or_raise(exc, attempt))
                 attempt += 1
 
     def _error(self, exc: BaseException) -> EndpointError:
