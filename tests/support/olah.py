@@ -12,9 +12,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import stop_process
+from tests.support.processes import stop_process, wait_until_answers
 
 DEFAULT_REPO_ID = "hf-magic/SmolLM2-135M-Instruct"
 _LFS_SUFFIXES = (".safetensors", ".bin", ".gguf")
@@ -70,22 +67,6 @@ def build_repo(model_dir: Path, repo: Path) -> None:
     _git(repo, "commit", "-q", "-m", "model")
 
 
-def _wait_ready(url: str, repo_id: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    probe = f"{url}/api/models/{repo_id}/revision/main"
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"olah exited with code {process.returncode}")
-        try:
-            with urllib.request.urlopen(probe, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"olah did not serve {repo_id} within {timeout:.0f} s")
-
-
 @contextmanager
 def olah_mirror(
     model_dir: str | Path, repo_id: str = DEFAULT_REPO_ID, workdir: str | Path | None = None, port: int | None = None
@@ -113,7 +94,7 @@ def olah_mirror(
     process = subprocess.Popen([str(olah_cli), "-c", str(config)], cwd=root, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, repo_id, process)
+        wait_until_answers(f"{url}/api/models/{repo_id}/revision/main", process, "olah", 60)
         yield OlahMirror(url, repo_id, root)
     finally:
         stop_process(process, timeout=10)

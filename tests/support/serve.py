@@ -9,14 +9,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx2
 import pytest
 
-from tests.support.processes import stop_process
+from tests.support.processes import stop_process, wait_until_answers
 
 READY_TIMEOUT_S = 180.0
 """Loading the default model takes ~15 s on 2 cores; a loaded machine needs more."""
@@ -56,24 +54,10 @@ def serve_transformers(model_dir: str | Path, port: int | None = None) -> Iterat
     with tempfile.TemporaryFile(mode="w+") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            _wait_until_healthy(url, process, log)
+            wait_until_answers(f"{url}/health", process, "transformers serve", READY_TIMEOUT_S, lambda: _tail(log))
             yield url
         finally:
             stop_process(process, timeout=15)
-
-
-def _wait_until_healthy(url: str, process: subprocess.Popen[bytes], log: object) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"transformers serve exited with {process.returncode}: {_tail(log)}")
-        try:
-            if httpx2.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx2.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"transformers serve was not healthy at {url} after {READY_TIMEOUT_S:.0f} s: {_tail(log)}")
 
 
 def _tail(log: object) -> str:
