@@ -8,6 +8,15 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+MIN_PREFILL = 2
+"""Fewest tokens a reusing generation prefills, and fewest a prefill must have had for its positions to be kept.
+
+Kernels for a single row round differently from those for several (oneDNN's bf16 matrix-vector product,
+measured on the default model's MLP), so a position computed alone holds other values than a fresh prefill
+would give it. Positions from multi-row passes are identical however the sequence was cut (with
+``attention.py``'s kernel), so only those are kept: the reply, decoded one token at a time, is prefilled again
+with the next turn's message."""
+
 
 def common_prefix_length(cached: list[int], new: list[int]) -> int:
     """How many leading token ids ``cached`` and ``new`` share."""
@@ -19,9 +28,9 @@ def common_prefix_length(cached: list[int], new: list[int]) -> int:
 
 
 def reusable_length(cached: list[int], new: list[int]) -> int:
-    """How many cached positions a generation from ``new`` can keep: the common prefix, less one
-    when it covers all of ``new`` (``generate`` needs at least one token to compute logits from)."""
-    return min(common_prefix_length(cached, new), len(new) - 1)
+    """How many cached positions a generation from ``new`` can keep: the common prefix, less what it takes
+    to leave at least ``MIN_PREFILL`` tokens to prefill (see ``MIN_PREFILL``)."""
+    return max(0, min(common_prefix_length(cached, new), len(new) - MIN_PREFILL))
 
 
 def cache_keyword(model: Any) -> str:
@@ -115,19 +124,19 @@ class ConversationCache:
         self.last_reused = reused
         return CacheLease(cache=cache, reused=reused, epoch=epoch, keyword=keyword)
 
-    def keep(self, model: Any, lease: CacheLease, sequence: list[int]) -> None:
-        """Keep ``lease``'s cache after ``generate`` returned ``sequence`` (prompt + generated ids).
-
-        The cache holds every position but the last generated token (never fed back to the model),
-        so the ids it stands for are the first ``get_seq_length()`` of ``sequence``.
-        """
+    def keep(self, model: Any, lease: CacheLease, sequence: list[int], prompt_length: int) -> None:
+        """Keep ``lease``'s cache after ``generate`` returned ``sequence`` (prompt + generated ids) for a prompt
+        of ``prompt_length`` ids: the positions a multi-token prefill computed, the rest cropped away."""
+        kept = prompt_length if prompt_length - lease.reused >= MIN_PREFILL else lease.reused
         length = lease.cache.get_seq_length()
-        if length > len(sequence):  # should not happen; a mismatched cache is worse than none
+        if length > len(sequence) or length < kept:  # should not happen; a mismatched cache is worse than none
             return
+        if length > kept:
+            lease.cache.crop(kept - length)
         with self._guard:
             if lease.epoch != self._epoch:  # reset while generating: the caller wants it gone
                 return
-            self._cache, self._token_ids, self._model = lease.cache, list(sequence[:length]), weakref.ref(model)
+            self._cache, self._token_ids, self._model = lease.cache, list(sequence[:kept]), weakref.ref(model)
 
     def reset(self) -> None:
         """Drop the cache (new conversation, model unloaded or replaced); outstanding leases are not kept."""

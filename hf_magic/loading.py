@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config
+from . import attention, config
 from .errors import DefaultModelMissingError, HfMagicError, InvalidInputError, ModelNotFoundError, QuantizationError
 from .progress import ProgressCallback, ProgressEvent, capture_transformers_progress
 
@@ -234,6 +234,8 @@ def load_model_and_tokenizer(
     quantization = kwargs.get("quantization_config")
     if quantization is not None:
         _check_quantization_supported(quantization, device)
+    if "attn_implementation" not in kwargs and _runs_on_cpu(device, device_map):
+        kwargs["attn_implementation"] = attention.register()  # identical replies with KV-cache reuse
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **tokenizer_kwargs)
         with capture_transformers_progress(progress, "load"):
@@ -251,6 +253,13 @@ def load_model_and_tokenizer(
         model = model.to(_torch_device(device))
     model.eval()
     return model, tokenizer
+
+
+def _runs_on_cpu(device: int | str | None, device_map: str | dict[str, Any] | None) -> bool:
+    """Whether the model will run on the CPU: no device asked for, or the CPU asked for by name."""
+    if device_map is not None:
+        return device_map == "cpu" or (isinstance(device_map, dict) and set(device_map.values()) <= {"cpu"})
+    return device is None or _torch_device(device).startswith("cpu")
 
 
 def _torch_device(device: int | str) -> str:

@@ -84,8 +84,10 @@ class HuggingFacePipeline(BaseLLM):
     pipeline_kwargs: dict[str, Any] | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     reuse_kv_cache: bool = True
-    """Keep the conversation's KV cache between calls and prefill only new tokens. Exact in float32; in
-    bf16/fp16 a chunked prefill rounds differently, which can flip near-ties of greedy or seeded decoding."""
+    """Keep the conversation's KV cache between calls and prefill only the new tokens (with the last reply,
+    which was decoded one token at a time). Replies are identical to a fresh prefill's when the model runs
+    the split-invariant attention that hf_magic loads CPU models with (``attention.py``); under other attention
+    kernels a chunked prefill may round differently and flip near-ties of greedy or seeded decoding."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
@@ -412,7 +414,9 @@ class HuggingFacePipeline(BaseLLM):
                         **generate_kwargs,
                     )
                 if lease is not None:
-                    self._kv_cache.keep(self.model, lease, getattr(output, "sequences", output)[0].tolist())
+                    self._kv_cache.keep(
+                        self.model, lease, getattr(output, "sequences", output)[0].tolist(), len(input_ids)
+                    )
             finally:
                 self._lock_owner = None
 

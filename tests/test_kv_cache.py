@@ -25,9 +25,11 @@ QUESTIONS = [
     [
         ([], [1, 2, 3], 0, 0),
         ([1, 2, 3], [1, 2, 3, 4, 5], 3, 3),  # next turn: prefill only [4, 5]
-        ([1, 2, 3, 4], [1, 2, 3], 3, 2),  # same prompt again: one token must still run
-        ([1, 2, 9, 4], [1, 2, 3, 4], 2, 2),  # history edited in the middle
+        ([1, 2, 3], [1, 2, 3, 4], 3, 2),  # one new token: prefill it with the one before, never alone
+        ([1, 2, 3, 4], [1, 2, 3], 3, 1),  # same prompt again: two tokens must still run
+        ([1, 2, 9, 4, 5], [1, 2, 3, 4, 5], 2, 2),  # history edited in the middle
         ([7, 2, 3], [1, 2, 3], 0, 0),  # system prompt changed: full prefill
+        ([1], [1], 1, 0),  # too short to reuse anything
     ],
 )
 def test_prefix_lengths(cached: list[int], new: list[int], common: int, reusable: int) -> None:
@@ -66,17 +68,18 @@ def _generate(model, store: ConversationCache | None, ids: list[int], new_tokens
         )
     sequence = output[0].tolist()
     if store is not None and lease is not None:
-        store.keep(model, lease, sequence)
+        store.keep(model, lease, sequence, len(ids))
     return sequence
 
 
 def test_take_crops_the_kept_cache_to_the_shared_prefix() -> None:
     model, store = _tiny_model(), ConversationCache()
-    first = _generate(model, store, [1, 5, 7, 9])
-    assert store.cached_tokens == len(first) - 1  # the last generated token was never fed back
+    prompt = [1, 5, 7, 9]
+    first = _generate(model, store, prompt)
+    assert store.cached_tokens == len(prompt)  # the reply, decoded a token at a time, is not kept
     lease = store.take(model, [*first, 11, 12])
     assert lease is not None
-    assert lease.reused == len(first) - 1
+    assert lease.reused == len(prompt)
     assert lease.cache.get_seq_length() == lease.reused
     assert store.cached_tokens == 0  # taken: a generation that fails leaves nothing stale behind
     _generate(model, store, [1, 5, 7, 9, 10])
@@ -99,7 +102,7 @@ def test_reset_during_a_generation_drops_its_cache() -> None:
     model, store = _tiny_model(), ConversationCache()
     lease = store.take(model, [1, 2, 3])
     store.reset()
-    store.keep(model, lease, [1, 2, 3, 4])
+    store.keep(model, lease, [1, 2, 3, 4], 3)
     assert store.cached_tokens == 0
 
 
@@ -116,29 +119,22 @@ def test_sliding_window_models_are_prefilled_in_full() -> None:
 
 
 # ------------------------------------------------------------- the real default model
-@pytest.fixture(scope="module")
-def fp32_llm():
-    """The default model in float32: bf16 rounding turns the different summation order of a chunked
-    prefill into occasional greedy near-tie flips, which would hide whether the cache logic is exact."""
-    import torch
-
+def _wrapper(default_llm, **pipeline_kwargs):
+    """Another pipeline over the session's loaded default model (bf16, as users get it), with its own cache."""
     from hf_magic import HuggingFacePipeline
 
-    return HuggingFacePipeline.from_model_id(
-        "default", model_kwargs={"dtype": torch.float32}, pipeline_kwargs={"max_new_tokens": 16, "do_sample": False}
-    )
+    kwargs = {"max_new_tokens": 24, "do_sample": False, **pipeline_kwargs}
+    return HuggingFacePipeline(pipeline=default_llm.pipeline, model_id=default_llm.model_id, pipeline_kwargs=kwargs)
 
 
 @pytest.fixture
-def cached_and_fresh(fp32_llm):
+def cached_and_fresh(default_llm):
     """Two chat models on the same loaded model: one keeps its cache, the other is reset before each call."""
-    from hf_magic import ChatHuggingFace, HuggingFacePipeline
+    from hf_magic import ChatHuggingFace
+    from hf_magic.attention import ATTENTION_NAME
 
-    fp32_llm.reset_cache()
-    fresh_llm = HuggingFacePipeline(
-        pipeline=fp32_llm.pipeline, model_id=fp32_llm.model_id, pipeline_kwargs=fp32_llm.pipeline_kwargs
-    )
-    return ChatHuggingFace(llm=fp32_llm), ChatHuggingFace(llm=fresh_llm)
+    assert default_llm.model.config._attn_implementation == ATTENTION_NAME
+    return ChatHuggingFace(llm=_wrapper(default_llm)), ChatHuggingFace(llm=_wrapper(default_llm))
 
 
 def _fresh_reply(fresh, messages: list[BaseMessage], **kwargs) -> str:
@@ -150,7 +146,7 @@ def _fresh_reply(fresh, messages: list[BaseMessage], **kwargs) -> str:
 def test_replies_with_cache_reuse_equal_fresh_prefills_over_several_turns(cached_and_fresh) -> None:
     cached, fresh = cached_and_fresh
     messages: list[BaseMessage] = [SystemMessage(content="You're a helpful assistant")]
-    for turn, question in enumerate(QUESTIONS[:4]):
+    for turn, question in enumerate(QUESTIONS * 2):  # bf16: before split-invariant attention, 1 turn in 8 differed
         messages.append(HumanMessage(content=question))
         reply = cached.invoke(messages)
         if turn:
@@ -190,18 +186,20 @@ def test_a_stopped_stream_leaves_a_cache_the_next_turn_can_use(cached_and_fresh)
 
 
 @pytest.mark.integration
-def test_a_failed_generation_drops_the_cache(fp32_llm) -> None:
+def test_a_failed_generation_drops_the_cache(default_llm) -> None:
     from hf_magic.backend import GenerationParams
+
+    llm = _wrapper(default_llm)
 
     def failing_processor(input_ids, scores):
         raise RuntimeError("boom")
 
-    fp32_llm.invoke("The capital of France is")
-    assert fp32_llm._kv_cache.cached_tokens > 0
-    ids = fp32_llm.tokenizer("The capital of France is")["input_ids"]
+    llm.invoke("The capital of France is")
+    assert llm._kv_cache.cached_tokens > 0
+    ids = llm.tokenizer("The capital of France is")["input_ids"]
     with pytest.raises(RuntimeError, match="boom"):
-        list(fp32_llm._stream_ids(ids, GenerationParams(max_new_tokens=4), [failing_processor]))
-    assert fp32_llm._kv_cache.cached_tokens == 0
+        list(llm._stream_ids(ids, GenerationParams(max_new_tokens=4), [failing_processor]))
+    assert llm._kv_cache.cached_tokens == 0
 
 
 @pytest.mark.integration
@@ -253,11 +251,11 @@ def test_quantized_model_reuses_the_cache_with_fresh_prefill_replies() -> None:
     from hf_magic import ChatHuggingFace, HuggingFacePipeline
 
     quantization = BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
     )
     llm = HuggingFacePipeline.from_model_id(
         "default",
-        model_kwargs={"quantization_config": quantization, "dtype": torch.float32},
+        model_kwargs={"quantization_config": quantization},
         pipeline_kwargs={"max_new_tokens": 12, "do_sample": False},
     )
     cached = ChatHuggingFace(llm=llm)

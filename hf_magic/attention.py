@@ -1,0 +1,161 @@
+"""Split-invariant attention: a token's result does not depend on how its sequence was cut into forward passes.
+
+KV-cache reuse (``kv_cache.py``) prefills a conversation in pieces: the history came from earlier turns, only
+the new tokens go through the model now. Its replies must equal a fresh prefill's, bit for bit. PyTorch's CPU
+SDPA kernel does not give that: on the default model in bf16, a prefill cut in two gave logits up to 0.59 off
+those of one pass, enough to flip greedy near-ties (the comparison in ``tests/test_attention.py``, run with SDPA).
+Here each row is ``softmax(q @ k.T) @ v`` with the softmax in float32, and a row's rounding is then the same in
+any multi-token piece: prefills cut anywhere give logits identical to one pass (``tests/test_attention.py``).
+
+It is also the faster kernel for decoding at long contexts on CPU, where SDPA runs its flash loop for a
+single query row, and for causal prefills, whose blocks of query rows each skip the keys after their last row
+(``benchmarks/run.py --only attention`` measures both).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any
+
+ATTENTION_NAME = "hf_magic"
+"""The ``attn_implementation`` name under which transformers finds this kernel."""
+
+QUERY_BLOCK = 128
+"""Query rows per block: bounds the float32 score matrix (rows x heads x keys) of a long prefill."""
+
+SDPA_DECODE_BELOW = 192
+"""Context length under which a single decoded row goes to SDPA: its fixed cost is lower, its per-key cost
+higher (crossing near 192 keys for the default model on a 2-core CPU: ``benchmarks/run.py --only attention``)."""
+
+# Arguments this kernel does not implement; a model that sets one gets its own eager attention instead.
+_UNSUPPORTED = ("softcap", "s_aux", "sinks", "position_bias")
+
+
+def register() -> str:
+    """Make ``attn_implementation="hf_magic"`` available to transformers (idempotent); returns the name."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION_NAME, split_invariant_attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+    return ATTENTION_NAME
+
+
+def split_invariant_attention(
+    module: Any,
+    query: Any,
+    key: Any,
+    value: Any,
+    attention_mask: Any,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[Any, None]:
+    """Attention in transformers' interface: ``query`` (batch, heads, rows, dim), ``key``/``value`` (batch,
+    kv_heads, keys, dim), ``attention_mask`` boolean (batch, 1, rows, keys) or None; returns (batch, rows,
+    heads, dim) and no weights."""
+    import torch
+
+    rows, keys = query.shape[2], key.shape[2]
+    if (
+        any(kwargs.get(name) is not None for name in _UNSUPPORTED)
+        or (dropout and module.training)
+        or (query.requires_grad and torch.is_grad_enabled())  # the scratch buffers take no gradients
+        or (attention_mask is not None and (attention_mask.dtype != torch.bool or attention_mask.shape[1] != 1))
+    ):
+        return _eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    if rows == 1 and keys < SDPA_DECODE_BELOW:
+        # A decoded row is never kept for reuse (kv_cache.MIN_PREFILL): it needs the same kernel at the same
+        # context length on every path, not split invariance, and SDPA is the cheaper one for few keys.
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    # No mask over several rows means plain causal attention (SDPA's ``is_causal``): row i sees keys 0..i.
+    causal = attention_mask is None and rows > 1 and getattr(module, "is_causal", True)
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    return _blocked_attention(query, key.contiguous(), value.contiguous(), attention_mask, causal, scale), None
+
+
+def _blocked_attention(query: Any, key: Any, value: Any, mask: Any, causal: bool, scale: float) -> Any:
+    """``softmax(q @ k.T) @ v`` over blocks of query rows, each against the keys it can see."""
+    import torch
+
+    batch, heads, rows, dim = query.shape
+    kv_heads, keys, value_dim = key.shape[1], key.shape[2], value.shape[-1]
+    groups = heads // kv_heads
+    # The query heads that share a key/value head become rows of one matmul: no repeated keys, and even a
+    # single decoded token is a multi-row product, as in a prefill.
+    grouped = query.view(batch, kv_heads, groups, rows, dim)
+    most = batch * kv_heads * groups * min(rows, QUERY_BLOCK)  # rows of the largest block's matmuls
+    queries_buffer = _workspace("queries", most * dim, query.dtype, query.device)
+    scores_buffer = _workspace("scores", most * keys, query.dtype, query.device)
+    softmax_buffer = _workspace("softmax", most * keys, torch.float32, query.device)
+    output = query.new_empty(batch, kv_heads, groups, rows, value_dim)
+    for start in range(0, rows, QUERY_BLOCK):
+        end = min(rows, start + QUERY_BLOCK)
+        count = end - start
+        block_mask = None if mask is None else mask[:, :, start:end]
+        if causal:
+            seen = min(end, keys)
+        elif block_mask is not None and rows > 1:
+            seen = _visible_extent(block_mask)
+        else:
+            seen = keys
+        size = batch * kv_heads * groups * count
+        block_queries = queries_buffer[: size * dim].view(batch, kv_heads, groups, count, dim)
+        torch.mul(grouped[:, :, :, start:end], scale, out=block_queries)
+        scores = scores_buffer[: size * seen].view(batch, kv_heads, groups * count, seen)
+        torch.matmul(block_queries.view(batch, kv_heads, groups * count, dim), key[:, :, :seen].mT, out=scores)
+        by_row = scores.view(batch, kv_heads, groups, count, seen)
+        if causal:  # only the block's diagonal square holds future keys
+            future = torch.ones(count, count, dtype=torch.bool, device=query.device).triu_(1)
+            by_row[..., seen - count :].masked_fill_(future, torch.finfo(query.dtype).min)
+        elif block_mask is not None:
+            by_row.masked_fill_(~block_mask[:, :, None, :, :seen], torch.finfo(query.dtype).min)
+        # In float32: the bf16 softmax kernel sums a row differently depending on its length.
+        probabilities = softmax_buffer[: size * seen].view(scores.shape)
+        torch.softmax(scores, dim=-1, dtype=torch.float32, out=probabilities)
+        weights = scores.copy_(probabilities)  # back to the model's dtype, in the scores' memory
+        block = torch.matmul(weights, value[:, :, :seen])
+        output[:, :, :, start:end] = block.view(batch, kv_heads, groups, count, value_dim)
+    return output.view(batch, heads, rows, value_dim).transpose(1, 2)
+
+
+def _eager(module: Any, query: Any, key: Any, value: Any, mask: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """The model's own eager attention (it implements what this kernel does not), else transformers' SDPA;
+    both take an additive float mask, and eager reads a missing one as no masking at all."""
+    import torch
+
+    rows, keys = query.shape[2], key.shape[2]
+    if mask is None and rows > 1 and getattr(module, "is_causal", True):
+        mask = torch.ones(rows, keys, dtype=torch.bool, device=query.device).tril_()[None, None]
+    if mask is not None and mask.dtype == torch.bool:
+        mask = torch.where(mask, 0.0, torch.finfo(query.dtype).min).to(query.dtype)
+    eager = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+    if eager is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward as eager
+    return eager(module, query, key, value, mask, **kwargs)
+
+
+_buffers = threading.local()
+
+
+def _workspace(name: str, size: int, dtype: Any, device: Any) -> Any:
+    """A flat scratch tensor of ``size`` elements, kept per thread and grown as needed: allocating the
+    multi-megabyte score blocks afresh each time costs more in page faults than the arithmetic does.
+    Bounded by the longest context seen: QUERY_BLOCK x heads x keys x 6 bytes (bf16 scores, float32 softmax)."""
+    import torch
+
+    store: dict[tuple[str, Any, Any], Any] = _buffers.__dict__.setdefault("store", {})
+    buffer = store.get((name, dtype, device))
+    if buffer is None or buffer.numel() < size:
+        buffer = store[(name, dtype, device)] = torch.empty(size, dtype=dtype, device=device)
+    return buffer[:size]
+
+
+def _visible_extent(block_mask: Any) -> int:
+    """One past the last key any row of the block may see: a causal block skips the keys after its last row."""
+    visible = block_mask.any(dim=-2).flatten(0, 1).any(dim=0)
+    last = int(visible.nonzero().max()) if bool(visible.any()) else 0
+    return last + 1

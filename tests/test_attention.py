@@ -1,0 +1,103 @@
+"""The split-invariant attention kernel: same results however a sequence is cut, and the same attention as SDPA."""
+
+from __future__ import annotations
+
+import pytest
+
+from hf_magic.attention import ATTENTION_NAME, QUERY_BLOCK, register
+
+
+def _tiny(config_class: str, model_class: str, attention: str, **extra):
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    sizes = dict(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=64, **extra,
+    )  # fmt: skip
+    config = getattr(transformers, config_class)(**sizes)
+    register()
+    config._attn_implementation = attention
+    return getattr(transformers, model_class)(config).eval()
+
+
+def _logits_in_pieces(model, ids, cuts: list[int]):
+    import torch
+    from transformers import DynamicCache
+
+    from hf_magic.kv_cache import cache_keyword
+
+    cache, start, pieces = DynamicCache(config=model.config), 0, []
+    with torch.inference_mode():
+        for end in [*cuts, ids.shape[1]]:
+            pieces.append(model(ids[:, start:end], **{cache_keyword(model): cache}, use_cache=True).logits)
+            start = end
+    return torch.cat(pieces, dim=1)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("cuts", [[700], [100, 500, 897], [5, 77, 200, 331, 640, 642, 898]], ids=str)
+def test_default_model_prefilled_in_pieces_gives_the_logits_of_one_pass(default_llm, cuts) -> None:
+    """bf16, the default model's dtype: every piece has two tokens or more (see kv_cache.MIN_PREFILL)."""
+    import torch
+
+    model = default_llm.model
+    assert model.config._attn_implementation == ATTENTION_NAME
+    assert model.dtype == torch.bfloat16
+    torch.manual_seed(0)
+    ids = torch.randint(100, model.config.vocab_size, (1, 900))
+    whole = _logits_in_pieces(model, ids, [])
+    assert torch.equal(_logits_in_pieces(model, ids, cuts), whole)
+
+
+def test_matches_sdpa_with_padding_across_query_blocks() -> None:
+    import torch
+
+    ids = torch.randint(1, 100, (2, QUERY_BLOCK + 70))
+    mask = torch.ones_like(ids)
+    mask[1, :45] = 0  # a left-padded row
+    outputs = {}
+    for attention in (ATTENTION_NAME, "sdpa"):
+        with torch.inference_mode():
+            outputs[attention] = _tiny("LlamaConfig", "LlamaForCausalLM", attention)(ids, attention_mask=mask).logits
+    assert torch.allclose(outputs[ATTENTION_NAME][0], outputs["sdpa"][0], atol=1e-5)
+    assert torch.allclose(outputs[ATTENTION_NAME][1, 45:], outputs["sdpa"][1, 45:], atol=1e-5)
+
+
+@pytest.mark.parametrize("cache_implementation", [None, "static"])
+def test_generates_what_sdpa_generates(cache_implementation) -> None:
+    """A static cache hands attention keys past the sequence; the mask must keep them out."""
+    import torch
+
+    prompt = torch.randint(1, 100, (1, 9))
+    runs = {}
+    for attention in (ATTENTION_NAME, "sdpa"):
+        model = _tiny("LlamaConfig", "LlamaForCausalLM", attention)
+        with torch.inference_mode():
+            runs[attention] = model.generate(
+                prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, min_new_tokens=12,
+                do_sample=False, pad_token_id=0, cache_implementation=cache_implementation,
+            ).tolist()  # fmt: skip
+    assert runs[ATTENTION_NAME] == runs["sdpa"]
+
+
+def test_a_model_needing_what_the_kernel_lacks_gets_its_own_eager_attention() -> None:
+    """Gemma 2 soft-caps its attention scores: the kernel hands such layers to the model's eager code."""
+    import torch
+
+    ids = torch.randint(1, 100, (1, 20))
+    logits = {}
+    for attention in (ATTENTION_NAME, "eager"):
+        model = _tiny("Gemma2Config", "Gemma2ForCausalLM", attention, head_dim=8, attn_logit_softcapping=5.0)
+        with torch.inference_mode():
+            logits[attention] = model(ids).logits
+    assert torch.equal(logits[ATTENTION_NAME], logits["eager"])
+
+
+@pytest.mark.integration
+def test_an_explicit_attention_choice_is_kept() -> None:
+    from hf_magic import HuggingFacePipeline
+
+    llm = HuggingFacePipeline.from_model_id("default", model_kwargs={"attn_implementation": "sdpa"})
+    assert llm.model.config._attn_implementation == "sdpa"
