@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))  # tests.support.serve, and hf_magic when not inst
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 RESULTS = ROOT / "benchmarks" / "results"
-SECTIONS = ("tokens", "ttft", "turns", "magic", "endpoint", "memory")
+SECTIONS = ("load", "tokens", "ttft", "turns", "attention", "magic", "endpoint", "memory")
 SYSTEM = "You're a helpful assistant"
 STORY = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 TOPICS = [
@@ -68,14 +68,16 @@ class Report:
 # ----------------------------------------------------------------------------- shared setup
 @dataclass
 class Models:
-    """One loaded default model shared by every contender, so only the code around it differs."""
+    """hf_magic on the default model, and the same folder loaded the plain transformers way (its default
+    attention) for raw ``generate`` and langchain_huggingface: what a user would otherwise run."""
 
     llm: Any  # hf_magic.HuggingFacePipeline
     chat: Any  # hf_magic.ChatHuggingFace
+    plain: Any  # transformers.pipeline over AutoModelForCausalLM.from_pretrained(folder)
 
     @property
     def model(self) -> Any:
-        return self.llm.model
+        return self.plain.model
 
     @property
     def tokenizer(self) -> Any:
@@ -86,33 +88,47 @@ class Models:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def load_plain(folder: Path) -> tuple[Any, Any]:
+    """Tokenizer and model as the transformers docs load them."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder, dtype="auto").eval()
+
+
 def load_models() -> Models:
+    from transformers import pipeline
+
     from hf_magic import ChatHuggingFace, HuggingFacePipeline
+    from hf_magic.loading import ensure_default_model
 
     llm = HuggingFacePipeline.from_model_id("default", pipeline_kwargs={"do_sample": False})
-    return Models(llm=llm, chat=ChatHuggingFace(llm=llm))
+    tokenizer, model = load_plain(ensure_default_model())
+    plain = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    return Models(llm=llm, chat=ChatHuggingFace(llm=llm), plain=plain)
 
 
 @contextlib.contextmanager
-def exact_new_tokens(model: Any, count: int) -> Iterator[None]:
+def exact_new_tokens(models: Models, count: int) -> Iterator[None]:
     """Every contender generates exactly ``count`` tokens (EOS held back), so tokens/s compare like with like."""
-    config = model.generation_config
-    saved = config.min_new_tokens
-    config.min_new_tokens = count
+    configs = [models.llm.model.generation_config, models.plain.model.generation_config]
+    saved = [config.min_new_tokens for config in configs]
+    for config in configs:
+        config.min_new_tokens = count
     try:
         yield
     finally:
-        config.min_new_tokens = saved
+        for config, value in zip(configs, saved, strict=True):
+            config.min_new_tokens = value
 
 
 def lc_chat(models: Models) -> Any | None:
-    """langchain_huggingface's ChatHuggingFace over the very same transformers pipeline, when installed."""
+    """langchain_huggingface's ChatHuggingFace over the plainly loaded model, when installed."""
     try:
         from langchain_huggingface import ChatHuggingFace as LcChat
         from langchain_huggingface import HuggingFacePipeline as LcPipeline
     except ImportError:
         return None
-    llm = LcPipeline(pipeline=models.llm.pipeline, model_id=str(models.model.name_or_path))
+    llm = LcPipeline(pipeline=models.plain, model_id=str(models.model.name_or_path))
     return LcChat(llm=llm, tokenizer=models.tokenizer, model_id=str(models.model.name_or_path))
 
 
@@ -171,8 +187,8 @@ def section_tokens(models: Models, report: Report, new_tokens: int = 128, repeat
     ids = models.prompt_ids(messages)
     lc = lc_chat(models)
     times: dict[str, list[float]] = {"raw": [], "hf_magic": [], "langchain": []}
-    with exact_new_tokens(models.model, new_tokens):
-        raw_generate(models, ids, 8)  # warm-up: first-call allocations
+    raw_generate(models, ids, 8)  # warm-up: first-call allocations
+    with exact_new_tokens(models, new_tokens):
         for _ in range(repeats):
             seconds, output = timed(lambda: raw_generate(models, ids, new_tokens))
             assert output.shape[1] - len(ids) == new_tokens
@@ -242,48 +258,69 @@ def _conversation(turns: int) -> list[str]:
     ]
 
 
-def _run_conversation(ask: Callable[[list[dict[str, str]]], str], turns: int) -> list[float]:
-    """Latency of each turn, each reply appended to the history."""
+Turn = tuple[float, float]  # (latency, time to first text) of one turn, in seconds
+
+
+def _run_conversation(ask: Callable[[list[dict[str, str]]], tuple[str, float | None]], turns: int) -> list[Turn]:
+    """Latency and time to first text of each turn, each reply appended to the history."""
     messages = [{"role": "system", "content": SYSTEM}]
-    latencies = []
+    measured = []
     for question in _conversation(turns):
         messages.append({"role": "user", "content": question})
-        seconds, reply = timed(lambda: ask(messages))
-        latencies.append(seconds)
+        seconds, (reply, first) = timed(lambda: ask(messages))
+        measured.append((seconds, first if first is not None else float("nan")))
         messages.append({"role": "assistant", "content": reply})
-    return latencies
+    return measured
 
 
-def section_turns(models: Models, report: Report, turns: int = 20, new_tokens: int = 24) -> None:
-    """Latency of turns 1..N of a scripted chat: hf_magic (cache reuse) vs fresh prefill vs langchain."""
+def section_turns(models: Models, report: Report, turns: int = 20, new_tokens: int = 24, repeats: int = 3) -> None:
+    """Latency of turns 1..N of a scripted chat: hf_magic (cache reuse) vs fresh prefill vs langchain.
+
+    Each conversation runs ``repeats`` times, interleaved with the others; each turn's latency is the median
+    of its runs, so one load spike on a shared machine does not decide a turn."""
     contenders: dict[str, Callable[[list[dict[str, str]]], str]] = {}
 
-    def with_reuse(messages: list[dict[str, str]]) -> str:
-        return hf_stream(models, messages, new_tokens)[0]
+    def with_reuse(messages: list[dict[str, str]]) -> tuple[str, float | None]:
+        return hf_stream(models, messages, new_tokens)[:2]
 
-    def fresh(messages: list[dict[str, str]]) -> str:
+    def fresh(messages: list[dict[str, str]]) -> tuple[str, float | None]:
         models.llm.reset_cache()
-        return hf_stream(models, messages, new_tokens)[0]
+        return hf_stream(models, messages, new_tokens)[:2]
 
     contenders["hf_magic (KV cache reuse)"] = with_reuse
     contenders["hf_magic, fresh prefill each turn"] = fresh
     lc = lc_chat(models)
     if lc is not None:
-        contenders["langchain_huggingface"] = lambda messages: lc_stream(lc, messages, new_tokens)[0]
-    with exact_new_tokens(models.model, new_tokens):
-        for name, ask in contenders.items():
-            models.llm.reset_cache()
-            latencies = _run_conversation(ask, turns)
-            report.turn_series[name] = latencies
-            growth = latencies[-1] / latencies[0]
-            goal = ("turn N <= 1.25x turn 1", growth <= 1.25) if name.startswith("hf_magic (") else ("", None)
+        contenders["langchain_huggingface"] = lambda messages: lc_stream(lc, messages, new_tokens)
+    runs: dict[str, list[list[Turn]]] = {name: [] for name in contenders}
+    with exact_new_tokens(models, new_tokens):
+        for _ in range(repeats):
+            for name, ask in contenders.items():
+                models.llm.reset_cache()
+                runs[name].append(_run_conversation(ask, turns))
+    for name, series in runs.items():
+        latencies = [statistics.median(run[0] for run in turn) for turn in zip(*series, strict=True)]
+        firsts = [statistics.median(run[1] for run in turn) for turn in zip(*series, strict=True)]
+        report.turn_series[name] = latencies
+        growth = latencies[-1] / latencies[0]
+        goal = ("turn N <= 1.25x turn 1", growth <= 1.25) if name.startswith("hf_magic (") else ("", None)
+        report.add(
+            "turn latency",
+            f"{name}: turn 1 / turn {turns} (median of {repeats} runs)",
+            f"{latencies[0] * 1000:.0f} ms / {latencies[-1] * 1000:.0f} ms ({growth:.2f}x); "
+            f"total {sum(latencies):.1f} s",
+            goal[0],
+            goal[1],
+        )
+        if name.startswith("hf_magic ("):  # where the growth is: the prefill of the new tokens, or the decoding
+            per_token = [
+                (total - first) / (new_tokens - 1) * 1000 for total, first in zip(latencies, firsts, strict=True)
+            ]
             report.add(
                 "turn latency",
-                f"{name}: turn 1 / turn {turns}",
-                f"{latencies[0] * 1000:.0f} ms / {latencies[-1] * 1000:.0f} ms ({growth:.2f}x); "
-                f"total {sum(latencies):.1f} s",
-                goal[0],
-                goal[1],
+                f"{name}: first text, then ms per further token, turn 1 vs turn {turns}",
+                f"{firsts[0] * 1000:.0f} ms vs {firsts[-1] * 1000:.0f} ms; "
+                f"{per_token[0]:.1f} vs {per_token[-1]:.1f} ms",
             )
     history = [{"role": "system", "content": SYSTEM}]
     for question in _conversation(turns):
@@ -378,13 +415,18 @@ def section_endpoint(models: Models, report: Report, new_tokens: int = 32, repea
             "<= 1.05x raw",
             hf_s / raw_s <= 1.05,
         )
+    # A server that runs one request at a time gains nothing from concurrency: batch on one that batches.
+    with serve_transformers(model_dir, None, "--continuous-batching") as url:
+        chat = ChatHuggingFace(llm=HuggingFaceEndpoint(endpoint_url=url, max_new_tokens=new_tokens, temperature=0))
         batch = [lc_messages(messages)] * 8
-        sequential = timed(lambda: [chat.invoke(item) for item in batch])[0]
-        concurrent = timed(lambda: asyncio.run(chat.abatch(batch)))[0]
+        chat.invoke(batch[0])  # warm-up
+        sequential, one_by_one = timed(lambda: [chat.invoke(item).content for item in batch])
+        concurrent, together = timed(lambda: [reply.content for reply in asyncio.run(chat.abatch(batch))])
         report.add(
             "endpoint",
-            "8 requests: sequential invoke vs concurrent abatch",
-            f"{sequential:.2f} s vs {concurrent:.2f} s ({sequential / concurrent:.2f}x faster)",
+            "8 requests to `transformers serve --continuous-batching`: sequential invoke vs concurrent abatch",
+            f"{sequential:.2f} s vs {concurrent:.2f} s ({sequential / concurrent:.2f}x faster; "
+            f"replies {'identical' if one_by_one == together else 'differ'})",
         )
 
 
@@ -414,7 +456,64 @@ def section_memory(models: Models, report: Report) -> None:
     )
 
 
+def section_load(models: Models, report: Report, repeats: int = 3) -> None:
+    """Loading the default model: hf_magic (with its progress events) vs a plain from_pretrained of the folder."""
+    from hf_magic import HuggingFacePipeline
+    from hf_magic.loading import ensure_default_model
+
+    folder = ensure_default_model()
+    plain, ours = [], []
+    for _ in range(repeats):  # interleaved, each load dropped before the next
+        plain.append(timed(lambda: load_plain(folder))[0])
+        gc.collect()
+        ours.append(timed(lambda: HuggingFacePipeline.from_model_id("default"))[0])
+        gc.collect()
+    ratio = statistics.median(o / p for o, p in zip(ours, plain, strict=True))
+    report.add("load", f"plain AutoTokenizer + AutoModelForCausalLM.from_pretrained (median of {repeats})",
+               f"{statistics.median(plain) * 1000:.0f} ms")  # fmt: skip
+    report.add(
+        "load",
+        "hf_magic HuggingFacePipeline.from_model_id('default')",
+        f"{statistics.median(ours) * 1000:.0f} ms ({ratio:.2f}x plain, median of per-round ratios)",
+        "<= 1.05x plain (no slower, within noise)",
+        ratio <= 1.05,
+    )
+
+
+def section_attention(models: Models, report: Report, repeats: int = 50) -> None:
+    """One attention layer of the default model's shape: hf_magic's split-invariant kernel vs transformers' SDPA."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from hf_magic.attention import split_invariant_attention
+
+    config = models.plain.model.config
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    dim = config.hidden_size // heads
+    layer = models.plain.model.model.layers[0].self_attn  # is_causal, num_key_value_groups, as in the model
+    for rows, keys in ((1, 60), (1, 191), (1, 192), (1, 1420), (1420, 1420)):
+        query = torch.randn(1, heads, rows, dim, dtype=torch.bfloat16)
+        key, value = (torch.randn(1, kv_heads, keys, dim, dtype=torch.bfloat16) for _ in range(2))
+        costs = {}
+        count = repeats if rows == 1 else 5
+        for name, kernel in (("sdpa", sdpa_attention_forward), ("hf_magic", split_invariant_attention)):
+            with torch.inference_mode():
+                kernel(layer, query, key, value, None)  # warm-up
+                start = time.perf_counter()
+                for _ in range(count):
+                    kernel(layer, query, key, value, None)
+                costs[name] = (time.perf_counter() - start) / count
+        what = f"decode, {keys}-token context" if rows == 1 else f"causal prefill of {rows} tokens"
+        report.add(
+            "attention (one layer)",
+            f"SDPA vs hf_magic, {what}",
+            f"{costs['sdpa'] * 1000:.3f} ms vs {costs['hf_magic'] * 1000:.3f} ms",
+        )
+
+
 SECTION_FUNCTIONS: dict[str, Callable[[Models, Report], None]] = {
+    "load": section_load,
+    "attention": section_attention,
     "tokens": section_tokens,
     "ttft": section_ttft,
     "turns": section_turns,

@@ -36,7 +36,7 @@ def _transformers_cli() -> str:
 
 
 @contextlib.contextmanager
-def serve_transformers(model_dir: str | Path, port: int | None = None) -> Iterator[str]:
+def serve_transformers(model_dir: str | Path, port: int | None = None, *extra_args: str) -> Iterator[str]:
     """Run ``transformers serve <model_dir>`` on 127.0.0.1 until the block ends; yields its base URL.
 
     The server is pinned to ``model_dir``: requests must name the model as ``str(model_dir)`` (what
@@ -48,7 +48,7 @@ def serve_transformers(model_dir: str | Path, port: int | None = None) -> Iterat
     """
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [_transformers_cli(), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port)]
+    command = [_transformers_cli(), "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), *extra_args]
     command += ["--device", "cpu"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryFile(mode="w+") as log:
