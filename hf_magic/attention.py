@@ -141,6 +141,11 @@ def _eager(module: Any, query: Any, key: Any, value: Any, mask: Any, **kwargs: A
 _buffers = threading.local()
 
 
+def release_workspace() -> None:
+    """Free the calling thread's scratch buffers (after unloading a model; they grow back when needed)."""
+    _buffers.__dict__.pop("store", None)
+
+
 def _workspace(name: str, size: int, dtype: Any, device: Any) -> Any:
     """A flat scratch tensor of ``size`` elements, kept per thread and grown as needed: allocating the
     multi-megabyte score blocks afresh each time costs more in page faults than the arithmetic does.

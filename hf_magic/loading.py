@@ -234,8 +234,6 @@ def load_model_and_tokenizer(
     quantization = kwargs.get("quantization_config")
     if quantization is not None:
         _check_quantization_supported(quantization, device)
-    if "attn_implementation" not in kwargs and _runs_on_cpu(device, device_map):
-        kwargs["attn_implementation"] = attention.register()  # identical replies with KV-cache reuse
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **tokenizer_kwargs)
         with capture_transformers_progress(progress, "load"):
@@ -251,15 +249,11 @@ def load_model_and_tokenizer(
         raise HfMagicError(f"Could not load a causal language model from {path}: {_first_line(exc)}") from exc
     if device is not None and device_map is None and quantization is None:
         model = model.to(_torch_device(device))
+    if "attn_implementation" not in kwargs and all(p.device.type == "cpu" for p in model.parameters()):
+        # Where it landed, not what was asked: device_map="auto" on a machine without a GPU is the CPU too.
+        model.set_attn_implementation(attention.register())  # replies identical with KV-cache reuse
     model.eval()
     return model, tokenizer
-
-
-def _runs_on_cpu(device: int | str | None, device_map: str | dict[str, Any] | None) -> bool:
-    """Whether the model will run on the CPU: no device asked for, or the CPU asked for by name."""
-    if device_map is not None:
-        return device_map == "cpu" or (isinstance(device_map, dict) and set(device_map.values()) <= {"cpu"})
-    return device is None or _torch_device(device).startswith("cpu")
 
 
 def _torch_device(device: int | str) -> str:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from . import attention
 from .backend import Usage
 from .chat_models import ChatHuggingFace
 from .errors import HfMagicError, InvalidInputError
@@ -223,6 +224,7 @@ class ChatSession:
         if self.chat_model is None:
             return
         self.chat_model, self._loaded_spec = None, None
+        attention.release_workspace()
         gc.collect()
         try:
             import torch

@@ -101,3 +101,29 @@ def test_an_explicit_attention_choice_is_kept() -> None:
 
     llm = HuggingFacePipeline.from_model_id("default", model_kwargs={"attn_implementation": "sdpa"})
     assert llm.model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.integration
+def test_a_cpu_model_placed_by_device_map_auto_gets_the_split_invariant_attention() -> None:
+    import torch
+
+    from hf_magic import HuggingFacePipeline
+
+    if torch.cuda.is_available():
+        pytest.skip("device_map='auto' places the model on the GPU here")
+    llm = HuggingFacePipeline.from_model_id("default", device_map="auto")
+    assert llm.model.device.type == "cpu"
+    assert llm.model.config._attn_implementation == ATTENTION_NAME
+
+
+def test_release_workspace_frees_the_scratch_buffers() -> None:
+    import torch
+
+    from hf_magic import attention
+
+    model = _tiny("LlamaConfig", "LlamaForCausalLM", ATTENTION_NAME)
+    with torch.inference_mode():
+        model(torch.randint(1, 100, (1, 30)))
+    assert attention._buffers.__dict__.get("store")
+    attention.release_workspace()
+    assert not attention._buffers.__dict__.get("store")
