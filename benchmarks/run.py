@@ -258,17 +258,24 @@ def _conversation(turns: int) -> list[str]:
     ]
 
 
-Turn = tuple[float, float]  # (latency, time to first text) of one turn, in seconds
+Turn = tuple[float, float, int]  # latency and time to first text (seconds), minor page faults of one turn
+
+
+def _minor_faults() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _run_conversation(ask: Callable[[list[dict[str, str]]], tuple[str, float | None]], turns: int) -> list[Turn]:
-    """Latency and time to first text of each turn, each reply appended to the history."""
+    """Latency, time to first text and page faults of each turn, each reply appended to the history."""
     messages = [{"role": "system", "content": SYSTEM}]
     measured = []
     for question in _conversation(turns):
         messages.append({"role": "user", "content": question})
+        faults = _minor_faults()
         seconds, (reply, first) = timed(lambda: ask(messages))
-        measured.append((seconds, first if first is not None else float("nan")))
+        measured.append((seconds, first if first is not None else float("nan"), _minor_faults() - faults))
         messages.append({"role": "assistant", "content": reply})
     return measured
 
@@ -321,6 +328,13 @@ def section_turns(models: Models, report: Report, turns: int = 20, new_tokens: i
                 f"{name}: first text, then ms per further token, turn 1 vs turn {turns}",
                 f"{firsts[0] * 1000:.0f} ms vs {firsts[-1] * 1000:.0f} ms; "
                 f"{per_token[0]:.1f} vs {per_token[-1]:.1f} ms",
+            )
+            # Fresh zeroed pages are what a cache that reallocates as it grows costs (kv_layer.py); the first
+            # run is a new notebook's conversation, later ones reuse memory the earlier runs freed.
+            report.add(
+                "turn latency",
+                f"{name}: minor page faults during turn {turns}, each run",
+                ", ".join(str(run[-1][2]) for run in series),
             )
     history = [{"role": "system", "content": SYSTEM}]
     for question in _conversation(turns):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 from typing import Any
 
 ATTENTION_NAME = "hf_magic"
@@ -71,14 +72,25 @@ def split_invariant_attention(
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-    # No mask over several rows means plain causal attention (SDPA's ``is_causal``): row i sees keys 0..i.
+    # Causal attention is applied block by block, cheaper than a dense mask over every row and key: with no
+    # mask it is SDPA's ``is_causal`` (row i sees keys 0..i); a mask that says no more than causal attention
+    # aligned on the last key (a prefill continuing a cache) becomes that, shifted by the cached keys.
+    offset = 0
+    if attention_mask is not None and getattr(module, "is_causal", True) and _is_plain_causal(attention_mask):
+        attention_mask, offset = None, keys - rows
     causal = attention_mask is None and rows > 1 and getattr(module, "is_causal", True)
     scale = query.shape[-1] ** -0.5 if scaling is None else scaling
-    return _blocked_attention(query, key.contiguous(), value.contiguous(), attention_mask, causal, scale), None
+    return _blocked_attention(query, key, value, attention_mask, causal, offset, scale), None
 
 
-def _blocked_attention(query: Any, key: Any, value: Any, mask: Any, causal: bool, scale: float) -> Any:
-    """``softmax(q @ k.T) @ v`` over blocks of query rows, each against the keys it can see."""
+def _blocked_attention(query: Any, key: Any, value: Any, mask: Any, causal: bool, offset: int, scale: float) -> Any:
+    """``softmax(q @ k.T) @ v`` over blocks of query rows, each against the keys it can see (with ``causal``,
+    row i sees keys 0..offset+i).
+
+    Keys and values may be views with spare room after them (``kv_layer.py``): each block reads a contiguous
+    copy of the ones it sees, made in scratch memory. oneDNN would copy them anyway (it takes a batched
+    operand only when its batch stride is its matrix size), but into a fresh allocation, and in a growing
+    conversation each is larger than any freed before, so glibc maps new zeroed pages for it every time."""
     import torch
 
     batch, heads, rows, dim = query.shape
@@ -97,7 +109,7 @@ def _blocked_attention(query: Any, key: Any, value: Any, mask: Any, causal: bool
         count = end - start
         block_mask = None if mask is None else mask[:, :, start:end]
         if causal:
-            seen = min(end, keys)
+            seen = min(end + offset, keys)
         elif block_mask is not None and rows > 1:
             seen = _visible_extent(block_mask)
         else:
@@ -106,7 +118,8 @@ def _blocked_attention(query: Any, key: Any, value: Any, mask: Any, causal: bool
         block_queries = queries_buffer[: size * dim].view(batch, kv_heads, groups, count, dim)
         torch.mul(grouped[:, :, :, start:end], scale, out=block_queries)
         scores = scores_buffer[: size * seen].view(batch, kv_heads, groups * count, seen)
-        torch.matmul(block_queries.view(batch, kv_heads, groups * count, dim), key[:, :, :seen].mT, out=scores)
+        block_keys = _prefix("keys", key, seen)
+        torch.matmul(block_queries.view(batch, kv_heads, groups * count, dim), block_keys.mT, out=scores)
         by_row = scores.view(batch, kv_heads, groups, count, seen)
         if causal:  # only the block's diagonal square holds future keys
             future = torch.ones(count, count, dtype=torch.bool, device=query.device).triu_(1)
@@ -117,7 +130,7 @@ def _blocked_attention(query: Any, key: Any, value: Any, mask: Any, causal: bool
         probabilities = softmax_buffer[: size * seen].view(scores.shape)
         torch.softmax(scores, dim=-1, dtype=torch.float32, out=probabilities)
         weights = scores.copy_(probabilities)  # back to the model's dtype, in the scores' memory
-        block = torch.matmul(weights, value[:, :, :seen])
+        block = torch.matmul(weights, _prefix("values", value, seen))
         output[:, :, :, start:end] = block.view(batch, kv_heads, groups, count, value_dim)
     return output.view(batch, heads, rows, value_dim).transpose(1, 2)
 
@@ -149,14 +162,46 @@ def release_workspace() -> None:
 def _workspace(name: str, size: int, dtype: Any, device: Any) -> Any:
     """A flat scratch tensor of ``size`` elements, kept per thread and grown as needed: allocating the
     multi-megabyte score blocks afresh each time costs more in page faults than the arithmetic does.
-    Bounded by the longest context seen: QUERY_BLOCK x heads x keys x 6 bytes (bf16 scores, float32 softmax)."""
+    Bounded by the longest context seen: QUERY_BLOCK x heads x keys x 6 bytes (bf16 scores, float32 softmax),
+    and one layer's keys and values (``_prefix``)."""
     import torch
 
-    store: dict[tuple[str, Any, Any], Any] = _buffers.__dict__.setdefault("store", {})
-    buffer = store.get((name, dtype, device))
+    store: dict[tuple[str, Any, Any, bool], Any] = _buffers.__dict__.setdefault("store", {})
+    # A buffer made under inference_mode cannot be written outside it (a no_grad forward, say): one of each.
+    key = (name, dtype, device, torch.is_inference_mode_enabled())
+    buffer = store.get(key)
     if buffer is None or buffer.numel() < size:
-        buffer = store[(name, dtype, device)] = torch.empty(size, dtype=dtype, device=device)
+        buffer = store[key] = torch.empty(size, dtype=dtype, device=device)
     return buffer[:size]
+
+
+def _prefix(name: str, states: Any, length: int) -> Any:
+    """``states[:, :, :length]`` (batch, heads, positions, dim), contiguous: itself when it already is, else a
+    copy in the ``name`` scratch buffer."""
+    view = states[:, :, :length]
+    if view.is_contiguous():
+        return view
+    copy = _workspace(name, view.numel(), view.dtype, view.device).view(view.shape)
+    return copy.copy_(view)
+
+
+_masks = threading.local()
+
+
+def _is_plain_causal(mask: Any) -> bool:
+    """Whether a boolean (batch, 1, rows, keys) mask lets each row see exactly the keys up to its own position,
+    counted from the last key: transformers' mask for a prefill continuing a cache, without padding. Every
+    layer of a forward pass gets the same mask, so the answer is remembered for the last mask asked about."""
+    import torch
+
+    last = getattr(_masks, "last", None)
+    if last is not None and last[0]() is mask:
+        return bool(last[1])
+    rows, keys = mask.shape[-2], mask.shape[-1]
+    causal = torch.ones(rows, keys, dtype=torch.bool, device=mask.device).tril_(keys - rows)
+    answer = bool(torch.equal(mask, causal.expand_as(mask)))
+    _masks.last = (weakref.ref(mask), answer)
+    return answer
 
 
 def _visible_extent(block_mask: Any) -> int:

@@ -61,6 +61,18 @@ def supports_reuse(model: Any) -> bool:
     return bool(probe.layers) and all(type(layer) is DynamicLayer for layer in probe.layers)
 
 
+def new_cache(model: Any) -> Any:
+    """An empty ``DynamicCache`` for ``model`` (one that ``supports_reuse``) whose layers append in place
+    (``kv_layer.py``): a conversation's cache is then copied only when it outgrows its buffers."""
+    from transformers import DynamicCache
+
+    from .kv_layer import InPlaceLayer
+
+    cache = DynamicCache(config=model.config)
+    cache.layers = [InPlaceLayer() for _ in cache.layers]
+    return cache
+
+
 @dataclass
 class CacheLease:
     """A cache handed to one generation; its first ``reused`` positions need no prefill."""
@@ -81,7 +93,8 @@ class ConversationCache:
     A generation ``take``s the cache (so a generation that fails or is abandoned leaves none behind) and
     ``keep``s it when ``generate`` returned. ``reset`` may be called from any thread at any time: a
     generation running meanwhile finds its lease outdated and its cache is dropped.
-    Memory stays bounded: at most one cache, the size of the longest conversation's context.
+    Memory stays bounded: at most one cache, whose buffers hold the longest context seen and room to grow
+    (up to half as much again, ``kv_layer.py``).
     """
 
     def __init__(self) -> None:
@@ -102,8 +115,6 @@ class ConversationCache:
     def take(self, model: Any, input_ids: list[int]) -> CacheLease | None:
         """The cache to generate ``input_ids`` with: the kept one cropped to the shared prefix, or a new
         one. ``None`` when ``model`` cannot reuse a cache (``generate`` then builds its own)."""
-        from transformers import DynamicCache
-
         keyword = self._cache_keyword(model)
         if keyword is None:
             self.reset()
@@ -120,7 +131,7 @@ class ConversationCache:
             if cache.get_seq_length() > reused:
                 cache.crop(reused - cache.get_seq_length())
         else:
-            cache = DynamicCache(config=model.config)
+            cache = new_cache(model)
         self.last_reused = reused
         return CacheLease(cache=cache, reused=reused, epoch=epoch, keyword=keyword)
 

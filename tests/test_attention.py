@@ -22,13 +22,14 @@ def _tiny(config_class: str, model_class: str, attention: str, **extra):
     return getattr(transformers, model_class)(config).eval()
 
 
-def _logits_in_pieces(model, ids, cuts: list[int]):
+def _logits_in_pieces(model, ids, cuts: list[int], in_place: bool = False):
     import torch
     from transformers import DynamicCache
 
-    from hf_magic.kv_cache import cache_keyword
+    from hf_magic.kv_cache import cache_keyword, new_cache
 
-    cache, start, pieces = DynamicCache(config=model.config), 0, []
+    cache = new_cache(model) if in_place else DynamicCache(config=model.config)
+    start, pieces = 0, []
     with torch.inference_mode():
         for end in [*cuts, ids.shape[1]]:
             pieces.append(model(ids[:, start:end], **{cache_keyword(model): cache}, use_cache=True).logits)
@@ -37,9 +38,11 @@ def _logits_in_pieces(model, ids, cuts: list[int]):
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("in_place", [False, True], ids=["concatenating cache", "in-place cache"])
 @pytest.mark.parametrize("cuts", [[700], [100, 500, 897], [5, 77, 200, 331, 640, 642, 898]], ids=str)
-def test_default_model_prefilled_in_pieces_gives_the_logits_of_one_pass(default_llm, cuts) -> None:
-    """bf16, the default model's dtype: every piece has two tokens or more (see kv_cache.MIN_PREFILL)."""
+def test_default_model_prefilled_in_pieces_gives_the_logits_of_one_pass(default_llm, cuts, in_place) -> None:
+    """bf16, the default model's dtype: every piece has two tokens or more (see kv_cache.MIN_PREFILL). The
+    in-place cache hands the kernel views with spare room after them (kv_layer.py)."""
     import torch
 
     model = default_llm.model
@@ -48,7 +51,32 @@ def test_default_model_prefilled_in_pieces_gives_the_logits_of_one_pass(default_
     torch.manual_seed(0)
     ids = torch.randint(100, model.config.vocab_size, (1, 900))
     whole = _logits_in_pieces(model, ids, [])
-    assert torch.equal(_logits_in_pieces(model, ids, cuts), whole)
+    assert torch.equal(_logits_in_pieces(model, ids, cuts, in_place), whole)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 70, QUERY_BLOCK + 70])
+def test_a_plain_causal_mask_continuing_a_cache_gives_what_the_dense_mask_gives(rows: int) -> None:
+    """transformers masks a prefill that continues a cache densely; the kernel applies it as causal attention
+    offset by the cached keys, block by block, and must get the very same result."""
+    import torch
+
+    from hf_magic import attention
+
+    class CausalModule:
+        is_causal, training = True, False
+
+    torch.manual_seed(0)
+    keys = 300 + rows
+    query = torch.randn(1, 4, rows, 16, dtype=torch.bfloat16)
+    key, value = (torch.randn(1, 2, keys, 16, dtype=torch.bfloat16) for _ in range(2))
+    mask = torch.ones(rows, keys, dtype=torch.bool).tril_(keys - rows)[None, None]
+    assert attention._is_plain_causal(mask)
+    through_kernel, _ = attention.split_invariant_attention(CausalModule(), query, key, value, mask, scaling=0.25)
+    dense = attention._blocked_attention(query, key, value, mask, False, 0, 0.25)
+    assert torch.equal(through_kernel, dense)
+    padded = mask.clone()
+    padded[..., :3] = False  # a left-padded sequence is not plain causal attention
+    assert not attention._is_plain_causal(padded)
 
 
 def test_matches_sdpa_with_padding_across_query_blocks() -> None:
@@ -114,6 +142,17 @@ def test_a_cpu_model_placed_by_device_map_auto_gets_the_split_invariant_attentio
     llm = HuggingFacePipeline.from_model_id("default", device_map="auto")
     assert llm.model.device.type == "cpu"
     assert llm.model.config._attn_implementation == ATTENTION_NAME
+
+
+def test_scratch_made_under_inference_mode_does_not_break_a_no_grad_forward() -> None:
+    import torch
+
+    model = _tiny("LlamaConfig", "LlamaForCausalLM", ATTENTION_NAME)
+    ids = torch.randint(1, 100, (1, 30))
+    with torch.inference_mode():
+        expected = model(ids).logits
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, expected)
 
 
 def test_release_workspace_frees_the_scratch_buffers() -> None:

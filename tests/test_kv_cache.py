@@ -98,6 +98,21 @@ def test_continuing_from_the_cache_generates_what_a_fresh_prefill_does() -> None
         ids = [*cached, 20 + turn, 30 + turn]
 
 
+def test_a_conversation_keeps_appending_to_the_same_buffers() -> None:
+    """Turn after turn, the cache is cropped and extended in place: no copy of the context per token or turn."""
+    model, store = _tiny_model(), ConversationCache()
+    ids = [1, 5, 7, 9]
+    storages = set()
+    for turn in range(4):
+        sequence = _generate(model, store, ids)
+        lease = store.take(model, [*sequence, 40, 41])
+        assert lease is not None and lease.reused
+        storages |= {layer.keys.untyped_storage().data_ptr() for layer in lease.cache.layers[:1]}
+        store.keep(model, lease, sequence, len(ids))  # hand it back untouched
+        ids = [*sequence, 20 + turn, 30 + turn]
+    assert len(storages) == 1
+
+
 def test_reset_during_a_generation_drops_its_cache() -> None:
     model, store = _tiny_model(), ConversationCache()
     lease = store.take(model, [1, 2, 3])
