@@ -329,8 +329,9 @@ def section_turns(models: Models, report: Report, turns: int = 20, new_tokens: i
                 f"{firsts[0] * 1000:.0f} ms vs {firsts[-1] * 1000:.0f} ms; "
                 f"{per_token[0]:.1f} vs {per_token[-1]:.1f} ms",
             )
-            # Fresh zeroed pages are what a cache that reallocates as it grows costs (kv_layer.py); the first
-            # run is a new notebook's conversation, later ones reuse memory the earlier runs freed.
+            # Fresh zeroed pages are what a cache that reallocates as it grows costs (kv_layer.py). The first
+            # run is a new notebook's conversation (its buffers may grow on this very turn); later runs reuse
+            # memory the earlier ones freed.
             report.add(
                 "turn latency",
                 f"{name}: minor page faults during turn {turns}, each run",

@@ -4,22 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hf_magic.attention import ATTENTION_NAME, QUERY_BLOCK, register
-
-
-def _tiny(config_class: str, model_class: str, attention: str, **extra):
-    import torch
-    import transformers
-
-    torch.manual_seed(0)
-    sizes = dict(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=64, **extra,
-    )  # fmt: skip
-    config = getattr(transformers, config_class)(**sizes)
-    register()
-    config._attn_implementation = attention
-    return getattr(transformers, model_class)(config).eval()
+from hf_magic.attention import ATTENTION_NAME, QUERY_BLOCK
+from tests.support.tiny_models import tiny_causal_lm
 
 
 def _logits_in_pieces(model, ids, cuts: list[int], in_place: bool = False):
@@ -88,7 +74,7 @@ def test_matches_sdpa_with_padding_across_query_blocks() -> None:
     outputs = {}
     for attention in (ATTENTION_NAME, "sdpa"):
         with torch.inference_mode():
-            outputs[attention] = _tiny("LlamaConfig", "LlamaForCausalLM", attention)(ids, attention_mask=mask).logits
+            outputs[attention] = tiny_causal_lm("Llama", attention)(ids, attention_mask=mask).logits
     assert torch.allclose(outputs[ATTENTION_NAME][0], outputs["sdpa"][0], atol=1e-5)
     assert torch.allclose(outputs[ATTENTION_NAME][1, 45:], outputs["sdpa"][1, 45:], atol=1e-5)
 
@@ -101,7 +87,7 @@ def test_generates_what_sdpa_generates(cache_implementation) -> None:
     prompt = torch.randint(1, 100, (1, 9))
     runs = {}
     for attention in (ATTENTION_NAME, "sdpa"):
-        model = _tiny("LlamaConfig", "LlamaForCausalLM", attention)
+        model = tiny_causal_lm("Llama", attention)
         with torch.inference_mode():
             runs[attention] = model.generate(
                 prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, min_new_tokens=12,
@@ -117,7 +103,7 @@ def test_a_model_needing_what_the_kernel_lacks_gets_its_own_eager_attention() ->
     ids = torch.randint(1, 100, (1, 20))
     logits = {}
     for attention in (ATTENTION_NAME, "eager"):
-        model = _tiny("Gemma2Config", "Gemma2ForCausalLM", attention, head_dim=8, attn_logit_softcapping=5.0)
+        model = tiny_causal_lm("Gemma2", attention, head_dim=8, attn_logit_softcapping=5.0)
         with torch.inference_mode():
             logits[attention] = model(ids).logits
     assert torch.equal(logits[ATTENTION_NAME], logits["eager"])
@@ -147,7 +133,7 @@ def test_a_cpu_model_placed_by_device_map_auto_gets_the_split_invariant_attentio
 def test_scratch_made_under_inference_mode_does_not_break_a_no_grad_forward() -> None:
     import torch
 
-    model = _tiny("LlamaConfig", "LlamaForCausalLM", ATTENTION_NAME)
+    model = tiny_causal_lm("Llama", ATTENTION_NAME)
     ids = torch.randint(1, 100, (1, 30))
     with torch.inference_mode():
         expected = model(ids).logits
@@ -160,7 +146,7 @@ def test_release_workspace_frees_the_scratch_buffers() -> None:
 
     from hf_magic import attention
 
-    model = _tiny("LlamaConfig", "LlamaForCausalLM", ATTENTION_NAME)
+    model = tiny_causal_lm("Llama", ATTENTION_NAME)
     with torch.inference_mode():
         model(torch.randint(1, 100, (1, 30)))
     assert attention._buffers.__dict__.get("store")

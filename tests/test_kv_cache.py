@@ -8,6 +8,7 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from hf_magic.kv_cache import ConversationCache, common_prefix_length, reusable_length, supports_reuse
+from tests.support.tiny_models import tiny_causal_lm
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -39,16 +40,9 @@ def test_prefix_lengths(cached: list[int], new: list[int], common: int, reusable
 
 # ------------------------------------------------------------- leases on a tiny real model
 def _tiny_model(sliding_window: int | None = None):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
-
-    torch.manual_seed(0)
-    sizes = dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, intermediate_size=64
-    )
     if sliding_window is not None:
-        return MistralForCausalLM(MistralConfig(vocab_size=100, sliding_window=sliding_window, **sizes)).eval()
-    return LlamaForCausalLM(LlamaConfig(vocab_size=100, **sizes)).eval()
+        return tiny_causal_lm("Mistral", sliding_window=sliding_window)
+    return tiny_causal_lm("Llama")
 
 
 def _generate(model, store: ConversationCache | None, ids: list[int], new_tokens: int = 6) -> list[int]:

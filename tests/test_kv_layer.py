@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from transformers.cache_utils import DynamicLayer
 
-torch = pytest.importorskip("torch")
-
-from transformers.cache_utils import DynamicLayer  # noqa: E402
-
-from hf_magic.kv_layer import GROWTH_STEP, InPlaceLayer  # noqa: E402
+from hf_magic.kv_layer import GROWTH_STEP, InPlaceLayer
+from tests.support.tiny_models import tiny_causal_lm
 
 
 def _states(positions: int, seed: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,16 +89,11 @@ def test_reset_drops_the_buffers() -> None:
 
 @pytest.mark.parametrize("num_beams", [1, 2])
 def test_generate_with_in_place_layers_gives_what_the_default_cache_gives(num_beams: int) -> None:
-    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+    from transformers import DynamicCache
 
     from hf_magic.kv_cache import new_cache
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=64,
-    )  # fmt: skip
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_causal_lm("Llama")
     prompt = torch.randint(1, 100, (1, 11))
     outputs = []
     for cache in (new_cache(model), DynamicCache(config=model.config)):
