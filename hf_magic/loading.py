@@ -234,6 +234,9 @@ def load_model_and_tokenizer(
     quantization = kwargs.get("quantization_config")
     if quantization is not None:
         _check_quantization_supported(quantization, device)
+        if device is not None and device_map is None:
+            # A quantized model cannot be moved after loading, and bitsandbytes would pick the GPU by itself.
+            kwargs["device_map"] = {"": _torch_device(device)}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **tokenizer_kwargs)
         with capture_transformers_progress(progress, "load"):
@@ -254,6 +257,13 @@ def load_model_and_tokenizer(
         model.set_attn_implementation(attention.register())  # replies identical with KV-cache reuse
     model.eval()
     return model, tokenizer
+
+
+def default_device() -> str | None:
+    """Where a session puts a local model when the user names no device: the GPU when there is one."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None
 
 
 def _torch_device(device: int | str) -> str:

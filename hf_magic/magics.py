@@ -326,7 +326,11 @@ class HfChatMagics(Magics):
     @argument("--temperature", type=float, default=None, help="Sampling temperature; 0 is greedy.")
     @argument("--max-new-tokens", type=int, default=None, help="Longest reply, in tokens.")
     @argument("--quantize", choices=["4bit", "8bit", "none"], default=None, help="bitsandbytes quantization.")
-    @argument("--device", default=None, help="torch device for local models: cpu, cuda, cuda:1, mps...")
+    @argument(
+        "--device",
+        default=None,
+        help="torch device for local models: cpu, cuda, cuda:1, mps... (default: the GPU if there is one)",
+    )
     @argument("--dtype", default=None, help="torch dtype for local models: bfloat16, float16, float32, auto.")
     @argument("--session", default=None, help="Name of an independent conversation (default: 'default').")
     @argument("--new", action="store_true", help="Start a fresh conversation (the model stays loaded).")

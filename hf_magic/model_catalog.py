@@ -213,6 +213,9 @@ def _meminfo_available() -> int | None:
 
 def fit_summary(choice: ModelChoice, *, device: str | None, dtype: str | None, quantize: str | None) -> str:
     """One line: cached or to download, estimated memory and whether it fits in what is free."""
+    from .loading import default_device
+
+    device = device or default_device()  # where a session would put it
     parts = ["cached" if choice.cached else "not cached: loading downloads it"]
     needed = choice.estimated_memory(dtype, quantize)
     free = available_memory(device)

@@ -25,7 +25,7 @@ from .chat_template import render_prompt
 from .constraints import constrainer_for, grammar_spec
 from .errors import InvalidInputError
 from .kv_cache import ConversationCache
-from .loading import is_default_model, load_model_and_tokenizer, resolve_model_path
+from .loading import default_device, is_default_model, load_model_and_tokenizer, resolve_model_path
 from .logprobs import LogprobsRecorder
 from .progress import ProgressCallback
 from .stop_sequences import IncrementalDecoder
@@ -115,7 +115,8 @@ class HuggingFacePipeline(BaseLLM):
             model_id: what to load; ``None`` or ``"default"`` is the embedded SmolLM2-135M-Instruct.
             task: only ``"text-generation"`` (chat models are causal LMs).
             backend: accepted for compatibility; only transformers (``"default"``/``"pt"``) is supported.
-            device: ``-1``/``"cpu"``, a CUDA index or a torch device string.
+            device: ``-1``/``"cpu"``, a CUDA index or a torch device string; ``None`` (with no ``device_map``) is
+                the GPU when there is one, else the CPU, as transformers' ``pipeline`` chooses.
             device_map: passed to ``from_pretrained`` (e.g. ``"auto"``); excludes ``device``.
             model_kwargs: passed to ``from_pretrained`` (``quantization_config``, ``dtype``...).
             pipeline_kwargs: default generation settings (``max_new_tokens``, ``do_sample``...).
@@ -135,11 +136,16 @@ class HuggingFacePipeline(BaseLLM):
             raise InvalidInputError("Pass either device or device_map, not both.")
         params = _params_from_kwargs(pipeline_kwargs or {})  # validate before the (slow) load
         del params
+        if device is None and device_map is None:
+            device = default_device()
         path = resolve_model_path(model_id, progress)
         model, tokenizer = load_model_and_tokenizer(
             path, device=device, device_map=device_map, model_kwargs=model_kwargs, progress=progress
         )
-        pipe = make_pipeline(task, model=model, tokenizer=tokenizer, batch_size=batch_size)
+        # Where loading put it: transformers' pipeline would move a model without a device map to the GPU (after
+        # loading chose its attention for the CPU), and cannot place a model that has one.
+        placed = {} if getattr(model, "hf_device_map", None) else {"device": model.device}
+        pipe = make_pipeline(task, model=model, tokenizer=tokenizer, batch_size=batch_size, **placed)
         name = config.DEFAULT_MODEL_NAME if is_default_model(model_id) else model_id
         return cls(
             pipeline=pipe,
