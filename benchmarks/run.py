@@ -4,9 +4,11 @@ Usage (after ``benchmarks/setup.sh``)::
 
     benchmarks/.venv/bin/python benchmarks/run.py                 # every section
     benchmarks/.venv/bin/python benchmarks/run.py --only tokens,turns
+    python benchmarks/run.py --device cuda --model FOLDER --tag cuda --only load,tokens,ttft,turns,attention,memory
 
-Prints a Markdown table (also written to benchmarks/results/results.md) and plots the latency of each
-turn to benchmarks/results/turn_latency.png. Greedy decoding on the embedded default model throughout.
+Prints a Markdown table (also written to benchmarks/results/results.md, or results-TAG.md) and plots the
+latency of each turn to benchmarks/results/turn_latency.png (turn_latency-TAG.png). Greedy decoding on the
+embedded default model throughout, unless --model names another folder.
 """
 
 from __future__ import annotations
@@ -31,13 +33,37 @@ sys.path.insert(0, str(ROOT))  # tests.support.serve, and hf_magic when not inst
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 RESULTS = ROOT / "benchmarks" / "results"
-SECTIONS = ("load", "tokens", "ttft", "turns", "attention", "magic", "endpoint", "memory")
+SECTIONS = ("load", "tokens", "ttft", "turns", "attention", "magic", "endpoint", "memory", "invariance")
 SYSTEM = "You're a helpful assistant"
 STORY = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 TOPICS = [
     "rivers", "volcanoes", "bees", "the moon", "glaciers", "owls", "deserts", "coral reefs", "comets", "forests",
     "whales", "lightning", "tea", "bridges", "clocks", "maps", "salt", "kites", "islands", "rain",
 ]  # fmt: skip
+
+
+@dataclass
+class Target:
+    """What the sections run: a model (``"default"`` or a local folder) on a device (``None``: the CPU)."""
+
+    model: str = "default"
+    device: str | None = None
+
+    def folder(self) -> Path:
+        from hf_magic.loading import ensure_default_model
+
+        return ensure_default_model() if self.model == "default" else Path(self.model)
+
+
+TARGET = Target()
+
+
+def synchronize() -> None:
+    """Wait for the GPU's queued work, so wall-clock times cover it."""
+    import torch
+
+    if TARGET.device and TARGET.device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 @dataclass
@@ -92,17 +118,17 @@ def load_plain(folder: Path) -> tuple[Any, Any]:
     """Tokenizer and model as the transformers docs load them."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder, dtype="auto").eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto", device_map=TARGET.device)
+    return AutoTokenizer.from_pretrained(folder), model.eval()
 
 
 def load_models() -> Models:
     from transformers import pipeline
 
     from hf_magic import ChatHuggingFace, HuggingFacePipeline
-    from hf_magic.loading import ensure_default_model
 
-    llm = HuggingFacePipeline.from_model_id("default", pipeline_kwargs={"do_sample": False})
-    tokenizer, model = load_plain(ensure_default_model())
+    llm = HuggingFacePipeline.from_model_id(TARGET.model, device=TARGET.device, pipeline_kwargs={"do_sample": False})
+    tokenizer, model = load_plain(TARGET.folder())
     plain = pipeline("text-generation", model=model, tokenizer=tokenizer)
     return Models(llm=llm, chat=ChatHuggingFace(llm=llm), plain=plain)
 
@@ -140,15 +166,17 @@ def lc_messages(messages: list[dict[str, str]]) -> list[Any]:
 
 
 def timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    synchronize()
     start = time.perf_counter()
     result = action()
+    synchronize()
     return time.perf_counter() - start, result
 
 
 def raw_generate(models: Models, ids: list[int], new_tokens: int) -> Any:
     import torch
 
-    tensor = torch.tensor([ids])
+    tensor = torch.tensor([ids], device=models.model.device)
     with torch.inference_mode():
         return models.model.generate(
             input_ids=tensor,
@@ -392,13 +420,12 @@ def section_endpoint(models: Models, report: Report, new_tokens: int = 32, repea
     from huggingface_hub import InferenceClient, constants
 
     from hf_magic import ChatHuggingFace, HuggingFaceEndpoint
-    from hf_magic.loading import ensure_default_model
     from tests.support.serve import serve_transformers
 
     if constants.HF_HUB_OFFLINE:
         raise RuntimeError("huggingface_hub refuses even a local server when HF_HUB_OFFLINE is set: unset it.")
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Name three colors."}]
-    model_dir = ensure_default_model()
+    model_dir = TARGET.folder()
     with serve_transformers(model_dir) as url:
         client = InferenceClient(base_url=url)
         chat = ChatHuggingFace(llm=HuggingFaceEndpoint(endpoint_url=url, max_new_tokens=new_tokens, temperature=0))
@@ -456,7 +483,9 @@ def section_memory(models: Models, report: Report) -> None:
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype="float16", bnb_4bit_use_double_quant=True
     )
     seconds, quantized = timed(
-        lambda: HuggingFacePipeline.from_model_id("default", model_kwargs={"quantization_config": quantization})
+        lambda: HuggingFacePipeline.from_model_id(
+            TARGET.model, device=TARGET.device, model_kwargs={"quantization_config": quantization}
+        )
     )
     four_bit = quantized.model.get_memory_footprint()
     del quantized
@@ -474,21 +503,20 @@ def section_memory(models: Models, report: Report) -> None:
 def section_load(models: Models, report: Report, repeats: int = 3) -> None:
     """Loading the default model: hf_magic (with its progress events) vs a plain from_pretrained of the folder."""
     from hf_magic import HuggingFacePipeline
-    from hf_magic.loading import ensure_default_model
 
-    folder = ensure_default_model()
+    folder = TARGET.folder()
     plain, ours = [], []
     for _ in range(repeats):  # interleaved, each load dropped before the next
         plain.append(timed(lambda: load_plain(folder))[0])
         gc.collect()
-        ours.append(timed(lambda: HuggingFacePipeline.from_model_id("default"))[0])
+        ours.append(timed(lambda: HuggingFacePipeline.from_model_id(TARGET.model, device=TARGET.device))[0])
         gc.collect()
     ratio = statistics.median(o / p for o, p in zip(ours, plain, strict=True))
     report.add("load", f"plain AutoTokenizer + AutoModelForCausalLM.from_pretrained (median of {repeats})",
                f"{statistics.median(plain) * 1000:.0f} ms")  # fmt: skip
     report.add(
         "load",
-        "hf_magic HuggingFacePipeline.from_model_id('default')",
+        f"hf_magic HuggingFacePipeline.from_model_id({TARGET.model!r})",
         f"{statistics.median(ours) * 1000:.0f} ms ({ratio:.2f}x plain, median of per-round ratios)",
         "<= 1.05x plain (no slower, within noise)",
         ratio <= 1.05,
@@ -507,16 +535,18 @@ def section_attention(models: Models, report: Report, repeats: int = 50) -> None
     dim = config.hidden_size // heads
     layer = models.plain.model.model.layers[0].self_attn  # is_causal, num_key_value_groups, as in the model
     for rows, keys in ((1, 60), (1, 191), (1, 192), (1, 1420), (1420, 1420)):
-        query = torch.randn(1, heads, rows, dim, dtype=torch.bfloat16)
-        key, value = (torch.randn(1, kv_heads, keys, dim, dtype=torch.bfloat16) for _ in range(2))
+        query = torch.randn(1, heads, rows, dim, dtype=torch.bfloat16, device=TARGET.device)
+        key, value = (torch.randn(1, kv_heads, keys, dim, dtype=torch.bfloat16, device=TARGET.device) for _ in range(2))
         costs = {}
         count = repeats if rows == 1 else 5
         for name, kernel in (("sdpa", sdpa_attention_forward), ("hf_magic", split_invariant_attention)):
             with torch.inference_mode():
                 kernel(layer, query, key, value, None)  # warm-up
+                synchronize()
                 start = time.perf_counter()
                 for _ in range(count):
                     kernel(layer, query, key, value, None)
+                synchronize()
                 costs[name] = (time.perf_counter() - start) / count
         what = f"decode, {keys}-token context" if rows == 1 else f"causal prefill of {rows} tokens"
         report.add(
@@ -524,6 +554,46 @@ def section_attention(models: Models, report: Report, repeats: int = 50) -> None
             f"SDPA vs hf_magic, {what}",
             f"{costs['sdpa'] * 1000:.3f} ms vs {costs['hf_magic'] * 1000:.3f} ms",
         )
+
+
+def section_invariance(
+    models: Models, report: Report, length: int = 900, cuts: tuple[int, ...] = (100, 500, 897)
+) -> None:
+    """Do logits depend on how a sequence is cut into prefills (what cache reuse does)? hf_magic's model in
+    pieces with its KV cache vs in one pass, for each attention kernel and dtype: max |difference|."""
+    import torch
+
+    from hf_magic.attention import ATTENTION_NAME, register
+    from hf_magic.kv_cache import cache_keyword, new_cache
+
+    model = models.llm.model
+    chosen, dtype = model.config._attn_implementation, model.dtype
+    torch.manual_seed(0)
+    ids = torch.randint(100, model.config.vocab_size, (1, length), device=model.device)
+
+    def logits(pieces: list[int]) -> Any:
+        cache, start, out = new_cache(model), 0, []
+        with torch.inference_mode():
+            for end in [*pieces, length]:
+                out.append(model(ids[:, start:end], **{cache_keyword(model): cache}, use_cache=True).logits.float())
+                start = end
+        return torch.cat(out, dim=1)
+
+    register()
+    try:
+        for kernel in ("sdpa", ATTENTION_NAME):
+            model.set_attn_implementation(kernel)
+            for as_type in (torch.bfloat16, torch.float32):
+                model.to(as_type)
+                difference = (logits(list(cuts)) - logits([])).abs().max().item()
+                report.add(
+                    "split invariance",
+                    f"{kernel}, {str(as_type).removeprefix('torch.')}: {length} tokens cut at {list(cuts)} vs one pass",
+                    "bitwise equal" if difference == 0 else f"largest logit difference {difference:.3g}",
+                )
+    finally:
+        model.to(dtype)
+        model.set_attn_implementation(chosen)
 
 
 SECTION_FUNCTIONS: dict[str, Callable[[Models, Report], None]] = {
@@ -535,6 +605,7 @@ SECTION_FUNCTIONS: dict[str, Callable[[Models, Report], None]] = {
     "magic": section_magic,
     "endpoint": section_endpoint,
     "memory": section_memory,
+    "invariance": section_invariance,
 }
 
 
@@ -566,8 +637,9 @@ def machine() -> str:
     import torch
     import transformers
 
+    gpu = f"{torch.cuda.get_device_name()}, " if TARGET.device and TARGET.device.startswith("cuda") else ""
     return (
-        f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} "
+        f"{gpu}{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} "
         f"threads), transformers {transformers.__version__}, Python {platform.python_version()}"
     )
 
@@ -575,7 +647,12 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    parser.add_argument("--model", default="default", help="a local model folder (default: the embedded model)")
+    parser.add_argument("--device", default=None, help="torch device, e.g. cuda (default: the CPU)")
+    parser.add_argument("--tag", default="", help="results-TAG.md and turn_latency-TAG.png instead of the defaults")
     options = parser.parse_args(argv)
+    TARGET.model, TARGET.device = options.model, options.device
+    suffix = f"-{options.tag}" if options.tag else ""
     chosen = [name.strip() for name in options.only.split(",") if name.strip()]
     unknown = sorted(set(chosen) - set(SECTIONS))
     if unknown:
@@ -583,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     report = Report()
     load_s, models = timed(load_models)
-    print(f"Loaded the default model in {load_s:.1f} s", flush=True)
+    print(f"Loaded {TARGET.model} in {load_s:.1f} s", flush=True)
     for name in chosen:
         print(f"== {name}", flush=True)
         section_start = time.perf_counter()
@@ -595,10 +672,10 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     header = f"Machine: {machine()}. Sections: {', '.join(chosen)}. Total {time.perf_counter() - began:.0f} s."
     table = f"{header}\n\n{report.markdown()}\n"
-    plot = plot_turns(report.turn_series, RESULTS / "turn_latency.png") if report.turn_series else None
+    plot = plot_turns(report.turn_series, RESULTS / f"turn_latency{suffix}.png") if report.turn_series else None
     if plot:
         table += f"\nTurn latency plot: {plot.relative_to(ROOT)}\n"
-    (RESULTS / "results.md").write_text(table)
+    (RESULTS / f"results{suffix}.md").write_text(table)
     print("\n" + table)
     return 0
 
