@@ -534,7 +534,7 @@ def section_attention(models: Models, report: Report, repeats: int = 50) -> None
     heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     dim = config.hidden_size // heads
     layer = models.plain.model.model.layers[0].self_attn  # is_causal, num_key_value_groups, as in the model
-    for rows, keys in ((1, 60), (1, 191), (1, 192), (1, 1420), (1420, 1420)):
+    for rows, keys in ((1, 60), (1, 700), (1, 1420), (1420, 1420)):
         query = torch.randn(1, heads, rows, dim, dtype=torch.bfloat16, device=TARGET.device)
         key, value = (torch.randn(1, kv_heads, keys, dim, dtype=torch.bfloat16, device=TARGET.device) for _ in range(2))
         costs = {}

@@ -7,9 +7,11 @@ those of one pass, enough to flip greedy near-ties (the comparison in ``tests/te
 Here each row is ``softmax(q @ k.T) @ v`` with the softmax in float32, and a row's rounding is then the same in
 any multi-token piece: prefills cut anywhere give logits identical to one pass (``tests/test_attention.py``).
 
-It is also the faster kernel for decoding at long contexts on CPU, where SDPA runs its flash loop for a
-single query row, and for causal prefills, whose blocks of query rows each skip the keys after their last row
-(``benchmarks/run.py --only attention`` measures both).
+A single decoded row is never kept for reuse (``kv_cache.MIN_PREFILL``): it needs the same result at the same
+context length on every path, not split invariance. It goes to SDPA with the query heads that share a key/value
+head as its rows: bitwise what transformers' SDPA gives, without repeating or copying the keys, and several
+times faster at long contexts. Causal prefills here skip, block by block, the keys after each block's last row
+(``benchmarks/run.py --only attention`` measures both against transformers' SDPA).
 """
 
 from __future__ import annotations
@@ -24,10 +26,6 @@ ATTENTION_NAME = "hf_magic"
 
 QUERY_BLOCK = 128
 """Query rows per block: bounds the float32 score matrix (rows x heads x keys) of a long prefill."""
-
-SDPA_DECODE_BELOW = 192
-"""Context length under which a single decoded row goes to SDPA: its fixed cost is lower, its per-key cost
-higher (crossing near 192 keys for the default model on a 2-core CPU: ``benchmarks/run.py --only attention``)."""
 
 # Arguments this kernel does not implement; a model that sets one gets its own eager attention instead.
 _UNSUPPORTED = ("softcap", "s_aux", "sinks", "position_bias")
@@ -66,21 +64,30 @@ def split_invariant_attention(
         or (attention_mask is not None and (attention_mask.dtype != torch.bool or attention_mask.shape[1] != 1))
     ):
         return _eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    if rows == 1 and keys < SDPA_DECODE_BELOW:
-        # A decoded row is never kept for reuse (kv_cache.MIN_PREFILL): it needs the same kernel at the same
-        # context length on every path, not split invariance, and SDPA is the cheaper one for few keys.
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    if rows == 1:
+        return _decoded_row_attention(query, key, value, attention_mask, scale), None
     # Causal attention is applied block by block, cheaper than a dense mask over every row and key: with no
     # mask it is SDPA's ``is_causal`` (row i sees keys 0..i); a mask that says no more than causal attention
     # aligned on the last key (a prefill continuing a cache) becomes that, shifted by the cached keys.
     offset = 0
     if attention_mask is not None and getattr(module, "is_causal", True) and _is_plain_causal(attention_mask):
         attention_mask, offset = None, keys - rows
-    causal = attention_mask is None and rows > 1 and getattr(module, "is_causal", True)
-    scale = query.shape[-1] ** -0.5 if scaling is None else scaling
+    causal = attention_mask is None and getattr(module, "is_causal", True)
     return _blocked_attention(query, key, value, attention_mask, causal, offset, scale), None
+
+
+def _decoded_row_attention(query: Any, key: Any, value: Any, mask: Any, scale: float) -> Any:
+    """One query row per sequence: SDPA per key/value head, the query heads sharing it as its rows. The keys and
+    values are read where they lie, views with spare room after them included (``kv_layer.py``)."""
+    import torch
+
+    batch, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    grouped = query.view(batch, kv_heads, heads // kv_heads, dim)
+    # A (batch, 1, 1, keys) mask applies to every head and row alike.
+    output = torch.nn.functional.scaled_dot_product_attention(grouped, key, value, attn_mask=mask, scale=scale)
+    return output.view(batch, heads, 1, value.shape[-1]).transpose(1, 2)
 
 
 def _blocked_attention(query: Any, key: Any, value: Any, mask: Any, causal: bool, offset: int, scale: float) -> Any:

@@ -40,7 +40,7 @@ def test_default_model_prefilled_in_pieces_gives_the_logits_of_one_pass(default_
     assert torch.equal(_logits_in_pieces(model, ids, cuts, in_place), whole)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 70, QUERY_BLOCK + 70])
+@pytest.mark.parametrize("rows", [2, 70, QUERY_BLOCK + 70])  # one row is a decoded one: SDPA
 def test_a_plain_causal_mask_continuing_a_cache_gives_what_the_dense_mask_gives(rows: int) -> None:
     """transformers masks a prefill that continues a cache densely; the kernel applies it as causal attention
     offset by the cached keys, block by block, and must get the very same result."""
@@ -63,6 +63,30 @@ def test_a_plain_causal_mask_continuing_a_cache_gives_what_the_dense_mask_gives(
     padded = mask.clone()
     padded[..., :3] = False  # a left-padded sequence is not plain causal attention
     assert not attention._is_plain_causal(padded)
+
+
+@pytest.mark.parametrize("keys", [60, 700])
+@pytest.mark.parametrize("masked", [False, True], ids=["no mask", "padded mask"])
+def test_a_decoded_row_gets_bitwise_what_transformers_sdpa_gives(keys: int, masked: bool) -> None:
+    """Decoding reads the cache's views, with spare room after them, without copying or repeating them."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from hf_magic import attention
+
+    class GroupedModule:
+        is_causal, training, num_key_value_groups = True, False, 3
+
+    torch.manual_seed(0)
+    query = torch.randn(2, 9, 1, 64, dtype=torch.bfloat16)
+    key, value = (torch.randn(2, 3, keys + 300, 64, dtype=torch.bfloat16)[:, :, :keys] for _ in range(2))
+    mask = None
+    if masked:
+        mask = torch.ones(2, 1, 1, keys, dtype=torch.bool)
+        mask[1, ..., :7] = False  # a left-padded sequence
+    expected, _ = sdpa_attention_forward(GroupedModule(), query, key, value, mask, scaling=0.125)
+    output, _ = attention.split_invariant_attention(GroupedModule(), query, key, value, mask, scaling=0.125)
+    assert torch.equal(output, expected)
 
 
 def test_matches_sdpa_with_padding_across_query_blocks() -> None:
