@@ -85,7 +85,7 @@ def _decoded_row_attention(query: Any, key: Any, value: Any, mask: Any, scale: f
 
     batch, heads, _, dim = query.shape
     kv_heads = key.shape[1]
-    grouped = query.view(batch, kv_heads, heads // kv_heads, dim)
+    grouped = query.reshape(batch, kv_heads, heads // kv_heads, dim)  # a view for the models seen so far
     # A (batch, 1, 1, keys) mask applies to every head and row alike.
     output = torch.nn.functional.scaled_dot_product_attention(grouped, key, value, attn_mask=mask, scale=scale)
     return output.view(batch, heads, 1, value.shape[-1]).transpose(1, 2)

@@ -260,7 +260,8 @@ def load_model_and_tokenizer(
 
 
 def default_device() -> str | None:
-    """Where a session puts a local model when the user names no device: the GPU when there is one."""
+    """Where a local model goes when no device is named: the GPU when there is one, as transformers' pipeline
+    would choose (``None``: the CPU)."""
     import torch
 
     return "cuda" if torch.cuda.is_available() else None
