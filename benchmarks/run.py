@@ -44,10 +44,15 @@ TOPICS = [
 
 @dataclass
 class Target:
-    """What the sections run: a model (``"default"`` or a local folder) on a device (``None``: the CPU)."""
+    """What the sections run: a model (``"default"`` or a local folder) on a device. Named even for the CPU:
+    hf_magic alone would pick a GPU when there is one, and the plain model would not."""
 
     model: str = "default"
-    device: str | None = None
+    device: str = "cpu"
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.startswith("cuda")
 
     def folder(self) -> Path:
         from hf_magic.loading import ensure_default_model
@@ -62,7 +67,7 @@ def synchronize() -> None:
     """Wait for the GPU's queued work, so wall-clock times cover it."""
     import torch
 
-    if TARGET.device and TARGET.device.startswith("cuda"):
+    if TARGET.on_gpu:
         torch.cuda.synchronize()
 
 
@@ -118,7 +123,8 @@ def load_plain(folder: Path) -> tuple[Any, Any]:
     """Tokenizer and model as the transformers docs load them."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto", device_map=TARGET.device)
+    placement = {} if TARGET.device == "cpu" else {"device_map": TARGET.device}  # the CPU: as the docs load it
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype="auto", **placement)
     return AutoTokenizer.from_pretrained(folder), model.eval()
 
 
@@ -638,7 +644,7 @@ def machine() -> str:
     import torch
     import transformers
 
-    gpu = f"{torch.cuda.get_device_name()}, " if TARGET.device and TARGET.device.startswith("cuda") else ""
+    gpu = f"{torch.cuda.get_device_name()}, " if TARGET.on_gpu else ""
     return (
         f"{gpu}{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} "
         f"threads), transformers {transformers.__version__}, Python {platform.python_version()}"
@@ -649,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
     parser.add_argument("--model", default="default", help="a local model folder (default: the embedded model)")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cuda (default: the CPU)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default: the CPU)")
     parser.add_argument("--tag", default="", help="results-TAG.md and turn_latency-TAG.png instead of the defaults")
     options = parser.parse_args(argv)
     TARGET.model, TARGET.device = options.model, options.device

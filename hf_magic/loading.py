@@ -227,16 +227,17 @@ def load_model_and_tokenizer(
 
     kwargs = dict(model_kwargs or {})
     tokenizer_kwargs = {k: kwargs[k] for k in ("trust_remote_code", "revision") if k in kwargs}
+    quantization = kwargs.get("quantization_config")
     if device_map is not None:
         kwargs["device_map"] = device_map
-    if device is not None:
-        _torch_device(device)  # fail before loading, not after
-    quantization = kwargs.get("quantization_config")
+    elif device is not None:
+        target = torch_device(device)  # fail before loading, not after
+        if target != "cpu" or quantization is not None:
+            # Weights load straight onto the device (no CPU copy moved afterwards); a quantized model cannot be
+            # moved at all, and bitsandbytes would pick the GPU by itself.
+            kwargs["device_map"] = {"": target}
     if quantization is not None:
         _check_quantization_supported(quantization, device)
-        if device is not None and device_map is None:
-            # A quantized model cannot be moved after loading, and bitsandbytes would pick the GPU by itself.
-            kwargs["device_map"] = {"": _torch_device(device)}
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **tokenizer_kwargs)
         with capture_transformers_progress(progress, "load"):
@@ -250,8 +251,6 @@ def load_model_and_tokenizer(
         raise HfMagicError(f"Could not load a causal language model from {path}: {_first_line(exc)}") from exc
     except OSError as exc:
         raise HfMagicError(f"Could not load a causal language model from {path}: {_first_line(exc)}") from exc
-    if device is not None and device_map is None and quantization is None:
-        model = model.to(_torch_device(device))
     if "attn_implementation" not in kwargs and all(p.device.type == "cpu" for p in model.parameters()):
         # Where it landed, not what was asked: device_map="auto" on a machine without a GPU is the CPU too.
         model.set_attn_implementation(attention.register())  # replies identical with KV-cache reuse
@@ -260,19 +259,47 @@ def load_model_and_tokenizer(
 
 
 def default_device() -> str | None:
-    """Where a local model goes when no device is named: the GPU when there is one, as transformers' pipeline
-    would choose (``None``: the CPU)."""
+    """Where a local model goes when no device is named: a CUDA GPU, else Apple's GPU, when there is one, as
+    transformers' pipeline would choose (``None``: the CPU)."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else None
+    if torch.cuda.is_available():
+        return "cuda"
+    return "mps" if mps_available() else None
 
 
-def _torch_device(device: int | str) -> str:
+def mps_available() -> bool:
+    """Whether this torch build and machine have Apple's GPU."""
+    import torch
+
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def torch_device(device: int | str) -> str:
+    """The torch device string for ``device``; one that does not exist here fails now, before a load.
+
+    Raises:
+        InvalidInputError: not a device name, or no such device on this machine.
+    """
     import torch
 
     name = ("cpu" if device < 0 else f"cuda:{device}") if isinstance(device, int) else device
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InvalidInputError(f"device={device!r} asks for a CUDA GPU and none is available: use device='cpu'.")
+    try:
+        parsed = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise InvalidInputError(f"Unknown device {device!r}: use 'cpu', 'cuda', 'cuda:N' or 'mps'.") from exc
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InvalidInputError(f"device={device!r} asks for a CUDA GPU and none is available: use device='cpu'.")
+        if parsed.index is not None and parsed.index >= count:
+            raise InvalidInputError(
+                f"device={device!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}."
+            )
+    if parsed.type == "mps" and not mps_available():
+        raise InvalidInputError(
+            f"device={device!r} asks for Apple's GPU (MPS) and none is available: use device='cpu'."
+        )
     return name
 
 

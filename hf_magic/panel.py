@@ -799,16 +799,12 @@ def _token_status() -> str:
 
 
 def _device_options() -> list[str]:
-    options = [_AUTO, "cpu"]
-    try:
-        import torch
+    import torch
 
-        options += [f"cuda:{index}" for index in range(torch.cuda.device_count())]
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            options.append("mps")
-    except ImportError:
-        pass
-    return options
+    from .loading import mps_available
+
+    cuda = [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    return [_AUTO, "cpu", *cuda, *(["mps"] if mps_available() else [])]
 
 
 def _label(text: str) -> widgets.HTML:

@@ -25,7 +25,7 @@ from .chat_template import render_prompt
 from .constraints import constrainer_for, grammar_spec
 from .errors import InvalidInputError
 from .kv_cache import ConversationCache
-from .loading import default_device, is_default_model, load_model_and_tokenizer, resolve_model_path
+from .loading import default_device, is_default_model, load_model_and_tokenizer, resolve_model_path, torch_device
 from .logprobs import LogprobsRecorder
 from .progress import ProgressCallback
 from .stop_sequences import IncrementalDecoder
@@ -123,7 +123,8 @@ class HuggingFacePipeline(BaseLLM):
             progress: receives download / conversion / weight-loading events.
 
         Raises:
-            InvalidInputError: an unsupported task or backend, or both ``device`` and ``device_map``.
+            InvalidInputError: an unsupported task or backend, both ``device`` and ``device_map``, or a device
+                this machine does not have.
             ModelNotFoundError, QuantizationError: see ``hf_magic.loading``.
         """
         from transformers import pipeline as make_pipeline
@@ -136,7 +137,9 @@ class HuggingFacePipeline(BaseLLM):
             raise InvalidInputError("Pass either device or device_map, not both.")
         params = _params_from_kwargs(pipeline_kwargs or {})  # validate before the (slow) load
         del params
-        if device is None and device_map is None:
+        if device is not None:
+            device = torch_device(device)  # a device that is not here fails now, before a download or a load
+        elif device_map is None:
             device = default_device()
         path = resolve_model_path(model_id, progress)
         model, tokenizer = load_model_and_tokenizer(

@@ -52,6 +52,25 @@ def test_bad_paths_and_ids_are_one_line_errors(bad):
     assert "\n" not in str(info.value)
 
 
+def test_devices_are_checked_before_anything_loads():
+    import torch
+
+    from hf_magic import InvalidInputError
+    from hf_magic.loading import mps_available, torch_device
+
+    assert torch_device(-1) == "cpu" and torch_device("cpu") == "cpu"
+    with pytest.raises(InvalidInputError, match="Unknown device 'banana'"):
+        torch_device("banana")
+    with pytest.raises(InvalidInputError, match="cuda:99"):
+        torch_device("cuda:99")
+    if not torch.cuda.is_available():
+        with pytest.raises(InvalidInputError, match="asks for a CUDA GPU and none is available"):
+            torch_device(0)
+    if not mps_available():
+        with pytest.raises(InvalidInputError, match="Apple's GPU"):
+            torch_device("mps")
+
+
 def test_local_models_lists_the_embedded_default():
     assert local_models()[0].model_id == "default"
     assert default_gguf_path().name == config.DEFAULT_MODEL_GGUF

@@ -224,6 +224,16 @@ def test_errors_keep_session_transcript_and_model(ip, chat, capsys):
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("device", ["banana", "cuda:99"])
+def test_a_device_this_machine_lacks_is_one_line_and_keeps_the_session(ip, chat, capsys, device):
+    model, turns = chat.chat_model, list(chat.turns)
+    ip.run_cell_magic("hfchat", f"--session {chat.name} --device {device}", "Hello?")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and repr(device) in err and "Traceback" not in err
+    assert chat.chat_model is model and chat.turns == turns
+
+
+@pytest.mark.integration
 def test_notebook_display_streams_through_a_handle(ip, chat, magics):
     magics.display_mode = "notebook"
     with capture_output() as captured:
