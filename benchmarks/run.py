@@ -4,7 +4,7 @@ Usage (after ``benchmarks/setup.sh``)::
 
     benchmarks/.venv/bin/python benchmarks/run.py                 # every section
     benchmarks/.venv/bin/python benchmarks/run.py --only tokens,turns
-    python benchmarks/run.py --device cuda --model FOLDER --tag cuda --only load,tokens,ttft,turns,attention,memory
+    python benchmarks/run.py --device cuda --model FOLDER --tag cuda --only load,tokens,ttft,turns,prefill,memory
 
 Prints a Markdown table (also written to benchmarks/results/results.md, or results-TAG.md) and plots the
 latency of each turn to benchmarks/results/turn_latency.png (turn_latency-TAG.png). Greedy decoding on the
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # tests.support.serve, and hf_magic when not inst
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 RESULTS = ROOT / "benchmarks" / "results"
-SECTIONS = ("load", "tokens", "ttft", "turns", "attention", "magic", "endpoint", "memory", "invariance")
+SECTIONS = ("load", "tokens", "ttft", "turns", "prefill", "magic", "endpoint", "memory", "invariance")
 SYSTEM = "You're a helpful assistant"
 STORY = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 TOPICS = [
@@ -363,9 +363,8 @@ def section_turns(models: Models, report: Report, turns: int = 20, new_tokens: i
                 f"{firsts[0] * 1000:.0f} ms vs {firsts[-1] * 1000:.0f} ms; "
                 f"{per_token[0]:.1f} vs {per_token[-1]:.1f} ms",
             )
-            # Fresh zeroed pages are what a cache that reallocates as it grows costs (kv_layer.py). The first
-            # run is a new notebook's conversation (its buffers may grow on this very turn); later runs reuse
-            # memory the earlier ones freed.
+            # Fresh zeroed pages are what a cache that reallocates as it grows costs: transformers' DynamicCache
+            # concatenates each step's keys and values onto the context's.
             report.add(
                 "turn latency",
                 f"{name}: minor page faults during turn {turns}, each run",
@@ -530,51 +529,49 @@ def section_load(models: Models, report: Report, repeats: int = 8) -> None:
     )
 
 
-def section_attention(models: Models, report: Report, repeats: int = 50) -> None:
-    """One attention layer of the default model's shape: hf_magic's split-invariant kernel vs transformers' SDPA."""
+def section_prefill(models: Models, report: Report, length: int = 1420, repeats: int = 3) -> None:
+    """What chunked prefill costs: a fresh prompt in one pass (plain ``generate``) vs cut into hf_magic's
+    position-aligned chunks (``kv_cache.PREFILL_CHUNK``), the same model and attention (SDPA)."""
     import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from hf_magic.attention import split_invariant_attention
+    from hf_magic.kv_cache import PREFILL_CHUNK
 
-    config = models.plain.model.config
-    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
-    dim = config.hidden_size // heads
-    layer = models.plain.model.model.layers[0].self_attn  # is_causal, num_key_value_groups, as in the model
-    for rows, keys in ((1, 60), (1, 700), (1, 1420), (1420, 1420)):
-        query = torch.randn(1, heads, rows, dim, dtype=torch.bfloat16, device=TARGET.device)
-        key, value = (torch.randn(1, kv_heads, keys, dim, dtype=torch.bfloat16, device=TARGET.device) for _ in range(2))
-        costs = {}
-        count = repeats if rows == 1 else 5
-        for name, kernel in (("sdpa", sdpa_attention_forward), ("hf_magic", split_invariant_attention)):
-            with torch.inference_mode():
-                kernel(layer, query, key, value, None)  # warm-up
-                synchronize()
-                start = time.perf_counter()
-                for _ in range(count):
-                    kernel(layer, query, key, value, None)
-                synchronize()
-                costs[name] = (time.perf_counter() - start) / count
-        what = f"decode, {keys}-token context" if rows == 1 else f"causal prefill of {rows} tokens"
-        report.add(
-            "attention (one layer)",
-            f"SDPA vs hf_magic, {what}",
-            f"{costs['sdpa'] * 1000:.3f} ms vs {costs['hf_magic'] * 1000:.3f} ms",
-        )
+    model = models.llm.model
+    torch.manual_seed(0)
+    ids = torch.randint(100, model.config.vocab_size, (1, length), device=model.device)
+
+    def prefill(chunk: int | None) -> None:
+        with torch.inference_mode():
+            model.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False,
+                prefill_chunk_size=chunk, pad_token_id=models.tokenizer.eos_token_id,
+            )  # fmt: skip
+
+    prefill(None)  # warm-up
+    costs: dict[int | None, list[float]] = {None: [], PREFILL_CHUNK: []}
+    for _ in range(repeats):  # interleaved, so a load spike hits both
+        for chunk in costs:
+            costs[chunk].append(timed(lambda chunk=chunk: prefill(chunk))[0])
+    whole, chunked = (statistics.median(costs[chunk]) for chunk in costs)
+    report.add(
+        "prefill",
+        f"{length} tokens: one pass vs chunks of {PREFILL_CHUNK} (median of {repeats})",
+        f"{whole * 1000:.0f} ms vs {chunked * 1000:.0f} ms ({chunked / whole:.2f}x)",
+    )
 
 
 def section_invariance(
     models: Models, report: Report, length: int = 900, cuts: tuple[int, ...] = (100, 500, 897)
 ) -> None:
-    """Do logits depend on how a sequence is cut into prefills (what cache reuse does)? hf_magic's model in
-    pieces with its KV cache vs in one pass, for each attention kernel and dtype: max |difference|."""
+    """Do logits depend on how a sequence is cut into prefills (what cache reuse does)? The model in pieces with
+    its KV cache vs in one pass, at arbitrary cuts; and a reused turn (a cache of whole chunks, then chunked)
+    vs a fresh chunked prefill, which is what hf_magic compares: max |difference| of the logits."""
     import torch
 
-    from hf_magic.attention import ATTENTION_NAME, register
-    from hf_magic.kv_cache import cache_keyword, new_cache
+    from hf_magic.kv_cache import PREFILL_CHUNK, cache_keyword, new_cache
 
     model = models.llm.model
-    chosen, dtype = model.config._attn_implementation, model.dtype
+    dtype = model.dtype
     torch.manual_seed(0)
     ids = torch.randint(100, model.config.vocab_size, (1, length), device=model.device)
 
@@ -586,26 +583,34 @@ def section_invariance(
                 start = end
         return torch.cat(out, dim=1)
 
-    register()
+    def aligned(start: int) -> list[int]:
+        return list(range(start, length, PREFILL_CHUNK))[1:]
+
     try:
-        for kernel in ("sdpa", ATTENTION_NAME):
-            model.set_attn_implementation(kernel)
-            for as_type in (torch.bfloat16, torch.float32):
-                model.to(as_type)
-                difference = (logits(list(cuts)) - logits([])).abs().max().item()
+        for as_type in (torch.bfloat16, torch.float32):
+            model.to(as_type)
+            name = str(as_type).removeprefix("torch.")
+            for what, pieces, reference in (
+                (f"cut at {list(cuts)} vs one pass", list(cuts), []),
+                (
+                    f"a reused turn (cache of {4 * PREFILL_CHUNK}, then chunks) vs a fresh chunked prefill",
+                    [4 * PREFILL_CHUNK, *aligned(4 * PREFILL_CHUNK)],
+                    aligned(0),
+                ),
+            ):
+                difference = (logits(pieces) - logits(reference)).abs().max().item()
                 report.add(
                     "split invariance",
-                    f"{kernel}, {str(as_type).removeprefix('torch.')}: {length} tokens cut at {list(cuts)} vs one pass",
+                    f"{model.config._attn_implementation}, {name}, {length} tokens: {what}",
                     "bitwise equal" if difference == 0 else f"largest logit difference {difference:.3g}",
                 )
     finally:
         model.to(dtype)
-        model.set_attn_implementation(chosen)
 
 
 SECTION_FUNCTIONS: dict[str, Callable[[Models, Report], None]] = {
     "load": section_load,
-    "attention": section_attention,
+    "prefill": section_prefill,
     "tokens": section_tokens,
     "ttft": section_ttft,
     "turns": section_turns,

@@ -48,3 +48,10 @@ def env_token() -> str | None:
 def progress_disabled() -> bool:
     """Honour huggingface_hub's switch for progress bars."""
     return _truthy(os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"))
+
+
+def onednn_max_cpu_isa() -> str | None:
+    """The instruction-set cap a user set for oneDNN (``ONEDNN_MAX_CPU_ISA``, formerly ``DNNL_MAX_CPU_ISA``),
+    upper-cased; ``None`` when unset. A cap below AVX512_CORE_BF16 makes oneDNN emulate bf16."""
+    value = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return value.strip().upper() if value and value.strip() else None

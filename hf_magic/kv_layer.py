@@ -3,7 +3,8 @@
 transformers' ``DynamicLayer`` concatenates on every forward pass: each decoded token allocates the whole
 context's keys and values of every layer anew. In a growing conversation each allocation is larger than any
 freed before, so glibc maps fresh zeroed pages for it: 8405 minor page faults in turn 20 of the scripted chat
-of ``benchmarks/run.py --only turns`` (about 1.4k tokens), against a few hundred with this layer. Here the states
+of ``benchmarks/run.py --only turns`` (about 1.4k tokens), against a few hundred with this layer; on a 2-core
+machine, 64 vs 57 ms per decoded token at turn 20, and turns 15-20 took 1855 vs 1723 ms. Here the states
 live in buffers with room to grow; ``keys``/``values`` are views of their filled prefix, so every reader of
 ``DynamicLayer`` (crop, sequence length, masks) works unchanged and a crop only shortens the views."""
 

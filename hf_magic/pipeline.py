@@ -85,9 +85,9 @@ class HuggingFacePipeline(BaseLLM):
     batch_size: int = DEFAULT_BATCH_SIZE
     reuse_kv_cache: bool = True
     """Keep the conversation's KV cache between calls and prefill only the new tokens (with the last reply,
-    which was decoded one token at a time). Replies are identical to a fresh prefill's when the model runs
-    the split-invariant attention that hf_magic loads CPU models with (``attention.py``); under other attention
-    kernels a chunked prefill may round differently and flip near-ties of greedy or seeded decoding."""
+    which was decoded one token at a time, and the last partial prefill chunk). It changes speed, never a reply:
+    prompts are prefilled in position-aligned chunks either way, so a reused turn computes exactly what a fresh
+    prefill computes (``kv_cache.py``)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
@@ -145,8 +145,8 @@ class HuggingFacePipeline(BaseLLM):
         model, tokenizer = load_model_and_tokenizer(
             path, device=device, device_map=device_map, model_kwargs=model_kwargs, progress=progress
         )
-        # Where loading put it: transformers' pipeline would move a model without a device map to the GPU (after
-        # loading chose its attention for the CPU), and cannot place a model that has one.
+        # Where loading put it: transformers' pipeline would move a model without a device map to the GPU (when
+        # device="cpu" was asked for), and cannot place a model that has one.
         placed = {} if getattr(model, "hf_device_map", None) else {"device": model.device}
         pipe = make_pipeline(task, model=model, tokenizer=tokenizer, batch_size=batch_size, **placed)
         name = config.DEFAULT_MODEL_NAME if is_default_model(model_id) else model_id
@@ -413,7 +413,7 @@ class HuggingFacePipeline(BaseLLM):
                 ids = torch.tensor([input_ids], device=self.model.device)
                 with torch.inference_mode():
                     # Prefill only what the last generation did not see (a failed one leaves no cache).
-                    lease = self._kv_cache.take(self.model, input_ids) if self.reuse_kv_cache else None
+                    lease = self._kv_cache.take(self.model, input_ids, reuse=self.reuse_kv_cache)
                     output = self.model.generate(
                         input_ids=ids,
                         attention_mask=torch.ones_like(ids),
@@ -422,7 +422,7 @@ class HuggingFacePipeline(BaseLLM):
                         **(lease.generate_kwargs() if lease else {}),
                         **generate_kwargs,
                     )
-                if lease is not None:
+                if lease is not None and self.reuse_kv_cache:
                     self._kv_cache.keep(
                         self.model, lease, getattr(output, "sequences", output)[0].tolist(), len(input_ids)
                     )

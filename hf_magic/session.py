@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from . import attention
 from .backend import Usage
 from .chat_models import ChatHuggingFace
 from .errors import HfMagicError, InvalidInputError
@@ -224,7 +223,6 @@ class ChatSession:
         if self.chat_model is None:
             return
         self.chat_model, self._loaded_spec = None, None
-        attention.release_workspace()
         gc.collect()
         try:
             import torch

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hf_magic import DefaultModelMissingError, ModelNotFoundError, ProgressEvent, config
+from hf_magic import DefaultModelMissingError, ModelNotFoundError, ProgressEvent, config, loading
 from hf_magic.loading import (
+    cpu_computes_bf16,
     default_gguf_path,
     ensure_default_model,
     load_model_and_tokenizer,
@@ -24,6 +25,38 @@ def test_cache_dir_follows_hf_magic_cache_then_xdg(monkeypatch, tmp_path):
     assert config.cache_dir() == tmp_path / "xdg" / "hf_magic"
     monkeypatch.setenv("HF_MAGIC_CACHE", str(tmp_path / "mine"))
     assert config.cache_dir() == tmp_path / "mine"
+
+
+@pytest.mark.parametrize(
+    ("flags", "cap", "native"),
+    [
+        ({"avx512f", "avx512_bf16"}, None, True),
+        ({"avx512f", "amx_bf16", "avx512_bf16"}, "AVX512_CORE_BF16", True),  # no AMX, still bf16 instructions
+        ({"avx512f", "avx512_bf16"}, "avx2", False),  # oneDNN capped below bf16: emulated
+        ({"avx512f", "avx512_bf16"}, "AVX512_CORE", False),
+        ({"avx2", "fma"}, None, False),
+        (set(), None, False),  # no /proc/cpuinfo: assume emulation
+    ],
+)
+def test_native_bf16_follows_the_cpu_flags_and_onednn_cap(monkeypatch, flags, cap, native):
+    monkeypatch.setattr(loading, "_cpu_flags", lambda: flags)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if cap is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert cpu_computes_bf16() is native
+
+
+@pytest.mark.integration
+def test_a_cpu_without_native_bf16_loads_the_default_model_in_float32(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(loading, "cpu_computes_bf16", lambda: False)
+    model, _ = load_model_and_tokenizer(ensure_default_model())
+    assert model.dtype == torch.float32
+    model, _ = load_model_and_tokenizer(ensure_default_model(), model_kwargs={"dtype": "bfloat16"})
+    assert model.dtype == torch.bfloat16  # asked for: kept
 
 
 def test_missing_wheel_names_the_install_command(monkeypatch):

@@ -5,13 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 
-def tiny_causal_lm(family: str = "Llama", attention: str | None = None, **config: Any) -> Any:
+def tiny_causal_lm(family: str = "Llama", **config: Any) -> Any:
     """``<family>ForCausalLM`` with 2 layers, 4 query heads sharing 2 key/value heads, a 100-token vocabulary
-    and seed 0, in eval mode; ``attention`` names its ``attn_implementation`` (hf_magic's is registered)."""
+    and seed 0, in eval mode; ``config`` overrides or adds configuration fields."""
     import torch
     import transformers
-
-    from hf_magic.attention import register
 
     torch.manual_seed(0)
     sizes = dict(
@@ -19,7 +17,4 @@ def tiny_causal_lm(family: str = "Llama", attention: str | None = None, **config
         intermediate_size=64,
     )  # fmt: skip
     model_config = getattr(transformers, f"{family}Config")(**{**sizes, **config})
-    if attention is not None:
-        register()
-        model_config._attn_implementation = attention
     return getattr(transformers, f"{family}ForCausalLM")(model_config).eval()
