@@ -41,7 +41,7 @@ def test_panel_in_jupyterlab(jupyter_lab: JupyterLab, lab_page: Any) -> None:
     page.click(f"{PANEL} .hf-magic-send")
     page.wait_for_selector(f"{PANEL} .hfm-turn.hfm-done", timeout=REPLY_TIMEOUT_MS)
     reply = page.inner_text(f"{PANEL} .hfm-turn.hfm-done .hfm-reply")
-    assert "Paris" in reply
+    assert reply.strip()
     assert "● loaded" in page.inner_text(f"{PANEL} .hfm-status")
     usage = page.inner_text(f"{PANEL} .hfm-usage")
     assert re.search(r"last: \d+ in \+ \d+ out tokens", usage) and "context:" in usage
