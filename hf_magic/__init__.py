@@ -6,6 +6,7 @@ from .backend import ChatDelta, ChatRequest, GenerationParams, Usage
 from .chat_models import ChatHuggingFace
 from .endpoint import HuggingFaceEndpoint
 from .errors import (
+    ContextWindowError,
     DefaultModelMissingError,
     EndpointError,
     GenerationCancelled,
@@ -15,7 +16,9 @@ from .errors import (
     QuantizationError,
     SchemaError,
     StreamInterruptedError,
+    StructuredOutputCutError,
 )
+from .loading import ensure_default_model as default_model_path
 from .panel import ChatPanel
 from .pipeline import HuggingFacePipeline
 from .progress import ProgressEvent
@@ -40,6 +43,7 @@ __all__ = [
     "ChatHuggingFace",
     "ChatPanel",
     "ChatRequest",
+    "ContextWindowError",
     "DefaultModelMissingError",
     "EndpointError",
     "GenerationCancelled",
@@ -53,5 +57,7 @@ __all__ = [
     "QuantizationError",
     "SchemaError",
     "StreamInterruptedError",
+    "StructuredOutputCutError",
     "Usage",
+    "default_model_path",
 ]

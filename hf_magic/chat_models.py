@@ -26,14 +26,15 @@ from langchain_core.messages import (
 from langchain_core.output_parsers import JsonOutputKeyToolsParser, JsonOutputParser, PydanticToolsParser
 from langchain_core.output_parsers.pydantic import PydanticOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableGenerator, RunnableMap, RunnablePassthrough
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_json_schema, convert_to_openai_tool
+from langchain_core.utils.json import parse_json_markdown
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .backend import ChatBackend, ChatDelta, ChatRequest, GenerationParams
-from .errors import InvalidInputError
+from .errors import InvalidInputError, StructuredOutputCutError
 
 _PROVIDER = "huggingface"
 
@@ -406,6 +407,7 @@ class ChatHuggingFace(BaseChatModel):
             parser = PydanticOutputParser(pydantic_object=schema) if is_pydantic else JsonOutputParser()  # type: ignore[arg-type]
         else:
             raise InvalidInputError(f"Unknown method {method!r}: use 'function_calling', 'json_schema' or 'json_mode'.")
+        parser = _cut_reply_check(method) | parser
         if not include_raw:
             return llm | parser
         parsed = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
@@ -417,6 +419,60 @@ _CHAT_FIELDS = {name for name in ChatHuggingFace.model_fields if name not in ("l
     "max_new_tokens",
     "stop_sequences",
 }
+
+
+def _cut_reply_check(method: str) -> Runnable:
+    """Passes the reply on unchanged (streamed chunk by chunk), then raises ``StructuredOutputCutError`` when
+    the token limit cut it before the structured part was whole: the parsers would return ``None`` (tool
+    calls) or a partial object without a word about why."""
+
+    def check(messages: Iterator[BaseMessage]) -> Iterator[BaseMessage]:
+        whole: Any = None
+        for message in messages:
+            whole = message if whole is None else whole + message
+            yield message
+        if whole is not None:
+            _raise_if_cut(whole, method)
+
+    async def acheck(messages: AsyncIterator[BaseMessage]) -> AsyncIterator[BaseMessage]:
+        whole: Any = None
+        async for message in messages:
+            whole = message if whole is None else whole + message
+            yield message
+        if whole is not None:
+            _raise_if_cut(whole, method)
+
+    return RunnableGenerator(check, acheck, name="check_structured_reply_whole")
+
+
+def _raise_if_cut(message: BaseMessage, method: str) -> None:
+    if message.response_metadata.get("finish_reason") != "length":
+        return
+    if _structured_part_is_whole(message, method):
+        return
+    usage = getattr(message, "usage_metadata", None) or {}
+    limit = f"max_new_tokens={usage['output_tokens']}" if usage.get("output_tokens") else "max_new_tokens"
+    raise StructuredOutputCutError(
+        f"The structured reply was cut at {limit} before the JSON closed: raise max_new_tokens.",
+        llm_output=message.text,
+    )
+
+
+def _structured_part_is_whole(message: BaseMessage, method: str) -> bool:
+    if method != "function_calling":
+        return _is_json(message.text, markdown=True)
+    chunks = getattr(message, "tool_call_chunks", None)
+    if chunks:  # streamed: langchain reads a cut call's arguments as partial JSON into tool_calls
+        return all(_is_json(chunk.get("args") or "{}") for chunk in chunks)
+    return bool(getattr(message, "tool_calls", None))
+
+
+def _is_json(text: str, markdown: bool = False) -> bool:
+    try:
+        parse_json_markdown(text, parser=json.loads) if markdown else json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _first(*values: Any) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from langchain_core.exceptions import OutputParserException
+
 
 class HfMagicError(Exception):
     """Base class for every error hf_magic raises on purpose.
@@ -52,3 +54,58 @@ class SchemaError(HfMagicError, ValueError):
 
 class GenerationCancelled(HfMagicError):
     """Generation was stopped by the user (Stop button, kernel interrupt)."""
+
+
+class ContextWindowError(InvalidInputError):
+    """A prompt longer than the model's context window: refused before any prefill, never truncated.
+
+    ``prompt_tokens`` is the whole prompt, ``history_tokens`` the earlier messages alone (when known),
+    ``context_length`` the model's window.
+    """
+
+    def __init__(
+        self,
+        prompt_tokens: int,
+        context_length: int,
+        *,
+        model: str = "the model",
+        history_tokens: int | None = None,
+        remedy: str = "shorten the message, keep fewer earlier turns (history_limit), or start a new conversation",
+    ) -> None:
+        self.prompt_tokens, self.context_length, self.history_tokens = prompt_tokens, context_length, history_tokens
+        self.model = model
+        if history_tokens is not None and history_tokens >= context_length:
+            what = (
+                f"The conversation so far is already {history_tokens:,} tokens, over the {context_length:,}-token "
+                f"context window of {model}, before the new message"
+            )
+        else:
+            what = (
+                f"The prompt is {prompt_tokens:,} tokens but {model} holds {context_length:,} "
+                "(prompt plus at least one reply token)"
+            )
+        super().__init__(f"{what}: nothing was sent; {remedy}.")
+
+    def with_remedy(self, remedy: str) -> ContextWindowError:
+        """The same refusal, with what to do worded for the caller (the magic names its own options)."""
+        return ContextWindowError(
+            self.prompt_tokens,
+            self.context_length,
+            model=self.model,
+            history_tokens=self.history_tokens,
+            remedy=remedy,
+        )
+
+
+class StructuredOutputCutError(HfMagicError, OutputParserException):
+    """Structured output that ``max_new_tokens`` cut before its JSON closed (no grammar could close it in
+    time: a remote endpoint, or a budget below the shortest valid reply). An ``OutputParserException``, so
+    ``include_raw=True`` reports it as ``parsing_error`` and langchain's retry parsers see a parsing failure."""
+
+    def __init__(self, message: str, llm_output: str | None = None) -> None:
+        # Neither HfMagicError's nor OutputParserException's __init__: in this MRO the first calls the second,
+        # which appends a troubleshooting link to the one-line message.
+        Exception.__init__(self, " ".join(message.split()))
+        self.observation = None
+        self.llm_output = llm_output
+        self.send_to_llm = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import keyword
 import re
 import shlex
 import string
@@ -21,7 +22,7 @@ from IPython.utils.process import arg_split
 from langchain_core.messages import AIMessage
 from traitlets import Bool, Enum, Float, Integer, Unicode
 
-from .errors import HfMagicError, InvalidInputError
+from .errors import ContextWindowError, HfMagicError, InvalidInputError
 from .progress_views import ProgressView, format_bytes, make_progress_view
 from .render import ErrorLine, InfoTable, Reply, Streaming, Transcript, UsageReport, usage_line
 from .session import ChatSession, ModelSpec, Turn, all_sessions, get_session
@@ -85,6 +86,22 @@ def spec_from_options(current: ModelSpec, options: argparse.Namespace) -> ModelS
     if changes.get("backend") == "pipeline":
         changes.setdefault("endpoint_url", None)
     return replace(current, **changes) if changes else current
+
+
+def check_options(options: argparse.Namespace) -> None:
+    """Refuse what argparse lets through but cannot work, in the magic's own words.
+
+    Raises:
+        InvalidInputError: ``-o`` is not a variable name, or ``--history-limit`` is negative.
+    """
+    name = options.output
+    if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
+        why = "a Python keyword" if keyword.iskeyword(name) else "not a valid variable name"
+        raise InvalidInputError(f"-o {name!r} is {why}: use a name like reply or answer_1.")
+    if options.history_limit is not None and options.history_limit < 0:
+        raise InvalidInputError(
+            f"--history-limit must be 0 or more, got {options.history_limit}: 0 sends no earlier turns."
+        )
 
 
 def reply_message(turn: Turn) -> AIMessage:
@@ -333,6 +350,9 @@ class HfChatMagics(Magics):
     )
     @argument("--dtype", default=None, help="torch dtype for local models: bfloat16, float16, float32, auto.")
     @argument("--session", default=None, help="Name of an independent conversation (default: 'default').")
+    @argument(
+        "--history-limit", type=int, default=None, metavar="N", help="Send only the N most recent turns with this cell."
+    )
     @argument("--new", action="store_true", help="Start a fresh conversation (the model stays loaded).")
     @argument("--no-stream", action="store_true", help="Show the reply only when it is complete.")
     @argument("-o", "--output", default=None, metavar="VAR", help="Store the reply (an AIMessage) in VAR.")
@@ -359,21 +379,39 @@ class HfChatMagics(Magics):
 
     def _run_cell(self, options: argparse.Namespace, cell: str) -> None:
         session = self._session(options.session)
+        # Every option is checked before anything changes (reset, system prompt, load): a typo costs nothing.
+        check_options(options)
+        spec_from_options(session.spec, options)  # a bad --dtype, --backend... (ModelSpec checks itself)
         # The cell's trailing newline is not part of the message (small models answer it differently).
         text = cell.strip()
         if options.interpolate or self.interpolate:
             text = interpolate(text, self.shell.user_ns if self.shell is not None else {})
         if not text.strip():
             raise InvalidInputError("The cell is empty: write your message below the %%hfchat line.")
+        max_new_tokens = options.max_new_tokens if options.max_new_tokens is not None else self.max_new_tokens
+        if max_new_tokens is not None and max_new_tokens <= 0:  # say it in the magic's terms, before any load
+            raise InvalidInputError(f"--max-new-tokens must be a positive integer, got {max_new_tokens}: try 256.")
+        # The whole cell holds the session: a panel acting on it meanwhile waits, or is told a reply is running.
+        with session.exclusive("run this cell"):
+            try:
+                self._send_cell(session, options, text, cell, max_new_tokens)
+            except ContextWindowError as exc:
+                raise exc.with_remedy(
+                    "shorten the cell, send fewer earlier turns (--history-limit N), "
+                    "or start over (%hfchat reset, or --new)"
+                ) from exc
+
+    def _send_cell(
+        self, session: ChatSession, options: argparse.Namespace, text: str, cell: str, max_new_tokens: int | None
+    ) -> None:
         spec = spec_from_options(session.spec, options)
         if options.new:
             session.reset()
         if options.system is not None:
             session.settings.system_prompt = options.system or None
+        if options.history_limit is not None:
+            session.settings.history_limit = options.history_limit
         stream = self.stream and not options.no_stream
-        max_new_tokens = options.max_new_tokens if options.max_new_tokens is not None else self.max_new_tokens
-        if max_new_tokens is not None and max_new_tokens <= 0:  # say it in the magic's terms, before any load
-            raise InvalidInputError(f"--max-new-tokens must be a positive integer, got {max_new_tokens}: try 256.")
         fmt = options.format or self.output_format
         view: ReplyView
         if self.notebook:

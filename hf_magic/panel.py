@@ -202,7 +202,10 @@ class ChatPanel:
             self._show_error("A reply or a load is running: press Stop or wait, then unload.")
             return
         self._clear_error()
-        self.session.unload()
+        try:
+            self.session.unload()
+        except HfMagicError as exc:  # a %%hfchat cell started a reply meanwhile
+            self._show_error(str(exc))
 
     def send(self, text: str | None = None) -> None:
         """Send ``text`` (default: the message box) on a worker thread; the reply streams into the transcript."""
@@ -210,10 +213,11 @@ class ChatPanel:
         if not message.strip():
             self._show_error("The message is empty: type something to send.")
             return
+        spec = None
         if not self.session.loaded and not self.busy:
             # nothing loaded yet: the first message loads what the pickers show
             try:
-                self.session.spec = self.selected_spec()
+                spec = self.selected_spec()
             except HfMagicError as exc:
                 self._show_error(str(exc))
                 return
@@ -222,7 +226,8 @@ class ChatPanel:
 
         def run() -> None:
             try:
-                self.session.send(message)
+                # The spec goes with the message, not into session.spec: a failed load leaves the session as it was.
+                self.session.send(message, spec=spec)
             except HfMagicError:
                 if text is None and not self.input.value:
                     self.input.value = message  # give the user their message back to retry
@@ -239,8 +244,14 @@ class ChatPanel:
         if self.session.busy:
             self._show_error("A reply is being generated: press Stop first, then Reset.")
             return
+        if self._task == "load":  # the session would wait for the load, and this click would block the kernel
+            self._show_error("A model is loading: wait for it, then Reset.")
+            return
         self._clear_error()
-        self.session.reset()
+        try:
+            self.session.reset()
+        except HfMagicError as exc:  # a %%hfchat cell started a reply meanwhile
+            self._show_error(str(exc))
 
     def export(self, path: str | None = None) -> Path | None:
         """Write the transcript to ``path`` (default: the panel's export box) as ``.md`` or ``.json``."""

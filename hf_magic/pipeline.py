@@ -23,7 +23,7 @@ from . import config
 from .backend import ChatDelta, ChatRequest, GenerationParams, Usage, join_deltas
 from .chat_template import render_prompt
 from .constraints import constrainer_for, grammar_spec
-from .errors import InvalidInputError
+from .errors import ContextWindowError, InvalidInputError
 from .kv_cache import ConversationCache
 from .loading import default_device, is_default_model, load_model_and_tokenizer, resolve_model_path, torch_device
 from .logprobs import LogprobsRecorder
@@ -217,10 +217,38 @@ class HuggingFacePipeline(BaseLLM):
         return aattach_tool_calls(deltas, _tool_names(request)) if _parses_tool_calls(request) else deltas
 
     def _chat_input_ids(self, request: ChatRequest) -> list[int]:
+        """The prompt's token ids.
+
+        Raises:
+            ContextWindowError: the prompt leaves no room for a reply token in the model's context window.
+        """
+        ids = self._render_ids(request.messages, request)
+        self._check_fits(ids, lambda: self._history_tokens(request))
+        return ids
+
+    def _render_ids(self, chat_messages: list[dict[str, Any]], request: ChatRequest) -> list[int]:
         tools = request.tools if request.tool_choice != "none" else None
-        messages, tools = prompt_messages(self.tokenizer, request.messages, tools)
+        messages, tools = prompt_messages(self.tokenizer, chat_messages, tools)
         prompt = render_prompt(self.tokenizer, messages, tools)
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def _history_tokens(self, request: ChatRequest) -> int | None:
+        """Tokens of the conversation before the new message (what the refusal tells apart from the message)."""
+        earlier = list(request.messages)
+        while earlier and earlier[-1].get("role") not in ("assistant", "system"):
+            earlier.pop()  # the trailing user / tool messages are the new message
+        if not earlier or len(earlier) == len(request.messages):
+            return None
+        return len(self._render_ids(earlier, request))
+
+    def _check_fits(self, input_ids: list[int], history_tokens: Callable[[], int | None] | None = None) -> None:
+        """Refuse a prompt that cannot fit, before any prefill: a prompt past the window would prefill for
+        minutes and then fail or answer garbage, and cutting it silently would answer a different question."""
+        window = self.context_length
+        if window is None or len(input_ids) + 1 <= window:
+            return
+        history = history_tokens() if history_tokens is not None else None
+        raise ContextWindowError(len(input_ids), window, model=self.model_name, history_tokens=history)
 
     def _logits_processors(self, request: ChatRequest, params: GenerationParams) -> list[Any]:
         """Logprob recording and grammar constraints for one generation (none unless asked for).
@@ -234,7 +262,9 @@ class HuggingFacePipeline(BaseLLM):
         spec = grammar_spec(request.tools, request.tool_choice, request.response_format)
         if spec is not None:
             constrainer = constrainer_for(self.model, self.tokenizer, _eos_token_ids(self.model, self.tokenizer))
-            processors.append(constrainer.logits_processor(spec))
+            # The grammar closes the JSON before the budget runs out, so it needs the budget.
+            budget = params.max_new_tokens or config.DEFAULT_MAX_NEW_TOKENS
+            processors.append(constrainer.logits_processor(spec, budget))
         return processors
 
     # ---------------------------------------------------------------------- text completion
@@ -262,6 +292,7 @@ class HuggingFacePipeline(BaseLLM):
     ) -> Iterator[GenerationChunk]:
         params = self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop}))
         input_ids = self.tokenizer(prompt)["input_ids"]
+        self._check_fits(input_ids)
         yield from stream_chunks(self._stream_ids(input_ids, params), run_manager)
 
     async def _astream(
@@ -273,6 +304,7 @@ class HuggingFacePipeline(BaseLLM):
     ) -> AsyncIterator[GenerationChunk]:
         params = self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop}))
         input_ids = self.tokenizer(prompt)["input_ids"]
+        self._check_fits(input_ids)
         async for chunk in astream_chunks(self._astream_ids(input_ids, params), run_manager):
             yield chunk
 

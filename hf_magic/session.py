@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,8 @@ from .progress import ProgressCallback, ProgressEvent
 
 Backend = Literal["pipeline", "endpoint"]
 Quantize = Literal["4bit", "8bit"]
+DTYPES = ("bfloat16", "float16", "float32", "auto")
+"""What ``--dtype`` and the panel's Dtype picker accept (torch dtype names, or the checkpoint's own)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,17 @@ class ModelSpec:
             raise InvalidInputError(f"Unknown quantization {self.quantize!r}: use '4bit' or '8bit'.")
         if self.backend == "endpoint" and self.quantize:
             raise InvalidInputError("Quantization applies to local models only: drop --quantize for an endpoint.")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            # Checked here, not at load: transformers would fail deep inside with "torch has no attribute ...".
+            raise InvalidInputError(f"Unknown dtype {self.dtype!r}: use one of {', '.join(DTYPES)}.")
+
+    def label(self) -> str:
+        """Short name for messages: ``default (pipeline)``, ``http://127.0.0.1:8000 (endpoint)``."""
+        if self.backend == "endpoint":
+            where = [self.provider] if self.provider and not self.endpoint_url else []
+            return f"{self.endpoint_url or self.model} ({', '.join(['endpoint', *where])})"
+        details = [p for p in (self.quantize, self.device, self.dtype) if p]
+        return f"{self.model} ({', '.join(['pipeline', *details])})"
 
     def describe(self) -> str:
         where = self.endpoint_url or self.provider or "local"
@@ -176,8 +190,13 @@ class ChatSession:
         self.chat_model: ChatHuggingFace | None = None
         self._loaded_spec: ModelSpec | None = None
         self._listeners: list[SessionListener] = []
-        self._busy = threading.Lock()
+        # Load, send, reset and the like hold this lock, so a panel and a cell acting at once take turns and
+        # never swap the model or rewrite the transcript under a reply. Reentrant: send loads under it.
+        self._lock = threading.RLock()
+        self._replying = False
         self._cancel = threading.Event()
+        self._fallback: tuple[ChatHuggingFace | None, ModelSpec] | None = None
+        """The model (and spec) to go back to while a new endpoint has not answered yet."""
 
     # ----------------------------------------------------------------------------- events
     def subscribe(self, listener: SessionListener) -> Callable[[], None]:
@@ -192,6 +211,32 @@ class ChatSession:
             except Exception:  # a broken view must not break the conversation
                 pass
 
+    # --------------------------------------------------------------------------- locking
+    @contextmanager
+    def exclusive(self, action: str) -> Iterator[None]:
+        """Hold the session for ``action`` (a load, a reset, a whole ``%%hfchat`` cell...).
+
+        Waits while another thread loads or resets; refuses at once while a reply is being generated,
+        since that can take minutes and only Stop ends it early.
+
+        Raises:
+            InvalidInputError: a reply is being generated (on any thread); ``action`` says what was refused.
+        """
+        if not self._lock.acquire(blocking=False):
+            if self._replying:
+                raise InvalidInputError(self._refusal(action))
+            self._lock.acquire()
+        try:
+            if self._replying:  # this same thread is mid-reply: a listener acting on the session
+                raise InvalidInputError(self._refusal(action))
+            yield
+        finally:
+            self._lock.release()
+
+    @staticmethod
+    def _refusal(action: str) -> str:
+        return f"A reply is being generated in this session: wait for it or press Stop, then {action}."
+
     # ------------------------------------------------------------------------------ model
     @property
     def loaded(self) -> bool:
@@ -200,11 +245,27 @@ class ChatSession:
     def load(self, spec: ModelSpec | None = None, progress: ProgressCallback | None = None) -> ChatHuggingFace:
         """Load ``spec`` (default: the session's) unless that exact model is loaded already.
 
-        The transcript is kept across model changes. On failure the previous model stays loaded.
+        The transcript is kept across model changes. The new model is loaded before the old one is let go,
+        so on failure the session stays on the model (and spec) it had. An endpoint is built without
+        contacting its server: the previous model is kept until the endpoint's first reply, and a failed first
+        reply switches back (see ``send``).
+
+        Raises:
+            InvalidInputError: a reply is being generated.
+            HfMagicError: the model cannot be loaded; the message says which model the session is still on.
         """
-        spec = spec or self.spec
+        with self.exclusive("load another model"):
+            return self._load_locked(spec or self.spec, progress)
+
+    def _load_locked(self, spec: ModelSpec, progress: ProgressCallback | None) -> ChatHuggingFace:
         if self.chat_model is not None and spec == self._loaded_spec:
             self.spec = spec
+            return self.chat_model
+        if self._fallback is not None and self._fallback[0] is not None and self._fallback[1] == spec:
+            # Back to the model an untried endpoint replaced: it is still in memory.
+            self.chat_model, self.spec = self._fallback
+            self._loaded_spec, self._fallback = spec, None
+            self._emit(SessionEvent("model_loaded"))
             return self.chat_model
 
         def report(event: ProgressEvent) -> None:
@@ -212,34 +273,70 @@ class ChatSession:
                 progress(event)
             self._emit(SessionEvent("progress", progress=event))
 
-        chat_model = load_chat_model(spec, report)
-        self.unload(notify=False)
-        self.chat_model, self._loaded_spec, self.spec = chat_model, spec, spec
+        current = self._current_spec()
+        try:
+            chat_model = load_chat_model(spec, report)
+        except HfMagicError as exc:
+            raise _noted(exc, self._still_on(current)) from exc
+        except Exception as exc:
+            message = f"Loading {spec.describe()} failed: {type(exc).__name__}: {exc}. {self._still_on(current)}"
+            raise HfMagicError(message) from exc
+        if spec.backend == "endpoint":
+            # Unproven until it answers: keep what to go back to (the first model an untried chain replaced).
+            self._fallback = self._fallback or (self.chat_model, current)
+            self.chat_model, self._loaded_spec, self.spec = chat_model, spec, spec
+        else:
+            self._unload_locked(notify=False)
+            self.chat_model, self._loaded_spec, self.spec = chat_model, spec, spec
         self._emit(SessionEvent("model_loaded"))
         return chat_model
 
-    def unload(self, notify: bool = True) -> None:
-        """Drop the loaded model and its caches, and give the memory back."""
-        if self.chat_model is None:
-            return
-        self.chat_model, self._loaded_spec = None, None
-        gc.collect()
-        try:
-            import torch
+    def _current_spec(self) -> ModelSpec:
+        return self._loaded_spec if self.chat_model is not None and self._loaded_spec is not None else self.spec
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+    def _still_on(self, spec: ModelSpec) -> str:
+        loaded = self.chat_model is not None and spec == self._loaded_spec
+        return f"The session is still on {spec.label()}{'' if loaded else ', not loaded yet'}."
+
+    def _revert_switch(self) -> ModelSpec | None:
+        """Go back to the model an endpoint replaced, after the endpoint's first reply failed."""
+        if self._fallback is None:
+            return None
+        previous_model, previous_spec = self._fallback
+        self._fallback = None
+        self.chat_model, self.spec = previous_model, previous_spec
+        self._loaded_spec = previous_spec if previous_model is not None else None
+        self._emit(SessionEvent("model_loaded" if previous_model is not None else "model_unloaded"))
+        return previous_spec
+
+    def unload(self, notify: bool = True) -> None:
+        """Drop the loaded model and its caches, and give the memory back.
+
+        Raises:
+            InvalidInputError: a reply is being generated.
+        """
+        with self.exclusive("unload the model"):
+            self._unload_locked(notify)
+
+    def _unload_locked(self, notify: bool) -> None:
+        if self.chat_model is None and self._fallback is None:
+            return
+        self.chat_model, self._loaded_spec, self._fallback = None, None, None
+        _free_memory()
         if notify:
             self._emit(SessionEvent("model_unloaded"))
 
     # ------------------------------------------------------------------------ conversation
     def reset(self) -> None:
-        """Forget the conversation (the model stays loaded)."""
-        self.turns.clear()
-        self._drop_kv_cache()
-        self._emit(SessionEvent("reset"))
+        """Forget the conversation (the model stays loaded).
+
+        Raises:
+            InvalidInputError: a reply is being generated.
+        """
+        with self.exclusive("reset the conversation"):
+            self.turns.clear()
+            self._drop_kv_cache()
+            self._emit(SessionEvent("reset"))
 
     def _drop_kv_cache(self) -> None:
         reset_cache = getattr(getattr(self.chat_model, "llm", None), "reset_cache", None)
@@ -271,13 +368,15 @@ class ChatSession:
 
     @property
     def busy(self) -> bool:
-        return self._busy.locked()
+        """True while a message is being answered (loading for it included)."""
+        return self._replying
 
     def send(
         self,
         text: str,
         *,
         key: str | None = None,
+        spec: ModelSpec | None = None,
         on_token: Callable[[str], None] | None = None,
         progress: ProgressCallback | None = None,
         **overrides: Any,
@@ -285,40 +384,48 @@ class ChatSession:
         """Send ``text``, stream the reply to ``on_token`` and listeners, record and return the turn.
 
         ``key`` names the sender (a notebook cell): a turn with the same key is replaced in place.
-        ``overrides`` are per-call generation settings (``temperature``, ``max_new_tokens``...).
-        A KeyboardInterrupt or ``stop()`` ends the reply early: it is kept with ``interrupted=True``.
+        ``spec`` is loaded first (default: the session's). ``overrides`` are per-call generation settings
+        (``temperature``, ``max_new_tokens``...). A KeyboardInterrupt or ``stop()`` ends the reply early: it is
+        kept with ``interrupted=True``. The first reply of a newly chosen endpoint proves it: if it fails, the
+        session goes back to the model it had, and the error says so.
 
         Raises:
-            InvalidInputError: empty message, or a reply is already being generated.
+            InvalidInputError: empty message, a prompt over the context window, or a reply is already being
+                generated.
             HfMagicError: loading or generation failed; the transcript and loaded model are unchanged.
         """
         if not text or not text.strip():
             raise InvalidInputError("The message is empty: type something to send.")
-        if not self._busy.acquire(blocking=False):
-            raise InvalidInputError("A reply is already being generated: wait for it or press Stop.")
-        try:
-            return self._send_locked(text, key, on_token, progress, overrides)
-        finally:
-            self._busy.release()
+        with self.exclusive("send the next message"):
+            self._replying = True
+            try:
+                return self._send_locked(text, key, spec, on_token, progress, overrides)
+            finally:
+                self._replying = False
 
     def _send_locked(
         self,
         text: str,
         key: str | None,
+        spec: ModelSpec | None,
         on_token: Callable[[str], None] | None,
         progress: ProgressCallback | None,
         overrides: dict[str, Any],
     ) -> Turn:
         self._cancel.clear()
-        chat_model = self.load(progress=progress)
+        chat_model = self._load_locked(spec or self.spec, progress)
         messages = self.build_messages(text, key)
         kwargs = {**self.settings.call_kwargs(), **{k: v for k, v in overrides.items() if v is not None}}
         turn = Turn(user=text, model=self.spec.model, system_prompt=self.settings.system_prompt, key=key)
         self._emit(SessionEvent("turn_started", turn=turn))
         pieces: list[str] = []
+        answered = False
         start = time.perf_counter()
         try:
             for chunk in self._stream(chat_model, messages, kwargs):
+                if not answered:
+                    answered = True
+                    self._fallback = None  # the new model answered: the one it replaced can go
                 if chunk.content:
                     if turn.time_to_first_token is None:
                         turn.time_to_first_token = time.perf_counter() - start
@@ -338,12 +445,21 @@ class ChatSession:
                     break
         except KeyboardInterrupt:
             turn.interrupted = True
-        except HfMagicError as exc:
-            self._emit(SessionEvent("turn_failed", turn=turn, error=str(exc)))
-            raise
         except Exception as exc:
-            error = HfMagicError(f"Generation failed: {type(exc).__name__}: {exc}")
+            error = (
+                exc
+                if isinstance(exc, HfMagicError)
+                else HfMagicError(f"Generation failed: {type(exc).__name__}: {exc}")
+            )
+            # A bad request is the caller's to fix; anything else before the first word means the new model
+            # (an endpoint nobody had tried yet) does not work: go back to the one it replaced.
+            if not answered and not isinstance(exc, InvalidInputError):
+                previous = self._revert_switch()
+                if previous is not None:
+                    error = _noted(error, self._still_on(previous))
             self._emit(SessionEvent("turn_failed", turn=turn, error=str(error)))
+            if error is exc:
+                raise
             raise error from exc
         turn.duration = time.perf_counter() - start
         if turn.interrupted:
@@ -388,40 +504,100 @@ class ChatSession:
         return (last.usage.total_tokens if last and last.usage else 0), self.context_length
 
     # ------------------------------------------------------------------------ persistence
+    def chat_messages(self, turns: list[Turn] | None = None) -> list[dict[str, str]]:
+        """The conversation (default: the whole transcript) as chat messages, ``{"role", "content"}`` with the
+        system prompt first when set: what ``tokenizer.apply_chat_template`` and OpenAI-style clients read."""
+        messages = []
+        if self.settings.system_prompt:
+            messages.append({"role": "system", "content": self.settings.system_prompt})
+        for turn in self.turns if turns is None else turns:
+            messages += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.reply}]
+        return messages
+
     def export(self, path: str | Path) -> Path:
-        """Write the transcript as Markdown (``.md``) or reloadable JSON (``.json``)."""
+        """Write the transcript as Markdown (``.md``) or reloadable JSON (``.json``).
+
+        The JSON holds ``turns`` (what ``load_transcript`` reads back, with usage and timings) and
+        ``messages`` (``chat_messages()``, for other tools).
+
+        Raises:
+            InvalidInputError: another suffix, a folder that does not exist, or a file that cannot be written.
+        """
         from .render import transcript_markdown
 
         target = Path(path).expanduser()
         if target.suffix == ".json":
+            turns = list(self.turns)
             data = {
                 "session": self.name,
                 "spec": asdict(self.spec),
                 "settings": asdict(self.settings),
-                "turns": [turn.to_dict() for turn in self.turns],
+                "turns": [turn.to_dict() for turn in turns],
+                "messages": self.chat_messages(turns),
             }
-            target.write_text(json.dumps(data, indent=2))
+            text = json.dumps(data, indent=2)
         elif target.suffix in (".md", ".markdown"):
-            target.write_text(transcript_markdown(self.turns, title=f"hf_magic session: {self.name}"))
+            text = transcript_markdown(self.turns, title=f"hf_magic session: {self.name}")
         else:
             raise InvalidInputError(f"Cannot export to {target.name!r}: use a .md or .json file name.")
+        folder = target.parent
+        if not folder.is_dir():
+            raise InvalidInputError(
+                f"Cannot export to {str(target)!r}: the folder {str(folder)!r} does not exist; "
+                "create it first or pick another path."
+            )
+        try:
+            target.write_text(text)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise InvalidInputError(
+                f"Cannot write {str(target)!r} ({reason}): pick a file in a folder you can write to."
+            ) from exc
         return target
 
     def load_transcript(self, path: str | Path) -> None:
-        """Replace the transcript with one exported as JSON (the loaded model is kept)."""
+        """Replace the transcript with one exported as JSON (the loaded model is kept).
+
+        Raises:
+            InvalidInputError: no such file, not an export, or a reply is being generated.
+        """
         source = Path(path).expanduser()
         try:
             data = json.loads(source.read_text())
             turns = [Turn.from_dict(item) for item in data["turns"]]
         except FileNotFoundError as exc:
             raise InvalidInputError(f"No file at {str(source)!r}: check the path.") from exc
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidInputError(f"{source.name} is not a transcript exported by `%hfchat export x.json`.") from exc
-        self.turns = turns
-        if data.get("settings", {}).get("system_prompt") is not None:
-            self.settings = replace(self.settings, system_prompt=data["settings"]["system_prompt"])
-        self._drop_kv_cache()
-        self._emit(SessionEvent("transcript_loaded"))
+        except OSError as exc:
+            raise InvalidInputError(f"Cannot read {str(source)!r} ({exc.strerror or type(exc).__name__}).") from exc
+        with self.exclusive("load a transcript"):
+            self.turns = turns
+            if data.get("settings", {}).get("system_prompt") is not None:
+                self.settings = replace(self.settings, system_prompt=data["settings"]["system_prompt"])
+            self._drop_kv_cache()
+            self._emit(SessionEvent("transcript_loaded"))
+
+
+def _noted(error: HfMagicError, note: str) -> HfMagicError:
+    """``error`` with ``note`` appended to its line, of the same type where that type takes a message."""
+    try:
+        noted = type(error)(f"{error} {note}")
+    except TypeError:  # a subclass built from other arguments
+        noted = HfMagicError(f"{error} {note}")
+    noted.__dict__.update(error.__dict__)
+    return noted
+
+
+def _free_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 _SESSIONS: dict[str, ChatSession] = {}

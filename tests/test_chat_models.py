@@ -1,10 +1,11 @@
-"""Message converters and tool_choice normalisation: pure functions, no model needed."""
+"""Message converters, tool_choice normalisation and structured output over a stand-in backend: no model needed."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
+from langchain_core.exceptions import OutputParserException
 from langchain_core.messages import (
     AIMessage,
     ChatMessage,
@@ -13,15 +14,18 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
+from pydantic import BaseModel
 
-from hf_magic import ChatDelta, InvalidInputError, Usage
+from hf_magic import ChatDelta, ChatHuggingFace, InvalidInputError, Usage
 from hf_magic.chat_models import (
+    StructuredOutputCutError,
     convert_delta_to_chunk,
     convert_delta_to_message,
     convert_message_to_dict,
     convert_messages,
     normalize_tool_choice,
 )
+from tests.support.replay_backend import ReplayBackend
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
 
@@ -103,3 +107,65 @@ def test_tool_choice_forms(choice, expected):
 def test_tool_choice_naming_an_unbound_tool_is_rejected():
     with pytest.raises(InvalidInputError, match="not a bound tool"):
         normalize_tool_choice("send_email", [WEATHER])
+
+
+# ------------------------------------------------------- structured output cut by the token limit
+
+
+class Joke(BaseModel):
+    """Joke to tell user."""
+
+    setup: str
+    punchline: str
+
+
+CUT_CALL = '<tool_call>\n{"name": "Joke", "arguments": {"setup": "The cat is a cat, a cat is'
+CUT_JSON = '{"setup": "The cat is a cat, a cat is'
+
+
+@pytest.mark.parametrize(("method", "text"), [("function_calling", CUT_CALL), ("json_schema", CUT_JSON)])
+async def test_reply_cut_before_the_json_closed_says_to_raise_max_new_tokens(method, text):
+    structured = ChatHuggingFace(llm=ReplayBackend([text], "length", output_tokens=64)).with_structured_output(
+        Joke, method=method
+    )
+    expected = r"cut at max_new_tokens=64 before the JSON closed: raise max_new_tokens\.$"
+    with pytest.raises(StructuredOutputCutError, match=expected):
+        structured.invoke("Tell me a joke about cats.")
+    with pytest.raises(StructuredOutputCutError, match=expected):
+        list(structured.stream("Tell me a joke about cats."))
+    with pytest.raises(StructuredOutputCutError, match=expected):
+        await structured.ainvoke("Tell me a joke about cats.")
+
+
+def test_cut_reply_with_include_raw_is_a_parsing_error_not_an_exception():
+    chat = ChatHuggingFace(llm=ReplayBackend([CUT_CALL], "length", output_tokens=64))
+    result = chat.with_structured_output(Joke, include_raw=True).invoke("Tell me a joke about cats.")
+    assert result["parsed"] is None
+    assert isinstance(result["parsing_error"], StructuredOutputCutError)
+    assert isinstance(result["parsing_error"], OutputParserException)  # what langchain's retry parsers catch
+    assert result["raw"].invalid_tool_calls  # the cut call is still there to inspect
+
+
+@pytest.mark.parametrize(
+    ("method", "text"),
+    [
+        ("function_calling", '<tool_call>\n{"name": "Joke", "arguments": {"setup": "Why?", "punchline": ""}}\n</tool'),
+        ("json_schema", '{"setup": "Why?", "punchline": ""}'),
+        ("json_mode", '```json\n{"setup": "Why?", "punchline": ""}'),
+    ],
+)
+def test_json_that_closed_on_the_last_token_is_parsed(method, text):
+    # What the grammar's close within the budget produces: finish_reason "length", JSON whole.
+    structured = ChatHuggingFace(llm=ReplayBackend([text], "length", output_tokens=64)).with_structured_output(
+        Joke, method=method
+    )
+    assert structured.invoke("Tell me a joke about cats.") == Joke(setup="Why?", punchline="")
+
+
+def test_broken_json_that_the_limit_did_not_cut_keeps_the_parsers_own_error():
+    structured = ChatHuggingFace(llm=ReplayBackend([CUT_JSON], "stop", output_tokens=64)).with_structured_output(
+        Joke, method="json_schema"
+    )
+    with pytest.raises(OutputParserException) as info:
+        structured.invoke("Tell me a joke about cats.")
+    assert not isinstance(info.value, StructuredOutputCutError)

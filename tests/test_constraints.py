@@ -1,5 +1,5 @@
-"""Which grammar a request needs and what those grammars accept (xgrammar, no model needed); at the end,
-structured output on the real default model."""
+"""Which grammar a request needs, what those grammars accept and how they close within the token budget
+(xgrammar, no model needed); at the end, structured output on the real default model."""
 
 from __future__ import annotations
 
@@ -8,19 +8,25 @@ from typing import Annotated
 
 import jsonschema
 import pytest
+import torch
+import xgrammar as xgr
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 from xgrammar.testing import _is_grammar_accept_string as accepts
 
+from hf_magic import ChatHuggingFace, HuggingFacePipeline
 from hf_magic.constraints import (
+    BudgetedGrammarProcessor,
     GrammarSpec,
+    Vocabulary,
     build_grammar,
+    closing_text,
     forced_tool_names,
     grammar_spec,
     response_format_schema,
     tool_call_schema,
 )
-from hf_magic.errors import InvalidInputError, SchemaError
+from hf_magic.errors import InvalidInputError, SchemaError, StructuredOutputCutError
 from hf_magic.tool_calls import parse_tool_calls
 
 
@@ -144,6 +150,142 @@ def test_cache_key_ignores_key_order():
     assert a.key == b.key
 
 
+# ------------------------------------------------------------------ closing within the budget
+# A vocabulary of single characters: every text has one spelling, so budgets count characters.
+CHARS = [chr(code) for code in range(32, 127)] + ["\n", "<eos>"]
+EOS = len(CHARS) - 1
+JOKE_SCHEMA = {
+    "title": "Joke",
+    "type": "object",
+    "properties": {"setup": {"type": "string"}, "punchline": {"type": "string"}},
+    "required": ["setup", "punchline"],
+}
+JOKE_TOOL = _tool("Joke", JOKE_SCHEMA["properties"], JOKE_SCHEMA["required"])
+RICH_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "count": {"type": "integer"},
+        "ratio": {"type": "number"},
+        "note": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "inner": {
+            "type": "object",
+            "properties": {"ok": {"type": "boolean"}, "colour": {"enum": ["red", "green"]}},
+            "required": ["ok", "colour"],
+        },
+        "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "nothing": {"type": "null"},
+        "maybe": {"type": "string"},
+    },
+    "required": ["count", "ratio", "note", "tags", "inner", "code", "nothing"],
+}
+RICH_DOC = {
+    "count": -12,
+    "ratio": 3.5e-2,
+    "note": 'a "quoted" \\ line\nand \u00e9',
+    "tags": ["x", "yz"],
+    "inner": {"ok": False, "colour": "red"},
+    "code": "ABC",
+    "nothing": None,
+}
+
+
+def _json_spec(schema: dict) -> GrammarSpec:
+    return response_format_schema({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+
+
+def _compiled(spec: GrammarSpec) -> tuple[object, Vocabulary]:
+    info = xgr.TokenizerInfo(CHARS, stop_token_ids=[EOS])
+    return xgr.GrammarCompiler(info).compile_grammar(build_grammar(spec)), Vocabulary(info)
+
+
+def _matcher_after(spec: GrammarSpec, text: str) -> object:
+    matcher = xgr.GrammarMatcher(_compiled(spec)[0])
+    assert matcher.accept_string(text)
+    return matcher
+
+
+@pytest.mark.parametrize("cut", range(len(json.dumps(RICH_DOC))))
+def test_closing_text_completes_the_json_wherever_it_was_cut(cut):
+    prefix = json.dumps(RICH_DOC)[:cut]  # inside strings, escapes, numbers, keys, arrays, nested objects
+    closing = closing_text(_matcher_after(_json_spec(RICH_SCHEMA), prefix))
+    assert closing is not None, prefix
+    jsonschema.validate(json.loads(prefix.encode() + closing), RICH_SCHEMA)
+
+
+def test_closing_text_of_a_tool_call_writes_missing_required_arguments():
+    prefix = '<tool_call>\n{"name": "Joke", "arguments": {"setup": "Why did the cat'
+    closing = closing_text(_matcher_after(grammar_spec([JOKE_TOOL], "required", None), prefix))
+    call = parse_tool_calls(prefix + closing.decode()).tool_calls[0]
+    assert call["name"] == "Joke"
+    jsonschema.validate(call["args"], JOKE_SCHEMA)
+
+
+def test_closing_text_leaves_the_matcher_as_it_was():
+    matcher = _matcher_after(_json_spec(JOKE_SCHEMA), '{"setup": "ab')
+    closing_text(matcher)
+    assert matcher.accept_string('c", "punchline": "d"}') and matcher.is_completed()
+
+
+def _run_away(spec: GrammarSpec, budget: int, favourite: str) -> tuple[str, BudgetedGrammarProcessor]:
+    """Decode with a stand-in model that always prefers ``favourite`` (then anything else, in a fixed order)
+    the way a small model keeps repeating inside a string: the grammar must still close in ``budget``."""
+    compiled, vocabulary = _compiled(spec)
+    processor = BudgetedGrammarProcessor(compiled, vocabulary, budget, spec.optional_tail)
+    preference = torch.linspace(0.0, 1.0, len(CHARS)).reshape(1, -1)
+    for rank, char in enumerate(reversed(favourite)):
+        preference[0, CHARS.index(char)] = 10.0 + rank
+    ids = torch.zeros((1, 1), dtype=torch.long)
+    for _ in range(budget):
+        token = int(processor(ids, preference.clone()).argmax())
+        ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+        if token == EOS:
+            break
+    return "".join(CHARS[token] for token in ids[0, 1:].tolist() if token != EOS), processor
+
+
+@pytest.mark.parametrize("budget", [30, 31, 36, 50, 120])
+def test_string_that_never_ends_is_closed_within_the_budget(budget):
+    text, processor = _run_away(_json_spec(JOKE_SCHEMA), budget, "a")
+    assert len(text) <= budget
+    jsonschema.validate(json.loads(text), JOKE_SCHEMA)  # 30 characters is the shortest valid Joke
+    assert processor.forced_close
+
+
+@pytest.mark.parametrize("budget", [60, 100])
+def test_array_that_never_ends_is_closed_within_the_budget(budget):
+    schema = {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": {"type": "string"}}, "total": {"type": "integer"}},
+        "required": ["items", "total"],
+    }
+    text, _ = _run_away(_json_spec(schema), budget, ',"a')
+    assert len(text) <= budget
+    document = json.loads(text)
+    jsonschema.validate(document, schema)
+    assert document["items"], "the model wrote items until the budget called for the close"
+
+
+def test_tool_call_closes_its_json_and_may_lose_only_the_closing_tag():
+    shortest = len('<tool_call>\n{"name": "Joke", "arguments": {"setup": "", "punchline": ""}}')
+    for budget in (shortest, shortest + 5, shortest + 40):
+        text, _ = _run_away(grammar_spec([JOKE_TOOL], "required", None), budget, "a")
+        calls = parse_tool_calls(text).tool_calls
+        assert len(calls) == 1 and len(text) <= budget, text
+        jsonschema.validate(calls[0]["args"], JOKE_SCHEMA)
+
+
+def test_budget_below_the_shortest_valid_reply_still_ends_on_time():
+    text, processor = _run_away(_json_spec(JOKE_SCHEMA), 12, "a")
+    assert len(text) == 12 and processor.forced_close  # cut: the chat model then says to raise max_new_tokens
+
+
+def test_model_that_closes_by_itself_is_left_alone():
+    text, processor = _run_away(_json_spec(JOKE_SCHEMA), 200, '"}')
+    jsonschema.validate(json.loads(text), JOKE_SCHEMA)
+    assert not processor.forced_close
+
+
 # ------------------------------------------------------------------- on the real default model
 class Person(BaseModel):
     """A person mentioned in the text."""
@@ -204,3 +346,54 @@ def test_uncompilable_schema_is_one_line_and_the_model_still_works(chat_model):
     with pytest.raises(SchemaError, match="cannot be used for constrained decoding"):
         chat_model.with_structured_output(bad, method="json_schema").invoke(EXTRACT)
     assert chat_model.invoke("What is the capital of France?", max_tokens=12).content
+
+
+class Joke(BaseModel):
+    """Joke to tell user."""
+
+    setup: str = Field(description="question to set up a joke")
+    punchline: str = Field(description="answer to resolve the joke")
+
+
+@pytest.fixture(scope="module", params=["bfloat16", "float32"])
+def llm_in_dtype(request, default_llm):
+    """The default model as loaded (bf16), and again in float32: the close must not rest on one dtype's picks."""
+    if request.param == "bfloat16":
+        return default_llm
+    return HuggingFacePipeline.from_model_id(
+        "default", task="text-generation", model_kwargs={"dtype": torch.float32}, pipeline_kwargs={"do_sample": False}
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["function_calling", "json_schema"])
+def test_joke_closes_within_64_tokens(llm_in_dtype, method):
+    # Greedy SmolLM2-135M writes "The cat is a cat, a cat is a cat, ..." inside "setup" until the budget ends.
+    chat = ChatHuggingFace(llm=llm_in_dtype, max_tokens=64)
+    result = chat.with_structured_output(Joke, method=method, include_raw=True).invoke("Tell me a joke about cats.")
+    assert result["parsing_error"] is None, result["raw"]
+    assert isinstance(result["parsed"], Joke)
+    raw = result["raw"]
+    assert raw.usage_metadata["output_tokens"] <= 64
+    finish = raw.response_metadata["finish_reason"]
+    # Either the model ended the JSON itself, or the budget did, on its last token.
+    assert finish in ("stop", "tool_calls") or (finish == "length" and raw.usage_metadata["output_tokens"] == 64)
+
+
+@pytest.mark.integration
+def test_tiny_budget_still_closes_the_object(default_llm):
+    chat = ChatHuggingFace(llm=default_llm, max_tokens=12)
+    reply = chat.invoke(
+        "Tell me a joke about cats.",
+        response_format={"type": "json_schema", "json_schema": {"name": "Joke", "schema": Joke.model_json_schema()}},
+    )
+    assert reply.usage_metadata["output_tokens"] <= 12
+    Joke.model_validate_json(reply.content)
+
+
+@pytest.mark.integration
+def test_budget_below_the_shortest_call_is_a_clear_error(default_llm):
+    # A forced tool call needs its "<tool_call>" wrapper and the name before the arguments: over 12 tokens.
+    structured = ChatHuggingFace(llm=default_llm, max_tokens=12).with_structured_output(Joke)
+    with pytest.raises(StructuredOutputCutError, match=r"cut at max_new_tokens=12 before the JSON closed"):
+        structured.invoke("Tell me a joke about cats.")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import _thread
 import json
+import socket
 import threading
 import uuid
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
@@ -20,7 +22,8 @@ from hf_magic.magics import (
     parse_subcommand,
     spec_from_options,
 )
-from hf_magic.session import ModelSpec, get_session
+from hf_magic.session import ModelSpec, Turn, get_session
+from tests.support.held_reply import HeldReply
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +142,50 @@ def test_non_positive_max_new_tokens_is_an_error_line_before_any_load(ip, capsys
     assert "Traceback" not in err
 
 
+def test_an_unknown_dtype_is_one_line_listing_the_valid_ones_before_any_load(ip, capsys):
+    name = session_name()
+    ip.run_cell_magic("hfchat", f"--session {name} --dtype float99", "Hello")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "AttributeError" not in err
+    assert "'float99'" in err and "bfloat16, float16, float32, auto" in err
+    assert not get_session(name).loaded
+
+
+@pytest.mark.parametrize("name", ["1abc", "class", "a-b"])
+def test_an_output_name_that_is_no_variable_is_one_line_before_any_load(ip, capsys, name):
+    session = session_name()
+    ip.run_cell_magic("hfchat", f"--session {session} -o {name}", "Hello")
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: -o {name!r} is ") and err.count("\n") == 1
+    assert ("keyword" in err) == (name == "class")
+    assert not get_session(session).loaded and name not in ip.user_ns
+
+
+def test_a_bad_option_changes_nothing_even_with_new_and_system(ip, capsys):
+    name = session_name()
+    session = get_session(name)
+    session.turns.append(Turn(user="Hi", reply="Hello!"))
+    ip.run_cell_magic("hfchat", f"--session {name} --new -s 'Be a pirate' --dtype float99", "Hello")
+    assert "float99" in capsys.readouterr().err
+    assert [t.user for t in session.turns] == ["Hi"] and session.settings.system_prompt is None
+
+
+def test_a_negative_history_limit_is_one_line(ip, capsys):
+    ip.run_cell_magic("hfchat", f"--session {session_name()} --history-limit -1", "Hello")
+    err = capsys.readouterr().err
+    assert err.startswith("Error: --history-limit must be 0 or more") and err.count("\n") == 1
+
+
+def test_export_into_a_folder_that_does_not_exist_is_one_line(ip, capsys):
+    name = session_name()
+    get_session(name).turns.append(Turn(user="Hi", reply="Hello!"))
+    ip.run_line_magic("hfchat", f"export /nonexistent_dir/x.json --session {name}")
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert "'/nonexistent_dir' does not exist" in captured.err and "pick another path" in captured.err
+    assert "Exported" not in captured.out and len(get_session(name).turns) == 1
+
+
 def test_history_of_an_empty_session(ip, capsys):
     ip.run_line_magic("hfchat", f"history --session {session_name()}")
     assert "(no messages yet)" in capsys.readouterr().out
@@ -235,6 +282,88 @@ def test_a_device_this_machine_lacks_is_one_line_and_keeps_the_session(ip, chat,
 
 
 @pytest.mark.integration
+def test_an_unknown_dtype_keeps_the_loaded_model(ip, chat, capsys):
+    model, turns = chat.chat_model, list(chat.turns)
+    ip.run_cell_magic("hfchat", f"--session {chat.name} --dtype float99", "Hello?")
+    assert "bfloat16, float16, float32, auto" in capsys.readouterr().err
+    assert chat.chat_model is model and chat.turns == turns and chat.spec == ModelSpec()
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A local port that is bound but never listens: connecting to it is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.integration
+def test_an_endpoint_that_cannot_be_reached_leaves_the_session_on_its_model(ip, chat, capsys, closed_port):
+    model, turns = chat.chat_model, list(chat.turns)
+    url = f"http://127.0.0.1:{closed_port}"
+    ip.run_cell_magic("hfchat", f"--session {chat.name} --endpoint-url {url}", "Hello?")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"Cannot reach {url}" in err and "Traceback" not in err
+    assert "The session is still on default (pipeline)." in err
+    assert chat.chat_model is model and chat.turns == turns and chat.spec == ModelSpec()
+    ip.run_cell_magic("hfchat", f"--session {chat.name} --max-new-tokens 4", "Say hello again.")  # a plain cell
+    assert chat.chat_model is model and len(chat.turns) == len(turns) + 1 and chat.turns[-1].reply
+
+
+@pytest.mark.integration
+def test_a_cell_over_the_context_window_is_refused_in_one_line(ip, chat, capsys):
+    model, turns = chat.chat_model, list(chat.turns)
+    ip.run_cell_magic("hfchat", f"--session {chat.name}", "word " * 9000)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "The prompt is " in err and "8,192" in err and "nothing was sent" in err
+    assert "--history-limit N" in err and "%hfchat reset" in err
+    assert chat.chat_model is model and chat.turns == turns
+
+
+@pytest.mark.integration
+def test_history_over_the_context_window_says_so_and_history_limit_gets_past_it(ip, chat, capsys, tmp_path):
+    model = chat.chat_model
+    ip.run_line_magic("hfchat", f"export {tmp_path / 'saved.json'} --session {chat.name}")
+    long = {"turns": [{"user": "word " * 9000, "reply": "ok"}], "settings": {}}
+    (tmp_path / "long.json").write_text(json.dumps(long))
+    ip.run_line_magic("hfchat", f"load {tmp_path / 'long.json'} --session {chat.name}")
+    try:
+        capsys.readouterr()
+        ip.run_cell_magic("hfchat", f"--session {chat.name} --max-new-tokens 4", "Say bye.")
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "The conversation so far is already" in err and "--history-limit" in err
+        assert len(chat.turns) == 1
+        ip.run_cell_magic("hfchat", f"--session {chat.name} --max-new-tokens 4 --history-limit 0", "Say bye.")
+        assert capsys.readouterr().err == ""
+        assert len(chat.turns) == 2 and chat.turns[-1].reply and chat.turns[-1].usage.input_tokens < 100
+    finally:
+        ip.run_line_magic("hfchat", f"load {tmp_path / 'saved.json'} --session {chat.name}")
+    assert chat.chat_model is model
+
+
+@pytest.mark.integration
+def test_cells_and_reset_while_another_thread_streams_are_one_line_each(ip, chat, capsys):
+    model, before = chat.chat_model, list(chat.turns)
+    held = HeldReply(chat, "Count from 1 to 20.", max_new_tokens=16)
+    try:
+        ip.run_cell_magic("hfchat", f"--session {chat.name} --new", "Start over.")
+        ip.run_cell_magic("hfchat", f"--session {chat.name} --dtype float32", "Load another.")
+        ip.run_cell_magic("hfchat", f"--session {chat.name}", "Me too.")
+        ip.run_line_magic("hfchat", f"reset --session {chat.name}")
+        err = capsys.readouterr().err
+        lines = err.splitlines()
+        assert len(lines) == 4 and all(line.startswith("Error: A reply is being generated") for line in lines)
+        assert chat.chat_model is model and chat.turns == before
+    finally:
+        held.release()
+    assert held.error is None and held.models_seen == {id(model)}
+    assert chat.chat_model is model and chat.spec == ModelSpec()
+    assert [t.user for t in chat.turns] == [t.user for t in before] + ["Count from 1 to 20."]
+    assert chat.turns[-1].reply
+
+
+@pytest.mark.integration
 def test_notebook_display_streams_through_a_handle(ip, chat, magics):
     magics.display_mode = "notebook"
     with capture_output() as captured:
@@ -258,7 +387,17 @@ def test_history_usage_status_export_load(ip, chat, tmp_path, capsys):
     assert "context length  8192" in out and "dtype           bfloat16" in out
     ip.run_line_magic("hfchat", f"export {tmp_path / 'chat.json'} --session {chat.name}")
     ip.run_line_magic("hfchat", f"export {tmp_path / 'chat.md'} --session {chat.name}")
-    assert json.loads((tmp_path / "chat.json").read_text())["turns"][0]["user"] == "What is the capital of France?"
+    exported = json.loads((tmp_path / "chat.json").read_text())
+    assert exported["turns"][0]["user"] == "What is the capital of France?"
+    messages = exported["messages"]
+    assert messages == [
+        message
+        for turn in chat.turns
+        for message in ({"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.reply})
+    ]
+    # what other tools do with it: the model's own chat template reads it as is
+    prompt = chat.chat_model.llm.tokenizer.apply_chat_template(messages, tokenize=False)
+    assert chat.turns[-1].reply in prompt
     assert "**Assistant**" in (tmp_path / "chat.md").read_text()
     other = session_name()
     ip.run_line_magic("hfchat", f"load {tmp_path / 'chat.json'} --session {other}")

@@ -289,6 +289,61 @@ def test_system_prompt_from_the_panel_reaches_the_model(shared_session: ChatSess
 
 
 @pytest.mark.integration
+def test_send_while_a_cell_generates_is_one_line_and_the_transcript_stays_whole(shared_session: ChatSession) -> None:
+    panel = ChatPanel(shared_session)
+    model, before = shared_session.chat_model, list(shared_session.turns)
+    streaming, release = threading.Event(), threading.Event()
+
+    def hold_after_first_token(event: SessionEvent) -> None:  # keeps the "cell" mid-reply while the panel acts
+        if event.kind == "token" and not streaming.is_set():
+            streaming.set()
+            release.wait(600)
+
+    unsubscribe = shared_session.subscribe(hold_after_first_token)
+    cell = threading.Thread(target=lambda: shared_session.send("Count from 1 to 10.", key="cell-busy"))
+    cell.start()
+    try:
+        assert streaming.wait(600)
+        panel.input.value = "Me too."
+        panel.send_button.click()
+        assert panel.wait(60)
+        assert "A reply is being generated" in panel.error.value and panel.error.value.count("<div") == 1
+        assert panel.input.value == "Me too."  # given back to retry
+        panel.reset()
+        assert "press Stop first" in panel.error.value
+        assert shared_session.turns == before and shared_session.chat_model is model
+    finally:
+        release.set()
+        cell.join(600)
+        unsubscribe()
+    assert [t.user for t in shared_session.turns] == [t.user for t in before] + ["Count from 1 to 10."]
+    assert shared_session.chat_model is model
+    panel.close()
+
+
+@pytest.mark.integration
+def test_an_endpoint_that_cannot_be_reached_switches_the_panel_back(shared_session: ChatSession) -> None:
+    import socket
+
+    panel = ChatPanel(shared_session)
+    model, before = shared_session.chat_model, list(shared_session.turns)
+    with socket.socket() as sock:  # bound, never listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        panel.backend.value = "endpoint"
+        panel.endpoint_url.value = url
+        panel.load_button.click()
+        assert panel.wait(60) and panel.error.value == ""
+        panel.send("Hello?")
+        assert panel.wait(60)
+    assert f"Cannot reach {url}" in panel.error.value and "still on default (pipeline)" in panel.error.value
+    assert shared_session.chat_model is model and shared_session.spec.backend == "pipeline"
+    assert panel.backend.value == "pipeline"  # the pickers show the model the session is back on
+    assert shared_session.turns == before
+    panel.close()
+
+
+@pytest.mark.integration
 def test_load_downloads_from_a_hub_with_byte_and_weight_progress(olah_env) -> None:
     panel = ChatPanel(ChatSession("panel-download"))
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
 
 import pytest
@@ -13,16 +12,7 @@ from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from hf_magic import ChatHuggingFace, HuggingFacePipeline
-from hf_magic.backend import ChatDelta, ChatRequest, Usage, join_deltas
-from hf_magic.tool_calls import attach_tool_calls
-
-# Greedy SmolLM2-135M on "Tell me a joke about cats." with the Joke tool forced writes, inside the
-# "setup" string, "The cat is a cat, a cat is a cat, ..." until max_tokens: the call is cut mid-JSON.
-_JOKE_LOOPS = (
-    "SmolLM2-135M (the 135M model's ability) repeats 'a cat is a cat, ...' inside the forced Joke call's "
-    "string under greedy decoding until max_tokens, so the call is cut mid-JSON; our path is proven on a "
-    "recorded real output by test_recorded_joke_call_becomes_structured_output"
-)
+from tests.support.replay_backend import ReplayBackend
 
 
 class _OnDefaultModel:
@@ -74,24 +64,6 @@ class TestPipelineChatModelIntegration(_OnDefaultModel, ChatModelIntegrationTest
     def chat_model_params(self) -> dict[str, Any]:
         return {"llm": self.llm, "max_tokens": 48}
 
-    @pytest.mark.xfail(reason=_JOKE_LOOPS, strict=False)
-    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
-    def test_structured_output(self, model: BaseChatModel, schema_type: Any) -> None:
-        super().test_structured_output(model, schema_type)
-
-    @pytest.mark.xfail(reason=_JOKE_LOOPS, strict=False)
-    @pytest.mark.parametrize("schema_type", ["pydantic", "typeddict", "json_schema"])
-    async def test_structured_output_async(self, model: BaseChatModel, schema_type: Any) -> None:
-        await super().test_structured_output_async(model, schema_type)
-
-    @pytest.mark.xfail(reason=_JOKE_LOOPS, strict=False)
-    def test_structured_output_pydantic_2_v1(self, model: BaseChatModel) -> None:
-        super().test_structured_output_pydantic_2_v1(model)
-
-    @pytest.mark.xfail(reason=_JOKE_LOOPS, strict=False)
-    def test_structured_output_optional_param(self, model: BaseChatModel) -> None:
-        super().test_structured_output_optional_param(model)
-
     @pytest.mark.xfail(
         reason="json_mode guarantees a JSON object, not its keys, and SmolLM2-135M (the model's ability) leaves out "
         "'punchline'; test_constraints.py::test_json_mode_reply_is_a_json_object proves the path on the real model",
@@ -109,18 +81,8 @@ class TestPipelineChatModelIntegration(_OnDefaultModel, ChatModelIntegrationTest
     def test_agent_loop(self, model: BaseChatModel) -> None:
         super().test_agent_loop(model)
 
-    @pytest.mark.xfail(
-        reason="SmolLM2-135M (the model's ability) spends the 48-token budget inside the Unicode customer's "
-        "arguments, so the forced call is cut mid-JSON and lands in invalid_tool_calls (as it should)",
-        strict=False,
-    )
-    def test_unicode_tool_call_integration(
-        self, model: BaseChatModel, *, tool_choice: str | None = None, force_tool_call: bool = True
-    ) -> None:
-        super().test_unicode_tool_call_integration(model, tool_choice=tool_choice, force_tool_call=force_tool_call)
 
-
-# ------------------------------------------------------- the xfailed features on a recorded output
+# ------------------------------------------- the structured-output parse path on a recorded output
 # SmolLM2-135M's real streamed pieces for the forced Joke call (sampled, temperature 0.8, seed 0,
 # max_tokens=60; recorded with HuggingFacePipeline._stream_ids): the budget ran out inside "</tool_call>".
 _RECORDED_JOKE = [
@@ -129,31 +91,6 @@ _RECORDED_JOKE = [
     " a", " cat", " do", "?", '",', ' "', "p", "unch", "line", '":', ' "', "it", " eats", " and", " sleep", "s",
     " and", " is", " a", " cat", '."', "}", "}", "\n", "</", "t", "ool", "_",
 ]  # fmt: skip
-
-
-class _Recorded:
-    """Replays recorded model output through the pipeline's own tool-call stage (``attach_tool_calls``)."""
-
-    model_name = "SmolLM2-135M-Instruct"
-
-    def __init__(self, pieces: list[str]) -> None:
-        self.pieces = pieces
-
-    def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
-        deltas = [ChatDelta(text=piece) for piece in self.pieces]
-        last = ChatDelta(finish_reason="length", usage=Usage(40, len(self.pieces)), model_name=self.model_name)
-        names = [tool["function"]["name"] for tool in request.tools or []]
-        return attach_tool_calls(iter([*deltas, last]), names)
-
-    def chat(self, request: ChatRequest) -> ChatDelta:
-        return join_deltas(list(self.stream_chat(request)))
-
-    async def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
-        for delta in self.stream_chat(request):
-            yield delta
-
-    async def achat(self, request: ChatRequest) -> ChatDelta:
-        return self.chat(request)
 
 
 class Joke(BaseModel):
@@ -176,7 +113,7 @@ JokeDict.__doc__ = "Joke to tell user."
 
 @pytest.mark.parametrize("schema", [Joke, JokeDict, Joke.model_json_schema()], ids=["pydantic", "typeddict", "json"])
 def test_recorded_joke_call_becomes_structured_output(schema: Any) -> None:
-    chat = ChatHuggingFace(llm=_Recorded(_RECORDED_JOKE))
+    chat = ChatHuggingFace(llm=ReplayBackend(_RECORDED_JOKE, model_name="SmolLM2-135M-Instruct"))
     structured = chat.with_structured_output(schema)
     for result in (structured.invoke("Tell me a joke about cats."), list(structured.stream("Tell me a joke"))[-1]):
         joke = result if isinstance(result, dict) else result.model_dump()

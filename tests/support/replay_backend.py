@@ -1,0 +1,39 @@
+"""A chat backend that replays fixed text through the real tool-call stage: parsers tested without a model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+from hf_magic.backend import ChatDelta, ChatRequest, Usage, join_deltas
+from hf_magic.tool_calls import attach_tool_calls
+
+
+class ReplayBackend:
+    """Streams ``pieces`` as deltas, then a last delta with ``finish_reason`` and usage, as a backend does."""
+
+    def __init__(
+        self,
+        pieces: list[str],
+        finish_reason: str = "length",
+        output_tokens: int | None = None,
+        model_name: str = "replay",
+    ) -> None:
+        self.pieces, self.finish_reason, self.model_name = pieces, finish_reason, model_name
+        self.output_tokens = len(pieces) if output_tokens is None else output_tokens
+
+    def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
+        usage = Usage(input_tokens=20, output_tokens=self.output_tokens)
+        deltas = [ChatDelta(text=piece) for piece in self.pieces]
+        deltas.append(ChatDelta(finish_reason=self.finish_reason, usage=usage, model_name=self.model_name))
+        names = [tool["function"]["name"] for tool in request.tools or []]
+        return attach_tool_calls(iter(deltas), names) if request.tools else iter(deltas)
+
+    def chat(self, request: ChatRequest) -> ChatDelta:
+        return join_deltas(list(self.stream_chat(request)))
+
+    async def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        for delta in self.stream_chat(request):
+            yield delta
+
+    async def achat(self, request: ChatRequest) -> ChatDelta:
+        return self.chat(request)
