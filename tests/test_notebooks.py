@@ -5,25 +5,69 @@ The rule for tags: a tagged cell prints only what holds on every machine (types,
 a forced tool's name, input token counts, which come from the tokenizer). Text the model generates is never
 compared, greedy or not: another CPU's kernels round differently and the greedy words change, and with them the
 output token counts, finish reasons and reply lengths. Nor are versions, paths, timings or memory sizes. Cells that
-show a reply (``%%hfchat``, ``%hfchat history``, ``print(reply.content)``) run, untagged."""
+show a reply (``%%hfchat``, ``%hfchat history``, ``print(reply.content)``) run, untagged.
+
+Each notebook runs from a copy outside the repository, as a user who installed the package would run it: the
+servers it talks to are started here and passed in the environment, never imported from ``tests``."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.olah import OlahMirror, olah_mirror
+
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
+
+ENDPOINT_URL_VAR = "HF_MAGIC_ENDPOINT_URL"
+"""Where notebook 03 finds its OpenAI-compatible server (it starts one itself when the variable is unset)."""
+
+DOWNLOAD_REPO_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The hub id notebook 05 downloads; the mirror serves the converted default model under it."""
+
+_HUB_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE", "HF_XET_CACHE")
+"""What a notebook's environment sets afresh: it sees only the hub and the (empty) cache given to it."""
+
+
+@pytest.fixture(scope="session")
+def download_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OlahMirror]:
+    """olah on 127.0.0.1 serving the converted default model as ``DOWNLOAD_REPO_ID``, for notebook 05."""
+    from hf_magic.loading import ensure_default_model
+
+    with olah_mirror(ensure_default_model(), DOWNLOAD_REPO_ID, workdir=tmp_path_factory.mktemp("olah")) as mirror:
+        yield mirror
+
+
+def notebook_environment(notebook: Path, request: pytest.FixtureRequest, home: Path) -> dict[str, str]:
+    """The environment a user would have set for ``notebook``: offline with an empty hub cache, except where the
+    notebook needs a server; only the servers a notebook uses are started."""
+    env = {name: value for name, value in os.environ.items() if name not in _HUB_VARS}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(home))
+    if notebook.stem == "03_endpoint":
+        env[ENDPOINT_URL_VAR] = request.getfixturevalue("serve_url")
+    if notebook.stem == "05_downloads":
+        del env["HF_HUB_OFFLINE"]
+        env["HF_ENDPOINT"] = request.getfixturevalue("download_hub").url
+    return env
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
-def test_notebook(notebook: Path) -> None:
-    # A pytest of its own: nbval collects notebooks, and each notebook gets a fresh kernel in its folder.
+def test_notebook(notebook: Path, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    # A pytest of its own: nbval collects notebooks, and each notebook gets a fresh kernel in its folder, here
+    # a copy outside the repository, so that it needs nothing from the checkout but the installed package.
+    workdir = tmp_path / "notebook"
+    workdir.mkdir()
+    copy = Path(shutil.copy(notebook, workdir))
+    env = notebook_environment(notebook, request, tmp_path / "hf_home")
     command = [
         sys.executable,
         "-m",
@@ -34,10 +78,10 @@ def test_notebook(notebook: Path) -> None:
         "--nbval-lax",
         "--nbval-current-env",
         "--rootdir",
-        str(notebook.parent),
-        str(notebook),
+        str(workdir),
+        str(copy),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=notebook.parent)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=workdir, env=env)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 
@@ -57,3 +101,13 @@ def test_no_reply_is_compared(notebook: Path) -> None:
         if "nbval-check-output" in cell.metadata.get("tags", [])
     ]
     assert [source for source in tagged if shows_reply.search(source)] == []
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_uses_only_the_installed_package(notebook: Path) -> None:
+    # A user has the package, not this repository: no test helpers, no path tricks to reach them.
+    import nbformat
+
+    reaches_into_repo = re.compile(r"\bsys\.path\b|^\s*(from|import)\s+tests\b", re.MULTILINE)
+    cells = nbformat.read(notebook, as_version=4).cells
+    assert [cell.source for cell in cells if cell.cell_type == "code" and reaches_into_repo.search(cell.source)] == []
