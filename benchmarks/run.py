@@ -561,11 +561,11 @@ def section_prefill(models: Models, report: Report, length: int = 1420, repeats:
 
 
 def section_invariance(
-    models: Models, report: Report, length: int = 900, cuts: tuple[int, ...] = (100, 500, 897)
+    models: Models, report: Report, length: int = 900, cuts: tuple[int, ...] = (100, 500, 897), kept: int = 512
 ) -> None:
     """Do logits depend on how a sequence is cut into prefills (what cache reuse does)? The model in pieces with
-    its KV cache vs in one pass, at arbitrary cuts; and a reused turn (a cache of whole chunks, then chunked)
-    vs a fresh chunked prefill, which is what hf_magic compares: max |difference| of the logits."""
+    its KV cache vs in one pass, at arbitrary cuts; and what hf_magic compares: a reused turn (the whole chunks of
+    an earlier, different prompt's cache, then chunks of the new tokens) vs a fresh chunked prefill."""
     import torch
 
     from hf_magic.kv_cache import PREFILL_CHUNK, cache_keyword, new_cache
@@ -574,31 +574,38 @@ def section_invariance(
     dtype = model.dtype
     torch.manual_seed(0)
     ids = torch.randint(100, model.config.vocab_size, (1, length), device=model.device)
+    earlier = ids.clone()  # an earlier turn: the same first ``kept`` tokens, then something else
+    earlier[:, kept:] = torch.randint(100, model.config.vocab_size, (1, length - kept), device=model.device)
 
-    def logits(pieces: list[int]) -> Any:
-        cache, start, out = new_cache(model), 0, []
+    def run(tokens: Any, ends: list[int], cache: Any = None, start: int = 0) -> tuple[Any, Any]:
+        cache, out = cache if cache is not None else new_cache(model), []
         with torch.inference_mode():
-            for end in [*pieces, length]:
-                out.append(model(ids[:, start:end], **{cache_keyword(model): cache}, use_cache=True).logits.float())
+            for end in ends:
+                out.append(model(tokens[:, start:end], **{cache_keyword(model): cache}, use_cache=True).logits.float())
                 start = end
-        return torch.cat(out, dim=1)
+        return torch.cat(out, dim=1), cache
 
-    def aligned(start: int) -> list[int]:
-        return list(range(start, length, PREFILL_CHUNK))[1:]
+    def chunk_ends(start: int, stop: int) -> list[int]:
+        return [*range(start + PREFILL_CHUNK, stop, PREFILL_CHUNK), stop]
 
     try:
         for as_type in (torch.bfloat16, torch.float32):
             model.to(as_type)
             name = str(as_type).removeprefix("torch.")
-            for what, pieces, reference in (
-                (f"cut at {list(cuts)} vs one pass", list(cuts), []),
+            whole, _ = run(ids, [length])
+            pieces, _ = run(ids, [*cuts, length])
+            fresh, _ = run(ids, chunk_ends(0, length))
+            _, cache = run(earlier, chunk_ends(0, length - 100))
+            cache.crop(kept)
+            reused, _ = run(ids, chunk_ends(kept, length), cache, kept)
+            for what, difference in (
+                (f"cut at {list(cuts)} vs one pass", (pieces - whole).abs().max().item()),
                 (
-                    f"a reused turn (cache of {4 * PREFILL_CHUNK}, then chunks) vs a fresh chunked prefill",
-                    [4 * PREFILL_CHUNK, *aligned(4 * PREFILL_CHUNK)],
-                    aligned(0),
+                    f"a reused turn ({kept} cached positions of another prompt, then chunks of {PREFILL_CHUNK}) "
+                    "vs a fresh chunked prefill",
+                    (reused - fresh[:, kept:]).abs().max().item(),
                 ),
             ):
-                difference = (logits(pieces) - logits(reference)).abs().max().item()
                 report.add(
                     "split invariance",
                     f"{model.config._attn_implementation}, {name}, {length} tokens: {what}",

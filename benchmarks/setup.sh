@@ -9,6 +9,8 @@ bench="$root/benchmarks/.venv"
 project_site="$("$project_python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 bench_site="$("$bench/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 echo "$project_site" > "$bench_site/hf_magic_project_env.pth"
+# The endpoint section starts `transformers serve`, looked up beside the running Python.
+ln -sf "$root/.venv/bin/transformers" "$bench/bin/transformers"
 "$bench/bin/pip" install -q --no-deps "$(grep -o '^langchain-huggingface[^ ]*' "$root/benchmarks/requirements.txt")"
 "$bench/bin/pip" install -q "$(grep -o '^matplotlib[^ ]*' "$root/benchmarks/requirements.txt")"
 echo "Benchmark environment ready: $bench/bin/python benchmarks/run.py"

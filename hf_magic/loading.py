@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config
+from . import config, decode_attention
 from .errors import DefaultModelMissingError, HfMagicError, InvalidInputError, ModelNotFoundError, QuantizationError
 from .progress import ProgressCallback, ProgressEvent, capture_transformers_progress
 
@@ -254,8 +254,17 @@ def load_model_and_tokenizer(
         raise HfMagicError(f"Could not load a causal language model from {path}: {_first_line(exc)}") from exc
     except OSError as exc:
         raise HfMagicError(f"Could not load a causal language model from {path}: {_first_line(exc)}") from exc
+    if "attn_implementation" not in kwargs and _uses_sdpa_on_the_cpu(model):
+        model.set_attn_implementation(decode_attention.register())  # decoding reads the cache in place
     model.eval()
     return model, tokenizer
+
+
+def _uses_sdpa_on_the_cpu(model: Any) -> bool:
+    """Where it landed, not what was asked: ``device_map="auto"`` on a machine without a GPU is the CPU too."""
+    return getattr(model.config, "_attn_implementation", None) == "sdpa" and all(
+        parameter.device.type == "cpu" for parameter in model.parameters()
+    )
 
 
 # oneDNN's ISA names below AVX512_CORE_BF16: capped at one of these, it has no bf16 instructions to use.
