@@ -1,27 +1,76 @@
-"""hf_magic: chat with Hugging Face models from Jupyter (``%load_ext hf_magic``, then ``%%hfchat``)."""
+"""hf_magic: chat with Hugging Face models from Jupyter (``%load_ext hf_magic``, then ``%%hfchat``).
+
+The public names resolve on first use, so ``import hf_magic`` loads neither ipywidgets nor torch nor
+transformers: a kernel that only runs ``%load_ext hf_magic`` pays for the panel or a model when it uses one.
+"""
 
 from __future__ import annotations
 
-from .backend import ChatDelta, ChatRequest, GenerationParams, Usage
-from .chat_models import ChatHuggingFace
-from .endpoint import HuggingFaceEndpoint
-from .errors import (
-    ContextWindowError,
-    DefaultModelMissingError,
-    EndpointError,
-    GenerationCancelled,
-    HfMagicError,
-    InvalidInputError,
-    ModelNotFoundError,
-    QuantizationError,
-    SchemaError,
-    StreamInterruptedError,
-    StructuredOutputCutError,
-)
-from .loading import ensure_default_model as default_model_path
-from .panel import ChatPanel
-from .pipeline import HuggingFacePipeline
-from .progress import ProgressEvent
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .backend import ChatDelta, ChatRequest, GenerationParams, Usage
+    from .chat_models import ChatHuggingFace
+    from .endpoint import HuggingFaceEndpoint
+    from .errors import (
+        ContextWindowError,
+        DefaultModelMissingError,
+        EndpointError,
+        GenerationCancelled,
+        HfMagicError,
+        InvalidInputError,
+        ModelNotFoundError,
+        QuantizationError,
+        SchemaError,
+        StreamInterruptedError,
+        StructuredOutputCutError,
+    )
+    from .loading import ensure_default_model as default_model_path
+    from .panel import ChatPanel
+    from .pipeline import HuggingFacePipeline
+    from .progress import ProgressEvent
+
+# Public name -> (module, attribute in it).
+_LAZY: dict[str, tuple[str, str]] = {
+    **{name: ("backend", name) for name in ("ChatDelta", "ChatRequest", "GenerationParams", "Usage")},
+    "ChatHuggingFace": ("chat_models", "ChatHuggingFace"),
+    "HuggingFaceEndpoint": ("endpoint", "HuggingFaceEndpoint"),
+    **{
+        name: ("errors", name)
+        for name in (
+            "ContextWindowError",
+            "DefaultModelMissingError",
+            "EndpointError",
+            "GenerationCancelled",
+            "HfMagicError",
+            "InvalidInputError",
+            "ModelNotFoundError",
+            "QuantizationError",
+            "SchemaError",
+            "StreamInterruptedError",
+            "StructuredOutputCutError",
+        )
+    },
+    "default_model_path": ("loading", "ensure_default_model"),
+    "ChatPanel": ("panel", "ChatPanel"),
+    "HuggingFacePipeline": ("pipeline", "HuggingFacePipeline"),
+    "ProgressEvent": ("progress", "ProgressEvent"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'hf_magic' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), attribute)
+    globals()[name] = value  # resolved once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 
 def load_ipython_extension(ipython: object) -> None:
