@@ -15,6 +15,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from hf_magic.errors import InvalidInputError
+from hf_magic.loading import cpu_computes_bf16
 from hf_magic.magics import (
     HfChatMagics,
     cell_key,
@@ -384,7 +385,10 @@ def test_history_usage_status_export_load(ip, chat, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "User: What is the capital of France?" in out
     assert f"{len(chat.turns)} turns: in " in out
-    assert "context length  8192" in out and "dtype           bfloat16" in out
+    # The default model's dtype follows the CPU: bf16 where it is native, float32 where it would be emulated.
+    dtype = str(chat.chat_model.llm.model.dtype).removeprefix("torch.")
+    assert dtype == ("bfloat16" if cpu_computes_bf16() else "float32")
+    assert "context length  8192" in out and f"dtype           {dtype}" in out
     ip.run_line_magic("hfchat", f"export {tmp_path / 'chat.json'} --session {chat.name}")
     ip.run_line_magic("hfchat", f"export {tmp_path / 'chat.md'} --session {chat.name}")
     exported = json.loads((tmp_path / "chat.json").read_text())
