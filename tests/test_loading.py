@@ -128,4 +128,4 @@ def test_default_model_is_converted_once_into_sharded_bf16_and_loads_with_progre
     assert tokenizer.chat_template
     weights = [e for e in loads if e.label == "Loading weights"]
     assert weights[-1].done and weights[-1].current == weights[-1].total
-    assert str(model.dtype) == "torch.bfloat16"
+    assert str(model.dtype) == ("torch.bfloat16" if cpu_computes_bf16() else "torch.float32")  # follows the CPU
