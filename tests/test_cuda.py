@@ -25,7 +25,9 @@ QUESTIONS = ["What is the capital of France?", "And of Germany?", "Write a haiku
 
 @pytest.fixture(scope="module")
 def session():
-    from hf_magic.session import ChatSession, ModelSpec, Settings
+    from hf_magic.notebook.model_spec import ModelSpec
+    from hf_magic.notebook.session import ChatSession
+    from hf_magic.notebook.turns import Settings
 
     chat = ChatSession("cuda", ModelSpec(model=MODEL), Settings(max_new_tokens=16, temperature=0))
     chat.load()
@@ -99,7 +101,9 @@ def test_replies_with_cache_reuse_equal_fresh_prefills_on_the_gpu(dtype: str) ->
 
 @pytest.mark.parametrize("quantize", ["4bit", "8bit"])
 def test_a_quantized_session_runs_on_the_gpu_in_less_memory(session, quantize: str) -> None:
-    from hf_magic.session import ChatSession, ModelSpec, Settings
+    from hf_magic.notebook.model_spec import ModelSpec
+    from hf_magic.notebook.session import ChatSession
+    from hf_magic.notebook.turns import Settings
 
     full = session.chat_model.llm.model.get_memory_footprint()
     quantized = ChatSession(f"cuda-{quantize}", ModelSpec(model=MODEL, quantize=quantize), Settings(max_new_tokens=8))

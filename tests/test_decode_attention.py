@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from hf_magic.decode_attention import ATTENTION_NAME, grouped_decode_attention, register
+from hf_magic.local.decode_attention import ATTENTION_NAME, grouped_decode_attention, register
 from tests.support.tiny_models import tiny_causal_lm
 
 

@@ -19,7 +19,7 @@ from hf_magic import (
     StreamInterruptedError,
 )
 from hf_magic.backend import ChatRequest
-from hf_magic.endpoint import completion_args, models_url, parse_output_tool_calls, to_openai_messages
+from hf_magic.remote.endpoint import completion_args, models_url, parse_output_tool_calls, to_openai_messages
 from tests.support.http_recorder import Reply, chunk, completion
 
 WEATHER_TOOL = {

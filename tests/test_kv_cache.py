@@ -7,7 +7,7 @@ import threading
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from hf_magic.kv_cache import (
+from hf_magic.local.kv_cache import (
     ConversationCache,
     common_prefix_length,
     reusable_length,
@@ -181,7 +181,7 @@ def _fresh_reply(fresh, messages: list[BaseMessage], **kwargs) -> str:
 
 @pytest.mark.integration
 def test_system_prompt_is_longer_than_a_prefill_chunk(default_llm) -> None:
-    from hf_magic.kv_cache import PREFILL_CHUNK
+    from hf_magic.local.kv_cache import PREFILL_CHUNK
 
     assert len(default_llm.tokenizer(SYSTEM)["input_ids"]) > PREFILL_CHUNK
 
@@ -191,7 +191,7 @@ def test_the_default_dtype_suits_the_cpu(default_llm) -> None:
     """bf16 where the CPU computes it natively, float32 where it would be emulated (the AVX2 run of test.sh)."""
     import torch
 
-    from hf_magic.loading import cpu_computes_bf16
+    from hf_magic.local.loading import cpu_computes_bf16
 
     assert default_llm.model.dtype == (torch.bfloat16 if cpu_computes_bf16() else torch.float32)
 

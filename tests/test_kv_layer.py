@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.cache_utils import DynamicLayer
 
-from hf_magic.kv_layer import GROWTH_STEP, InPlaceLayer
+from hf_magic.local.kv_layer import GROWTH_STEP, InPlaceLayer
 from tests.support.tiny_models import tiny_causal_lm
 
 
@@ -91,7 +91,7 @@ def test_reset_drops_the_buffers() -> None:
 def test_generate_with_in_place_layers_gives_what_the_default_cache_gives(num_beams: int) -> None:
     from transformers import DynamicCache
 
-    from hf_magic.kv_cache import new_cache
+    from hf_magic.local.kv_cache import new_cache
 
     model = tiny_causal_lm("Llama")
     prompt = torch.randint(1, 100, (1, 11))

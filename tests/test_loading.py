@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hf_magic import DefaultModelMissingError, ModelNotFoundError, ProgressEvent, config, loading
-from hf_magic.loading import (
+from hf_magic import DefaultModelMissingError, ModelNotFoundError, ProgressEvent, config
+from hf_magic.local import loading
+from hf_magic.local.loading import (
     cpu_computes_bf16,
     default_gguf_path,
     ensure_default_model,
@@ -89,7 +90,7 @@ def test_devices_are_checked_before_anything_loads():
     import torch
 
     from hf_magic import InvalidInputError
-    from hf_magic.loading import mps_available, torch_device
+    from hf_magic.local.loading import mps_available, torch_device
 
     assert torch_device(-1) == "cpu" and torch_device("cpu") == "cpu"
     with pytest.raises(InvalidInputError, match="Unknown device 'banana'"):

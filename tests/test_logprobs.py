@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hf_magic.logprobs import LogprobsRecorder
+from hf_magic.local.logprobs import LogprobsRecorder
 
 
 def _decode(ids: list[int]) -> str:

@@ -15,15 +15,17 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from hf_magic.errors import InvalidInputError
-from hf_magic.loading import cpu_computes_bf16
-from hf_magic.magics import (
+from hf_magic.local.loading import cpu_computes_bf16
+from hf_magic.notebook.magics import (
     HfChatMagics,
     cell_key,
     interpolate,
     parse_subcommand,
     spec_from_options,
 )
-from hf_magic.session import ModelSpec, Turn, get_session
+from hf_magic.notebook.model_spec import ModelSpec
+from hf_magic.notebook.session import get_session
+from hf_magic.notebook.turns import Turn
 from tests.support.held_reply import HeldReply
 
 

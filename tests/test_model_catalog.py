@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from hf_magic.errors import EndpointError
-from hf_magic.loading import default_model_dir, ensure_default_model
-from hf_magic.model_catalog import (
+from hf_magic.local.loading import default_model_dir, ensure_default_model
+from hf_magic.notebook.model_catalog import (
     ModelChoice,
     available_memory,
     describe_choice,

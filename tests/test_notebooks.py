@@ -39,7 +39,7 @@ _HUB_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "HF_HOME",
 @pytest.fixture(scope="session")
 def download_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OlahMirror]:
     """olah on 127.0.0.1 serving the converted default model as ``DOWNLOAD_REPO_ID``, for notebook 05."""
-    from hf_magic.loading import ensure_default_model
+    from hf_magic.local.loading import ensure_default_model
 
     with olah_mirror(ensure_default_model(), DOWNLOAD_REPO_ID, workdir=tmp_path_factory.mktemp("olah")) as mirror:
         yield mirror

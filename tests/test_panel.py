@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from hf_magic import ChatPanel
-from hf_magic.session import ChatSession, SessionEvent, Settings, Turn, get_session
+from hf_magic.notebook.session import ChatSession, get_session
+from hf_magic.notebook.turns import SessionEvent, Settings, Turn
 
 
 def _all_html(panel: ChatPanel) -> str:

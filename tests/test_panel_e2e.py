@@ -17,7 +17,8 @@ PANEL = ".hf-magic-panel"
 
 SETUP_CELL = """\
 %load_ext hf_magic
-from hf_magic.session import Settings, get_session
+from hf_magic.notebook.session import get_session
+from hf_magic.notebook.turns import Settings
 get_session().settings = Settings(max_new_tokens=24, temperature=0)"""
 PANEL_CELL = "%hfchat panel"
 MAGIC_CELL = "%%hfchat\nName one colour of the rainbow."

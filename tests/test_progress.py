@@ -6,8 +6,8 @@ import io
 
 import pytest
 
+from hf_magic.notebook.progress_views import ProgressState, TerminalProgress, WidgetProgress, format_bytes
 from hf_magic.progress import ProgressEvent
-from hf_magic.progress_views import ProgressState, TerminalProgress, WidgetProgress, format_bytes
 
 
 def download(bar_id: int, name: str, current: float, total: float, done: bool = False) -> ProgressEvent:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hf_magic.backend import Usage
-from hf_magic.render import (
+from hf_magic.notebook.render import (
     ErrorLine,
     Reply,
     Transcript,
@@ -12,7 +12,7 @@ from hf_magic.render import (
     transcript_markdown,
     usage_line,
 )
-from hf_magic.session import Turn
+from hf_magic.notebook.turns import Turn
 
 
 def make_turn(**changes) -> Turn:

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from hf_magic.errors import InvalidInputError
-from hf_magic.session import DTYPES, ChatSession, ModelSpec, SessionEvent, Settings, Turn
+from hf_magic.notebook.model_spec import DTYPES, ModelSpec
+from hf_magic.notebook.session import ChatSession
+from hf_magic.notebook.turns import SessionEvent, Settings, Turn
 from tests.support.held_reply import HeldReply
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hf_magic.stop_sequences import IncrementalDecoder, held_back_length, trim_at_stop
+from hf_magic.local.stop_sequences import IncrementalDecoder, held_back_length, trim_at_stop
 
 
 def char_decode(ids: list[int]) -> str:

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from hf_magic.backend import ChatDelta
-from hf_magic.tool_calls import (
+from hf_magic.local.tool_calls import (
     ToolCallStream,
     attach_tool_calls,
     parse_tool_calls,
@@ -284,7 +284,7 @@ async def test_async_forced_call(chat_model):
 @pytest.mark.integration
 def test_smollm2_template_ignores_tools_so_they_are_described_in_the_system_message(default_llm):
     from hf_magic.backend import ChatRequest
-    from hf_magic.tool_calls import template_ignores_tool_calls, template_ignores_tools
+    from hf_magic.local.tool_calls import template_ignores_tool_calls, template_ignores_tools
 
     assert template_ignores_tools(default_llm.tokenizer)
     assert template_ignores_tool_calls(default_llm.tokenizer)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 
-from hf_magic.session import ChatSession, SessionEvent
+from hf_magic.notebook.session import ChatSession
+from hf_magic.notebook.turns import SessionEvent
 
 
 class HeldReply:

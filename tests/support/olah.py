@@ -106,7 +106,7 @@ def olah_mirror(
 @pytest.fixture(scope="session")
 def olah_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OlahMirror]:
     """olah serving the converted default model as ``hf-magic/SmolLM2-135M-Instruct``."""
-    from hf_magic.loading import ensure_default_model
+    from hf_magic.local.loading import ensure_default_model
 
     with olah_mirror(ensure_default_model(), workdir=tmp_path_factory.mktemp("olah")) as mirror:
         yield mirror

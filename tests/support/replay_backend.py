@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 from hf_magic.backend import ChatDelta, ChatRequest, Usage, join_deltas
-from hf_magic.tool_calls import attach_tool_calls
+from hf_magic.local.tool_calls import attach_tool_calls
 
 
 class ReplayBackend:

@@ -68,7 +68,7 @@ def _tail(log: object) -> str:
 @pytest.fixture(scope="session")
 def serve_url() -> Iterator[str]:
     """Base URL of ``transformers serve`` running the embedded default model, for the whole session."""
-    from hf_magic.loading import ensure_default_model
+    from hf_magic.local.loading import ensure_default_model
 
     with serve_transformers(ensure_default_model()) as url:
         yield url

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config
-from .errors import EndpointError
-from .loading import is_default_model, local_models
+from .. import config
+from ..errors import EndpointError
+from ..local.loading import is_default_model, local_models
 from .progress_views import format_bytes
 
 # Bytes per weight for the dtypes a safetensors header reports and the dtypes a user can pick.
@@ -213,7 +213,7 @@ def _meminfo_available() -> int | None:
 
 def fit_summary(choice: ModelChoice, *, device: str | None, dtype: str | None, quantize: str | None) -> str:
     """One line: cached or to download, estimated memory and whether it fits in what is free."""
-    from .loading import default_device
+    from ..local.loading import default_device
 
     device = device or default_device()  # where a session would put it
     parts = ["cached" if choice.cached else "not cached: loading downloads it"]

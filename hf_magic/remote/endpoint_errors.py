@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import EndpointError
+from ..errors import EndpointError
 
 RETRY_STATUSES = frozenset({429, 503})
 """Statuses that mean "not now" (rate limit, model loading, overloaded): retried with backoff."""

@@ -8,169 +8,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from .backend import Usage
-from .chat_models import ChatHuggingFace
-from .errors import HfMagicError, InvalidInputError
-from .progress import ProgressCallback, ProgressEvent
-
-Backend = Literal["pipeline", "endpoint"]
-Quantize = Literal["4bit", "8bit"]
-DTYPES = ("bfloat16", "float16", "float32", "auto")
-"""What ``--dtype`` and the panel's Dtype picker accept (torch dtype names, or the checkpoint's own)."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What to load. Two equal specs share one loaded model; any change means a reload."""
-
-    model: str = "default"
-    backend: Backend = "pipeline"
-    endpoint_url: str | None = None
-    provider: str | None = None
-    quantize: Quantize | None = None
-    device: str | None = None
-    dtype: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.backend not in ("pipeline", "endpoint"):
-            raise InvalidInputError(f"Unknown backend {self.backend!r}: use 'pipeline' or 'endpoint'.")
-        if self.quantize not in (None, "4bit", "8bit"):
-            raise InvalidInputError(f"Unknown quantization {self.quantize!r}: use '4bit' or '8bit'.")
-        if self.backend == "endpoint" and self.quantize:
-            raise InvalidInputError("Quantization applies to local models only: drop --quantize for an endpoint.")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            # Checked here, not at load: transformers would fail deep inside with "torch has no attribute ...".
-            raise InvalidInputError(f"Unknown dtype {self.dtype!r}: use one of {', '.join(DTYPES)}.")
-
-    def label(self) -> str:
-        """Short name for messages: ``default (pipeline)``, ``http://127.0.0.1:8000 (endpoint)``."""
-        if self.backend == "endpoint":
-            where = [self.provider] if self.provider and not self.endpoint_url else []
-            return f"{self.endpoint_url or self.model} ({', '.join(['endpoint', *where])})"
-        details = [p for p in (self.quantize, self.device, self.dtype) if p]
-        return f"{self.model} ({', '.join(['pipeline', *details])})"
-
-    def describe(self) -> str:
-        where = self.endpoint_url or self.provider or "local"
-        parts = [self.model if self.backend == "pipeline" or not self.endpoint_url else self.endpoint_url]
-        parts.append(self.backend if self.backend == "pipeline" else f"endpoint ({where})")
-        parts += [p for p in (self.quantize, self.device, self.dtype) if p]
-        return ", ".join(parts)
-
-
-def load_chat_model(spec: ModelSpec, progress: ProgressCallback | None = None) -> ChatHuggingFace:
-    """Build the chat model a spec describes (downloading and loading with progress when local)."""
-    if spec.backend == "endpoint":
-        from .endpoint import HuggingFaceEndpoint
-
-        if spec.endpoint_url:
-            # "default" means whatever the server serves: leave the model unset so the endpoint asks it.
-            named = {} if spec.model == "default" else {"model": spec.model}
-            llm: Any = HuggingFaceEndpoint(endpoint_url=spec.endpoint_url, **named)
-        else:
-            llm = HuggingFaceEndpoint(repo_id=spec.model, provider=spec.provider or "auto")
-        return ChatHuggingFace(llm=llm)
-    from .pipeline import HuggingFacePipeline
-
-    model_kwargs: dict[str, Any] = {}
-    if spec.dtype:
-        model_kwargs["dtype"] = spec.dtype
-    if spec.quantize:
-        model_kwargs["quantization_config"] = _bitsandbytes_config(spec.quantize)
-    llm = HuggingFacePipeline.from_model_id(
-        spec.model, task="text-generation", device=spec.device, model_kwargs=model_kwargs, progress=progress
-    )
-    return ChatHuggingFace(llm=llm)
-
-
-def _bitsandbytes_config(quantize: Quantize) -> Any:
-    from transformers import BitsAndBytesConfig
-
-    if quantize == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype="bfloat16", bnb_4bit_use_double_quant=True
-    )
-
-
-@dataclass
-class Settings:
-    """Generation settings of a session; ``None`` keeps the model's own default."""
-
-    system_prompt: str | None = None
-    temperature: float | None = None
-    max_new_tokens: int | None = 512
-    top_p: float | None = None
-    repetition_penalty: float | None = None
-    history_limit: int | None = None
-    """Most recent turns sent with each message; ``None`` sends the whole conversation."""
-
-    def call_kwargs(self) -> dict[str, Any]:
-        names = ("temperature", "max_new_tokens", "top_p", "repetition_penalty")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
-
-
-@dataclass
-class Turn:
-    """One exchange: the user's message and the model's reply, with what it cost."""
-
-    user: str
-    reply: str = ""
-    model: str = ""
-    system_prompt: str | None = None
-    usage: Usage | None = None
-    finish_reason: str | None = None
-    interrupted: bool = False
-    key: str | None = None
-    """Identifies the cell that sent it: re-running that cell replaces this turn."""
-    started_at: float = field(default_factory=time.time)
-    time_to_first_token: float | None = None
-    duration: float | None = None
-
-    @property
-    def tokens_per_second(self) -> float | None:
-        if not self.usage or not self.duration or self.time_to_first_token is None:
-            return None
-        decode_time = self.duration - self.time_to_first_token
-        return (
-            (self.usage.output_tokens - 1) / decode_time if decode_time > 0 and self.usage.output_tokens > 1 else None
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["usage"] = self.usage.as_usage_metadata() if self.usage else None
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Turn:
-        data = dict(data)
-        usage = data.pop("usage", None)
-        known = {name for name in cls.__dataclass_fields__}
-        turn = cls(**{key: value for key, value in data.items() if key in known})
-        if usage:
-            turn.usage = Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
-        return turn
-
-
-@dataclass(frozen=True)
-class SessionEvent:
-    """What a view hears from a session: ``kind`` is one of "turn_started", "token", "turn_finished",
-    "turn_failed", "progress", "model_loaded", "model_unloaded", "reset", "transcript_loaded"."""
-
-    kind: str
-    turn: Turn | None = None
-    text: str = ""
-    progress: ProgressEvent | None = None
-    error: str | None = None
-
-
-SessionListener = Callable[[SessionEvent], None]
+from ..backend import Usage
+from ..chat_models import ChatHuggingFace
+from ..errors import HfMagicError, InvalidInputError
+from ..progress import ProgressCallback, ProgressEvent
+from .model_spec import ModelSpec, load_chat_model
+from .turns import SessionEvent, SessionListener, Settings, Turn
 
 
 class ChatSession:

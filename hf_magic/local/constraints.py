@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from .errors import InvalidInputError, SchemaError
+from ..errors import InvalidInputError, SchemaError
 from .tool_calls import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
 _CACHE_SIZE = 32

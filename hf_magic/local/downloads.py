@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .progress import ProgressCallback, event_tqdm
+from ..progress import ProgressCallback, event_tqdm
 
 _MAX_WORKERS = 4
 """Parallel file downloads: enough to fill a link, few enough that each bar moves visibly."""

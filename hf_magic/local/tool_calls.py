@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backend import ChatDelta
+from ..backend import ChatDelta
+from ..errors import InvalidInputError
 from .chat_template import render_prompt
-from .errors import InvalidInputError
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"

@@ -22,10 +22,12 @@ from IPython.utils.process import arg_split
 from langchain_core.messages import AIMessage
 from traitlets import Bool, Enum, Float, Integer, Unicode
 
-from .errors import ContextWindowError, HfMagicError, InvalidInputError
+from ..errors import ContextWindowError, HfMagicError, InvalidInputError
+from .model_spec import ModelSpec
 from .progress_views import ProgressView, format_bytes, make_progress_view
 from .render import ErrorLine, InfoTable, Reply, Streaming, Transcript, UsageReport, usage_line
-from .session import ChatSession, ModelSpec, Turn, all_sessions, get_session
+from .session import ChatSession, all_sessions, get_session
+from .turns import Turn
 
 _STREAM_REFRESH_SECONDS = 0.05
 """Redraw the streaming reply at most this often: one display update per token floods the frontend."""
@@ -524,7 +526,7 @@ def status_table(session: ChatSession) -> InfoTable:
 
 def models_table() -> InfoTable:
     """What ``%hfchat models`` shows: the embedded default model and the models in the hub cache."""
-    from .loading import local_models
+    from ..local.loading import local_models
 
     rows = []
     for found in local_models():

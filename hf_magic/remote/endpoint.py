@@ -22,11 +22,11 @@ from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, p
 from langchain_core.outputs import GenerationChunk
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 
-from . import config
-from .backend import ChatDelta, ChatRequest, GenerationParams, Usage
+from .. import config
+from ..backend import ChatDelta, ChatRequest, GenerationParams, Usage
+from ..errors import EndpointError, InvalidInputError, StreamInterruptedError
+from ..text_completion import astream_chunks, stream_chunks
 from .endpoint_errors import EndpointTarget, endpoint_error, retry_delay
-from .errors import EndpointError, InvalidInputError, StreamInterruptedError
-from .text_completion import astream_chunks, stream_chunks
 
 logger = logging.getLogger(__name__)
 

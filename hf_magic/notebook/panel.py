@@ -17,14 +17,16 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from . import config
-from .errors import HfMagicError, InvalidInputError
-from .loading import is_default_model
+from .. import config
+from ..errors import HfMagicError, InvalidInputError
+from ..local.loading import is_default_model
+from ..progress import ProgressEvent
 from .model_catalog import ModelChoice, describe_choice, fit_summary, hub_search, local_choices
-from .progress import ProgressEvent
+from .model_spec import ModelSpec
 from .progress_views import ProgressState, format_bytes
 from .render import markdown_to_html
-from .session import ChatSession, ModelSpec, SessionEvent, Settings, Turn, get_session
+from .session import ChatSession, get_session
+from .turns import SessionEvent, Settings, Turn
 
 _REDRAW_SECONDS = 0.08
 """Redraw a streaming reply or a progress bar at most this often: each redraw is a message to the browser."""
@@ -812,7 +814,7 @@ def _token_status() -> str:
 def _device_options() -> list[str]:
     import torch
 
-    from .loading import mps_available
+    from ..local.loading import mps_available
 
     cuda = [f"cuda:{index}" for index in range(torch.cuda.device_count())]
     return [_AUTO, "cpu", *cuda, *(["mps"] if mps_available() else [])]

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
 
-    from .backend import Usage
-    from .session import Turn
+    from ..backend import Usage
+    from .turns import Turn
 
 MimeBundle = tuple[dict[str, str], dict[str, Any]]
 

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from . import config
-from .progress import ProgressEvent
+from .. import config
+from ..progress import ProgressEvent
 
 _REFRESH_SECONDS = 0.1
 """Redraw at most this often per bar: a download reports every chunk, far more than anyone can read."""

@@ -19,17 +19,17 @@ from langchain_core.language_models.llms import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
 from pydantic import ConfigDict, PrivateAttr
 
-from . import config
-from .backend import ChatDelta, ChatRequest, GenerationParams, Usage, join_deltas
+from .. import config
+from ..backend import ChatDelta, ChatRequest, GenerationParams, Usage, join_deltas
+from ..errors import ContextWindowError, InvalidInputError
+from ..progress import ProgressCallback
+from ..text_completion import astream_chunks, stream_chunks
 from .chat_template import render_prompt
 from .constraints import constrainer_for, grammar_spec
-from .errors import ContextWindowError, InvalidInputError
 from .kv_cache import ConversationCache
 from .loading import default_device, is_default_model, load_model_and_tokenizer, resolve_model_path, torch_device
 from .logprobs import LogprobsRecorder
-from .progress import ProgressCallback
 from .stop_sequences import IncrementalDecoder
-from .text_completion import astream_chunks, stream_chunks
 from .tool_calls import aattach_tool_calls, attach_tool_calls, prompt_messages
 
 DEFAULT_BATCH_SIZE = 2

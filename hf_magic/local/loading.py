@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import config, decode_attention
-from .errors import DefaultModelMissingError, HfMagicError, InvalidInputError, ModelNotFoundError, QuantizationError
-from .progress import ProgressCallback, ProgressEvent, capture_transformers_progress
+from .. import config
+from ..errors import DefaultModelMissingError, HfMagicError, InvalidInputError, ModelNotFoundError, QuantizationError
+from ..progress import ProgressCallback, ProgressEvent, capture_transformers_progress
+from . import decode_attention
 
 # Files a causal LM needs; skips duplicate .bin / .pth / .onnx / .gguf weights a repo may also carry.
 _MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken", "*.py"]

@@ -1,0 +1,85 @@
+"""The records a session keeps and tells its views about: settings, turns and session events."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..backend import Usage
+from ..progress import ProgressEvent
+
+
+@dataclass
+class Settings:
+    """Generation settings of a session; ``None`` keeps the model's own default."""
+
+    system_prompt: str | None = None
+    temperature: float | None = None
+    max_new_tokens: int | None = 512
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    history_limit: int | None = None
+    """Most recent turns sent with each message; ``None`` sends the whole conversation."""
+
+    def call_kwargs(self) -> dict[str, Any]:
+        names = ("temperature", "max_new_tokens", "top_p", "repetition_penalty")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+
+@dataclass
+class Turn:
+    """One exchange: the user's message and the model's reply, with what it cost."""
+
+    user: str
+    reply: str = ""
+    model: str = ""
+    system_prompt: str | None = None
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    interrupted: bool = False
+    key: str | None = None
+    """Identifies the cell that sent it: re-running that cell replaces this turn."""
+    started_at: float = field(default_factory=time.time)
+    time_to_first_token: float | None = None
+    duration: float | None = None
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        if not self.usage or not self.duration or self.time_to_first_token is None:
+            return None
+        decode_time = self.duration - self.time_to_first_token
+        return (
+            (self.usage.output_tokens - 1) / decode_time if decode_time > 0 and self.usage.output_tokens > 1 else None
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["usage"] = self.usage.as_usage_metadata() if self.usage else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Turn:
+        data = dict(data)
+        usage = data.pop("usage", None)
+        known = {name for name in cls.__dataclass_fields__}
+        turn = cls(**{key: value for key, value in data.items() if key in known})
+        if usage:
+            turn.usage = Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+        return turn
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """What a view hears from a session: ``kind`` is one of "turn_started", "token", "turn_finished",
+    "turn_failed", "progress", "model_loaded", "model_unloaded", "reset", "transcript_loaded"."""
+
+    kind: str
+    turn: Turn | None = None
+    text: str = ""
+    progress: ProgressEvent | None = None
+    error: str | None = None
+
+
+SessionListener = Callable[[SessionEvent], None]
