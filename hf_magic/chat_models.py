@@ -226,13 +226,15 @@ class ChatHuggingFace(BaseChatModel):
         Raises:
             InvalidInputError: no messages, an unsupported message type or a bad setting.
         """
-        return self.llm.stream_chat(self._request(messages, stop, **kwargs))
+        # A generator of our own: closing it closes the backend's stream (``yield from`` passes close() on).
+        yield from self.llm.stream_chat(self._request(messages, stop, **kwargs))
 
-    def astream_deltas(
+    async def astream_deltas(
         self, messages: Sequence[BaseMessage], stop: list[str] | None = None, **kwargs: Any
     ) -> AsyncIterator[ChatDelta]:
         """``stream_deltas`` without blocking the event loop; cancelling the task stops generation."""
-        return self.llm.astream_chat(self._request(messages, stop, **kwargs))
+        async for delta in self.llm.astream_chat(self._request(messages, stop, **kwargs)):
+            yield delta
 
     # -------------------------------------------------------------- tools and structured output
     def bind_tools(
