@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
+from . import config
 from .errors import InvalidInputError
 
 
@@ -54,6 +55,11 @@ class GenerationParams:
             # A temperature given at a more specific level decides sampling, over an older do_sample.
             changes["do_sample"] = override.temperature > 0
         return replace(self, **changes)
+
+    @property
+    def token_budget(self) -> int:
+        """The most tokens a reply may have: ``max_new_tokens``, else the one default every backend uses."""
+        return self.max_new_tokens or config.DEFAULT_MAX_NEW_TOKENS
 
     @property
     def greedy(self) -> bool:

@@ -22,6 +22,7 @@ from IPython.utils.process import arg_split
 from langchain_core.messages import AIMessage
 from traitlets import Bool, Enum, Float, Integer, Unicode
 
+from ..config import DEFAULT_MAX_NEW_TOKENS
 from ..errors import ContextWindowError, HfMagicError, InvalidInputError
 from .model_spec import ModelSpec
 from .progress_views import ProgressView, format_bytes, make_progress_view
@@ -249,7 +250,7 @@ class HfChatMagics(Magics):
     )
     provider = Unicode(None, allow_none=True, help="Inference provider for backend='endpoint'.").tag(config=True)
     system_prompt = Unicode(None, allow_none=True, help="System prompt of new sessions.").tag(config=True)
-    max_new_tokens = Integer(512, allow_none=True, help="Longest reply, in tokens.").tag(config=True)
+    max_new_tokens = Integer(DEFAULT_MAX_NEW_TOKENS, allow_none=True, help="Longest reply, in tokens.").tag(config=True)
     temperature = Float(None, allow_none=True, help="Sampling temperature; unset or 0 is greedy.").tag(config=True)
     history_limit = Integer(None, allow_none=True, help="Most recent turns sent with each message (None: all).").tag(
         config=True
