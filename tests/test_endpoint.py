@@ -523,3 +523,14 @@ def test_stream_lines_parse_into_chunks_until_done():
         parse_stream_line("data: [DONE]")
     with pytest.raises(TextGenerationError, match="overloaded"):
         parse_stream_line('data: {"error": "overloaded"}')
+
+
+def test_openai_penalties_and_logit_bias_are_sent_as_openai_fields(recorder):
+    from langchain_core.messages import HumanMessage
+
+    args = completion_args(GenerationParams(presence_penalty=0.5, frequency_penalty=-0.5, logit_bias={42: -100}))
+    assert (args["presence_penalty"], args["frequency_penalty"], args["logit_bias"]) == (0.5, -0.5, {"42": -100.0})
+    chat = ChatHuggingFace(llm=HuggingFaceEndpoint(endpoint_url=recorder.url), presence_penalty=0.25)
+    chat.invoke([HumanMessage("hi")], logit_bias={7: 3})
+    body = recorder.posts()[-1].body
+    assert body["presence_penalty"] == 0.25 and body["logit_bias"] == {"7": 3.0}

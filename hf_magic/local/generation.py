@@ -242,12 +242,14 @@ class LocalGenerator:
                     kwargs[name] = getattr(params, name)
         if params.repetition_penalty is not None:
             kwargs["repetition_penalty"] = params.repetition_penalty
+        if params.logit_bias:  # transformers' SequenceBiasLogitsProcessor, one-token sequences: OpenAI's logit_bias
+            kwargs["sequence_bias"] = {(token,): bias for token, bias in params.logit_bias.items()}
         return kwargs
 
 
 def _consume(decoder: IncrementalDecoder, items: list[Any]) -> tuple[str, bool]:
     """Feed queued items to the decoder: the new text, and whether generation has ended."""
-    pieces = []
+    pieces: list[str] = []
     for item in items:
         if item is _END:
             return "".join(pieces), True

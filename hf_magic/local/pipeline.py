@@ -7,16 +7,17 @@ It turns requests into prompt token ids (chat template, tools, context-window ch
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.llms import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict, PrivateAttr, ValidationError, model_validator
 
 from .. import config
 from ..backend import ChatDelta, ChatRequest, GenerationParams, join_deltas
-from ..errors import ContextWindowError, InvalidInputError
+from ..errors import ContextWindowError, InvalidInputError, input_error
 from ..progress import ProgressCallback
 from ..text_completion import astream_chunks, stream_chunks
 from .chat_template import render_prompt, to_template_messages
@@ -27,11 +28,29 @@ from .loading import default_device, is_default_model, load_model_and_tokenizer,
 from .logprobs import LogprobsRecorder
 from .tool_calls import aattach_tool_calls, attach_tool_calls, prompt_messages
 
-DEFAULT_BATCH_SIZE = 2
 SUPPORTED_TASKS = ("text-generation",)
 
 _END = object()
-_GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "do_sample", "seed")
+_GENERATION_KEYS = (
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "do_sample",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A loaded model and its tokenizer: the two things of a transformers pipeline generation uses."""
+
+    model: Any
+    tokenizer: Any
 
 
 class HuggingFacePipeline(BaseLLM):
@@ -44,10 +63,13 @@ class HuggingFacePipeline(BaseLLM):
     """
 
     pipeline: Any = None
+    """What holds the model and its tokenizer (``.model``, ``.tokenizer``): a ``LoadedModel`` from ``from_model_id``,
+    or a transformers text-generation pipeline passed in. Never called: ``LocalGenerator`` generates."""
     model_id: str | None = None
     model_kwargs: dict[str, Any] | None = None
     pipeline_kwargs: dict[str, Any] | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None
+    """Accepted for compatibility, and only as 1: prompts are generated one at a time."""
     reuse_kv_cache: bool = True
     """Keep the conversation's KV cache between calls and prefill only the new tokens (with the last reply,
     which was decoded one token at a time, and the last partial prefill chunk). It changes speed, never a reply:
@@ -59,6 +81,21 @@ class HuggingFacePipeline(BaseLLM):
     _kv_cache: ConversationCache = PrivateAttr(default_factory=ConversationCache)
     _local_generator: LocalGenerator | None = PrivateAttr(default=None)
 
+    def __init__(self, **kwargs: Any) -> None:
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            raise input_error(exc, "HuggingFacePipeline") from exc
+
+    @model_validator(mode="after")
+    def _check_batch_size(self) -> HuggingFacePipeline:
+        if self.batch_size not in (None, 1):
+            raise InvalidInputError(
+                f"batch_size={self.batch_size} is not supported: prompts are generated one at a time (each streams "
+                "and reuses the conversation's KV cache); leave batch_size out."
+            )
+        return self
+
     @classmethod
     def from_model_id(
         cls,
@@ -69,7 +106,7 @@ class HuggingFacePipeline(BaseLLM):
         device_map: str | dict[str, Any] | None = None,
         model_kwargs: dict[str, Any] | None = None,
         pipeline_kwargs: dict[str, Any] | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         progress: ProgressCallback | None = None,
         **kwargs: Any,
     ) -> HuggingFacePipeline:
@@ -84,23 +121,22 @@ class HuggingFacePipeline(BaseLLM):
             device_map: passed to ``from_pretrained`` (e.g. ``"auto"``); excludes ``device``.
             model_kwargs: passed to ``from_pretrained`` (``quantization_config``, ``dtype``...).
             pipeline_kwargs: default generation settings (``max_new_tokens``, ``do_sample``...).
+            batch_size: only 1 (or None): prompts are generated one at a time, so each streams and reuses the
+                conversation's KV cache.
             progress: receives download / conversion / weight-loading events.
 
         Raises:
-            InvalidInputError: an unsupported task or backend, both ``device`` and ``device_map``, or a device
-                this machine does not have.
+            InvalidInputError: an unsupported task, backend or batch size, both ``device`` and ``device_map``,
+                or a device this machine does not have.
             ModelNotFoundError, QuantizationError: see ``hf_magic.loading``.
         """
-        from transformers import pipeline as make_pipeline
-
         if task not in SUPPORTED_TASKS:
             raise InvalidInputError(f"Task {task!r} is not supported: use task='text-generation'.")
         if backend not in ("default", "pt", "transformers"):
             raise InvalidInputError(f"Backend {backend!r} is not supported: use the default transformers backend.")
         if device is not None and device_map is not None:
             raise InvalidInputError("Pass either device or device_map, not both.")
-        params = _params_from_kwargs(pipeline_kwargs or {})  # validate before the (slow) load
-        del params
+        _supported(_params_from_kwargs(pipeline_kwargs or {}))  # validate before the (slow) load
         if device is not None:
             device = torch_device(device)  # a device that is not here fails now, before a download or a load
         elif device_map is None:
@@ -109,13 +145,9 @@ class HuggingFacePipeline(BaseLLM):
         model, tokenizer = load_model_and_tokenizer(
             path, device=device, device_map=device_map, model_kwargs=model_kwargs, progress=progress
         )
-        # Where loading put it: transformers' pipeline would move a model without a device map to the GPU (when
-        # device="cpu" was asked for), and cannot place a model that has one.
-        placed = {} if getattr(model, "hf_device_map", None) else {"device": model.device}
-        pipe = make_pipeline(task, model=model, tokenizer=tokenizer, batch_size=batch_size, **placed)
         name = config.DEFAULT_MODEL_NAME if is_default_model(model_id) else model_id
         return cls(
-            pipeline=pipe,
+            pipeline=LoadedModel(model, tokenizer),
             model_id=name,
             model_kwargs=model_kwargs,
             pipeline_kwargs=pipeline_kwargs,
@@ -168,15 +200,15 @@ class HuggingFacePipeline(BaseLLM):
         return join_deltas([delta async for delta in self.astream_chat(request)])
 
     def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
+        params = _supported(self.default_params().merged(request.params))
         input_ids = self._chat_input_ids(request)
-        params = self.default_params().merged(request.params)
         deltas = self._stream_ids(input_ids, params, self._logits_processors(request, params))
         # Tool-call text is held back while streaming and arrives parsed on the last delta.
         return attach_tool_calls(deltas, _tool_names(request)) if _parses_tool_calls(request) else deltas
 
     def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        params = _supported(self.default_params().merged(request.params))
         input_ids = self._chat_input_ids(request)
-        params = self.default_params().merged(request.params)
         deltas = self._astream_ids(input_ids, params, self._logits_processors(request, params))
         return aattach_tool_calls(deltas, _tool_names(request)) if _parses_tool_calls(request) else deltas
 
@@ -254,7 +286,7 @@ class HuggingFacePipeline(BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        params = self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop}))
+        params = _supported(self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop})))
         input_ids = self.tokenizer(prompt)["input_ids"]
         self._check_fits(input_ids)
         yield from stream_chunks(self._stream_ids(input_ids, params), run_manager)
@@ -266,7 +298,7 @@ class HuggingFacePipeline(BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        params = self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop}))
+        params = _supported(self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop})))
         input_ids = self.tokenizer(prompt)["input_ids"]
         self._check_fits(input_ids)
         async for chunk in astream_chunks(self._astream_ids(input_ids, params), run_manager):
@@ -296,6 +328,21 @@ def _parses_tool_calls(request: ChatRequest) -> bool:
 
 def _tool_names(request: ChatRequest) -> list[str]:
     return [tool["function"]["name"] for tool in request.tools or []]
+
+
+def _supported(params: GenerationParams) -> GenerationParams:
+    """``params``, after refusing what local generation cannot do (rather than ignoring it).
+
+    Raises:
+        InvalidInputError: ``presence_penalty`` or ``frequency_penalty`` (transformers has neither).
+    """
+    for name in ("presence_penalty", "frequency_penalty"):
+        if getattr(params, name) is not None:
+            raise InvalidInputError(
+                f"{name} is not supported by the local pipeline: use repetition_penalty (e.g. 1.1, transformers' "
+                "penalty on tokens already generated), or an endpoint, which sends it to the server."
+            )
+    return params
 
 
 def _params_from_kwargs(kwargs: dict[str, Any]) -> GenerationParams:

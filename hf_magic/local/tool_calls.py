@@ -191,7 +191,11 @@ def template_ignores_tools(tokenizer: Any) -> bool:
 
 def template_ignores_tool_calls(tokenizer: Any) -> bool:
     """True when the chat template drops an assistant message's ``tool_calls``."""
-    plain = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""}, {"role": "user", "content": "Ok"}]
+    plain: list[dict[str, Any]] = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "Ok"},
+    ]
     with_call = [plain[0], {**plain[1], "tool_calls": [_PROBE_CALL]}, plain[2]]
     try:
         return render_prompt(tokenizer, with_call) == render_prompt(tokenizer, plain)

@@ -292,7 +292,7 @@ class HfChatMagics(Magics):
         if fresh and not session.loaded and not session.turns:
             session.spec = ModelSpec(
                 model=self.model,
-                backend=self.backend,
+                backend="endpoint" if self.backend == "endpoint" else "pipeline",
                 endpoint_url=self.endpoint_url or None,
                 provider=self.provider or None,
             )
@@ -325,7 +325,7 @@ class HfChatMagics(Magics):
     def _progress_view(self) -> ProgressView:
         return make_progress_view(self.notebook)
 
-    def parse_options(self, line: str) -> argparse.Namespace:
+    def parse_cell_options(self, line: str) -> argparse.Namespace:
         """The ``%%hfchat`` line as options; quotes are removed the shell way (``-s "You're nice"``)."""
         try:
             argv = arg_split(line, posix=True, strict=True)
@@ -372,7 +372,7 @@ class HfChatMagics(Magics):
             if cell is None:
                 self._run_subcommand(parse_subcommand(line))
             else:
-                self._run_cell(self.parse_options(line), cell)
+                self._run_cell(self.parse_cell_options(line), cell)
         except HfMagicError as exc:
             self._error(exc)
         except KeyboardInterrupt:
@@ -442,6 +442,7 @@ class HfChatMagics(Magics):
         usage = usage_line(turn, session.usage_total(), session.context_fill()) if self.show_usage else ""
         view.finish(Reply(turn, usage, fmt))
         if options.output:
+            assert self.shell is not None  # a magic always runs in a shell
             self.shell.user_ns[options.output] = reply_message(turn)
 
     # ------------------------------------------------------------------------ subcommands

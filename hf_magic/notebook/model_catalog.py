@@ -103,7 +103,10 @@ def _safetensors_parameters(folder: Path | None) -> dict[str, int] | None:
     from huggingface_hub import get_local_safetensors_metadata
 
     try:
-        return dict(get_local_safetensors_metadata(folder).parameter_count) or None
+        counts: dict[str, int] = {
+            str(dtype): count for dtype, count in get_local_safetensors_metadata(folder).parameter_count.items()
+        }
+        return counts or None
     except Exception:  # not a safetensors model, or a partial download: the count is simply unknown
         return None
 

@@ -479,7 +479,7 @@ class ChatPanel:
         if self._syncing:
             return
         try:
-            values = {
+            values: dict[str, Any] = {
                 "system_prompt": self.system_prompt.value.strip() or None,
                 "temperature": _parse_number(self.temperature.value, "Temperature", float),
                 "max_new_tokens": _parse_number(self.max_new_tokens.value, "Max tokens", int),

@@ -18,7 +18,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
 
 from .. import config
 from ..backend import ChatDelta, ChatRequest, GenerationParams
-from ..errors import InvalidInputError, StreamInterruptedError
+from ..errors import InvalidInputError, StreamInterruptedError, input_error
 from ..text_completion import astream_chunks, stream_chunks
 from .clients import AsyncDirectChatClient, DirectChatClient
 from .endpoint_errors import EndpointTarget, endpoint_error
@@ -86,7 +86,7 @@ class HuggingFaceEndpoint(LLM):
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:
-            raise _input_error(exc) from exc
+            raise input_error(exc, "HuggingFaceEndpoint") from exc
 
     @model_validator(mode="before")
     @classmethod
@@ -393,13 +393,3 @@ class HuggingFaceEndpoint(LLM):
     ) -> AsyncIterator[GenerationChunk]:
         async for chunk in astream_chunks(self.astream_chat(self._prompt_request(prompt, stop, kwargs)), run_manager):
             yield chunk
-
-
-def _input_error(exc: ValidationError) -> InvalidInputError:
-    """Our own validators' errors as they were raised; pydantic's as one line naming the argument."""
-    first = exc.errors()[0]
-    original = (first.get("ctx") or {}).get("error")
-    if isinstance(original, InvalidInputError):
-        return original
-    where = ".".join(str(part) for part in first.get("loc", ())) or "arguments"
-    return InvalidInputError(f"Invalid {where} for HuggingFaceEndpoint: {first.get('msg')}.")

@@ -62,6 +62,11 @@ def completion_args(params: GenerationParams) -> dict[str, Any]:
         args["stop"] = list(params.stop)
     if params.seed is not None:
         args["seed"] = params.seed
+    for name in ("presence_penalty", "frequency_penalty"):  # OpenAI's own fields: sent as such when set
+        if getattr(params, name) is not None:
+            args[name] = getattr(params, name)
+    if params.logit_bias:
+        args["logit_bias"] = {str(token): bias for token, bias in params.logit_bias.items()}
     if params.logprobs:
         args["logprobs"] = True
         if params.top_logprobs is not None:
