@@ -6,17 +6,12 @@ import io
 
 import pytest
 
-from hf_magic.notebook.progress_views import ProgressState, TerminalProgress, WidgetProgress, format_bytes
+from hf_magic.notebook.progress_views import ProgressState, TerminalProgress, WidgetProgress
 from hf_magic.progress import ProgressEvent
 
 
 def download(bar_id: int, name: str, current: float, total: float, done: bool = False) -> ProgressEvent:
     return ProgressEvent("download", name, current, total, unit="B", done=done, bar_id=bar_id)
-
-
-def test_format_bytes():
-    assert format_bytes(999) == "999 B"
-    assert format_bytes(270_100_000) == "270.1 MB"
 
 
 def test_state_sums_download_bytes_over_files():
