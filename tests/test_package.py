@@ -34,3 +34,23 @@ def test_the_readme_layout_table_lists_every_module_and_only_modules_that_exist(
     tree = {name.removesuffix("__init__.py") if name.count("/") > 1 else name for name in modules}
     assert sorted(tree - listed) == [], "modules missing from README.md's layout table"
     assert sorted(listed - tree) == [], "README.md's layout table names modules that do not exist"
+
+
+def test_the_views_never_import_the_backends() -> None:
+    # magics, panel and their drawing reach local/ and remote/ only through ChatSession and model_catalog
+    import ast
+    from pathlib import Path
+
+    notebook = Path(hf_magic.__file__).parent / "notebook"
+    views = ("magics", "panel", "panel_view", "render", "progress_views", "units")
+    for view in views:
+        tree = ast.parse((notebook / f"{view}.py").read_text())
+        parents = {1: "hf_magic.notebook.", 2: "hf_magic."}  # what "from ." and "from .." stand for here
+        imported = [
+            parents.get(node.level, "") + (node.module or "")
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+        ]
+        imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        reaching = [name for name in imported if name.startswith(("hf_magic.local", "hf_magic.remote"))]
+        assert reaching == [], f"notebook/{view}.py imports {reaching}: ask the session or model_catalog instead"
