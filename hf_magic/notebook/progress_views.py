@@ -183,6 +183,7 @@ class WidgetProgress:
         self._container = container
         self._box: Any = None
         self._rows: dict[int, tuple[Any, Any]] = {}
+        self._lines: dict[int, Any] = {}  # each row's box, made once: re-wrapping rows would leak widgets
         self._last_draw: dict[int, float] = {}
         self._lock = threading.Lock()  # files download on several threads: one box, one display
 
@@ -201,9 +202,10 @@ class WidgetProgress:
             bar.add_class("hf-magic-progress")
             label = widgets.Label()
             self._rows[key] = (bar, label)
+            self._lines[key] = widgets.HBox([bar, label])
             # the total download bar (key -1) stays last
             keys = sorted(self._rows, key=lambda k: (k == -1, list(self._rows).index(k)))
-            self._box.children = tuple(widgets.HBox(list(self._rows[k])) for k in keys)
+            self._box.children = tuple(self._lines[k] for k in keys)
         return self._rows[key]
 
     def _draw(self, key: int, description: str, current: float, total: float | None, unit: str, done: bool) -> None:
@@ -245,9 +247,12 @@ class WidgetProgress:
         for bar, label in self._rows.values():
             bar.close()
             label.close()
+        for line in self._lines.values():
+            line.close()
         self._box.close()
         self._handle = self._box = None
         self._rows.clear()
+        self._lines.clear()
 
 
 def make_progress_view(notebook: bool, stream: TextIO | None = None) -> ProgressView:
