@@ -112,7 +112,7 @@ def reply_message(turn: Turn) -> AIMessage:
     """A finished turn as the AIMessage ``-o VAR`` stores in the user's namespace."""
     return AIMessage(
         content=turn.reply,
-        usage_metadata=turn.usage.as_usage_metadata() if turn.usage else None,  # type: ignore[arg-type]
+        usage_metadata=turn.usage.as_usage_metadata() if turn.usage else None,
         response_metadata={
             "model_name": turn.model,
             "finish_reason": turn.finish_reason,
@@ -490,7 +490,7 @@ class HfChatMagics(Magics):
 
     def _panel(self, session: ChatSession) -> None:
         try:
-            from .panel import ChatPanel  # type: ignore[attr-defined]
+            from .panel import ChatPanel
         except ImportError as exc:
             raise HfMagicError("The chat panel is not available in this version of hf_magic.") from exc
         panel = ChatPanel(session)
@@ -548,5 +548,6 @@ def unload_ipython_extension(ipython: Any) -> None:
     manager = ipython.magics_manager
     for kind in ("line", "cell"):
         manager.magics[kind].pop("hfchat", None)
+    # IPython has no public way to unregister magics: the two tables above are its public traitlets; the
+    # instance it keeps in its registry is replaced by the next %load_ext.
     ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, HfChatMagics)]
-    manager.registry.pop(HfChatMagics.__name__, None)
