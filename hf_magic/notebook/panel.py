@@ -16,6 +16,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import is_offline_mode
+
 from .. import config
 from ..errors import HfMagicError, InvalidInputError
 from ..progress import ProgressEvent
@@ -63,7 +65,7 @@ class ChatPanel:
         self._progress: WidgetProgress | None = None
         self._loading_done = True
         self._generating = self.session.busy  # kept by events: the session's lock outlives "turn_finished"
-        self.view = PanelView(self.session.name, devices=device_options(), hub_online=not config.hub_offline())
+        self.view = PanelView(self.session.name, devices=device_options(), hub_online=not is_offline_mode())
         self.view.settings.selected_index = None if self.session.loaded else 0
         self._refresh_model_list()
         self.view.show_spec(self.session.spec)
