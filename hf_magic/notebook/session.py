@@ -420,10 +420,18 @@ class ChatSession:
             raise InvalidInputError(f"{source.name} is not a transcript exported by `%hfchat export x.json`.") from exc
         except OSError as exc:
             raise InvalidInputError(f"Cannot read {str(source)!r} ({exc.strerror or type(exc).__name__}).") from exc
-        with self.exclusive("load a transcript"):
-            self.turns = turns
-            if data.get("settings", {}).get("system_prompt") is not None:
-                self.settings = replace(self.settings, system_prompt=data["settings"]["system_prompt"])
+        self.restore_turns(turns, data.get("settings", {}).get("system_prompt"), action="load a transcript")
+
+    def restore_turns(self, turns: list[Turn], system_prompt: str | None = None, action: str = "restore turns") -> None:
+        """Replace the transcript with ``turns`` (and the system prompt, when given); the loaded model is kept.
+
+        Raises:
+            InvalidInputError: a reply is being generated.
+        """
+        with self.exclusive(action):
+            self.turns = list(turns)
+            if system_prompt is not None:
+                self.settings = replace(self.settings, system_prompt=system_prompt)
             self._drop_kv_cache()
             self._emit(SessionEvent("transcript_loaded"))
 
