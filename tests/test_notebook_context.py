@@ -285,3 +285,87 @@ def test_the_reply_output_carries_the_exchange_for_restore(ip, replies, magics, 
     record = captured.outputs[-1].metadata["hf_magic"]
     turn = get_session(name).turns[-1]
     assert (record["user"], record["reply"], record["session"]) == (turn.user, turn.reply, name)
+
+
+# ------------------------------------------------------- in a real kernel, on the default model
+def _execute(notebook: Any, folder: Any) -> list[dict[str, Any]]:
+    """Run ``notebook`` in a fresh kernel in ``folder`` (nbclient, as nbconvert and nbval do); the execute replies
+    of its cells, in order (what a frontend reads ``set_next_input`` payloads from)."""
+    from nbclient import NotebookClient
+
+    replies: list[dict[str, Any]] = []
+    client = NotebookClient(
+        notebook,
+        timeout=900,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(folder)}},
+        on_cell_executed=lambda cell, cell_index, execute_reply: replies.append(execute_reply),
+    )
+    client.execute()
+    return replies
+
+
+def _new_cell_payloads(execute_reply: dict[str, Any]) -> list[str]:
+    payloads = execute_reply["content"].get("payload", [])
+    return [payload["text"] for payload in payloads if payload.get("source") == "set_next_input"]
+
+
+def _saved_reply(cell: Any) -> dict[str, Any]:
+    return next(o for o in cell.outputs if "user" in o.get("metadata", {}).get("hf_magic", {}))["metadata"]["hf_magic"]
+
+
+DUMP_TURNS = (
+    "import json\nfrom hf_magic.notebook.session import get_session\n"
+    "session = get_session()\n"
+    "json.dump({{'system': session.settings.system_prompt, 'turns': [t.to_dict() for t in session.turns]}}, "
+    "open({name!r}, 'w'))"
+)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(1800)
+def test_errors_fix_code_cells_and_restore_in_real_kernels(tmp_path):
+    import json
+
+    cells = [
+        "%load_ext hf_magic",
+        "%config HfChatMagics.max_new_tokens = 48",
+        '%%hfchat -s "You are a helpful Python tutor."\nWhat is a list in Python? One sentence.',
+        "values = [1, 2, 3]\nvalues[10]",
+        "%hfchat fix",
+        "%%hfchat -f code\nWrite a Python function that returns the square of a number.",
+        "%%hfchat -i --max-new-tokens 8\nIn one word, what kind of error is this? {Err[4]}",
+        DUMP_TURNS.format(name="first.json"),
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    notebook.cells[3].metadata["tags"] = ["raises-exception"]
+    replies = _execute(notebook, tmp_path)
+    saved = tmp_path / "saved.ipynb"
+    nbformat.write(notebook, saved)
+
+    assert notebook.cells[3].outputs[0]["ename"] == "IndexError"
+    for index in (4, 5):  # %hfchat fix and -f code: a new cell holds exactly the code blocks of the reply shown
+        reply = _saved_reply(notebook.cells[index])["reply"]
+        expected = code_cell_text(reply)
+        assert _new_cell_payloads(replies[index]) == ([] if expected is None else [expected])
+        if expected is None:
+            stdout = "".join(o.get("text", "") for o in notebook.cells[index].outputs if o.output_type == "stream")
+            assert "The reply has no code block: no cell was added." in stdout
+    fix = _saved_reply(notebook.cells[4])["user"]
+    assert "IndexError: list index out of range" in fix and "values[10]" in fix
+    assert "Cell [4] raised IndexError" in _saved_reply(notebook.cells[6])["user"]
+    first = json.loads((tmp_path / "first.json").read_text())
+    assert len(first["turns"]) == 4
+
+    # After a restart: a fresh kernel rebuilds the conversation from the saved notebook alone.
+    restore = ["%load_ext hf_magic", "%hfchat restore saved.ipynb", DUMP_TURNS.format(name="second.json")]
+    restored_notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in restore])
+    _execute(restored_notebook, tmp_path)
+    assert "restored 4 turns from saved.ipynb" in restored_notebook.cells[1].outputs[0]["text"]
+    second = json.loads((tmp_path / "second.json").read_text())
+    compared = ("user", "reply", "model", "system_prompt", "usage", "finish_reason", "interrupted")
+    assert [{k: t[k] for k in compared} for t in second["turns"]] == [
+        {k: t[k] for k in compared} for t in first["turns"]
+    ]
+    assert second["system"] == first["system"] == "You are a helpful Python tutor."
+    assert [t["key"] for t in second["turns"]] == [f"cell:{notebook.cells[i].id}" for i in (2, 4, 5, 6)]
