@@ -160,7 +160,7 @@ def test_an_error_from_before_the_extension_was_loaded_comes_from_sys(monkeypatc
     monkeypatch.setattr("sys.last_value", error, raising=False)
     last = errors.last()
     assert last is not None and last.error is error and last.code is None
-    assert "The last cell raised KeyError" in last.describe()
+    assert "The last cell raised KeyError" in last.describe() == str(errors)  # {Err}: the latest error
 
 
 def test_unload_stops_recording_errors():

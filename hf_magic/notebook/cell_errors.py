@@ -79,6 +79,11 @@ class CellErrors(Mapping[int, str]):
             raise InvalidInputError(f"Cell [{count}] raised no error that hf_magic saw (cells with errors: {known}).")
         return self._errors[count].describe()
 
+    def __str__(self) -> str:
+        """``{Err}`` on its own: the latest error."""
+        last = self.last()
+        return last.describe() if last is not None else "(no error so far)"
+
     def __contains__(self, key: object) -> bool:
         return key in self._errors
 
