@@ -121,6 +121,7 @@ def test_err_n_is_the_exception_of_cell_n(ip, replies, new_cells, capsys):
     sent = get_session(name).turns[-1].user
     assert f"Cell [{count}] raised ZeroDivisionError: division by zero" in sent
     assert "return a / b" in sent and "Traceback (most recent call last)" in sent  # the last frames
+    assert "run_code" not in sent  # from the cell's own code on: IPython's frame says nothing
     assert sent.endswith("Code: divide(1, 0)")
 
 

@@ -4,10 +4,12 @@ IPython keeps no per-cell errors, so the extension records them from its ``post_
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 from ..errors import InvalidInputError
@@ -29,12 +31,23 @@ class CellError:
     def describe(self) -> str:
         """Type, message and the traceback's last frames, as the text a model reads."""
         where = f"Cell [{self.execution_count}]" if self.execution_count is not None else "The last cell"
-        lines = traceback.format_exception(
-            type(self.error), self.error, self.error.__traceback__, limit=-TRACEBACK_FRAMES
-        )
+        frames = _without_ipython_frames(self.error.__traceback__)
+        lines = traceback.format_exception(type(self.error), self.error, frames, limit=-TRACEBACK_FRAMES)
         return cut(
             f"{where} raised {type(self.error).__name__}: {self.error}\n{''.join(lines).rstrip()}", MAX_ERROR_CHARS
         )
+
+
+def _without_ipython_frames(frames: TracebackType | None) -> TracebackType | None:
+    """The traceback from the cell's own code on: IPython's ``run_code`` frame that runs every cell tells a model
+    nothing about the error."""
+    ipython = sys.modules.get("IPython")
+    folder = os.path.dirname(ipython.__file__) if ipython is not None and ipython.__file__ else None
+    while folder and frames is not None and frames.tb_next is not None:
+        if not frames.tb_frame.f_code.co_filename.startswith(folder + os.sep):
+            break
+        frames = frames.tb_next
+    return frames
 
 
 class CellErrors(Mapping[int, str]):
