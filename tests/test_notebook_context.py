@@ -370,3 +370,16 @@ def test_errors_fix_code_cells_and_restore_in_real_kernels(tmp_path):
     ]
     assert second["system"] == first["system"] == "You are a helpful Python tutor."
     assert [t["key"] for t in second["turns"]] == [f"cell:{notebook.cells[i].id}" for i in (2, 4, 5, 6)]
+
+
+@pytest.mark.integration
+def test_the_pipelines_context_guard_names_the_interpolated_variable(ip, capsys):
+    # The default model's own guard (8,192 tokens, counted by its tokenizer before any prefill).
+    ip.user_ns["notes"] = "word " * 2000  # cut to 4,000 characters: the marker says so
+    name = session_name()
+    ip.run_cell_magic("hfchat", f"--session {name} -i --max-new-tokens 4", "word " * 9000 + "Summarise {notes}")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "The prompt is " in err and "8,192" in err and "nothing was sent" in err
+    assert "{notes} is the biggest value in it (" in err and "notes.head() or a slice" in err
+    session = get_session(name)
+    assert session.loaded and session.turns == []
