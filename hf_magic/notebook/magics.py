@@ -23,15 +23,17 @@ from IPython.utils.process import arg_split
 from langchain_core.messages import AIMessage
 from traitlets import Bool, Enum, Float, Integer, Unicode
 
+from ..config import DEFAULT_MAX_NEW_TOKENS
 from ..errors import ContextWindowError, HfMagicError, InvalidInputError
 from .cell_errors import CellErrors, fix_prompt
 from .code_blocks import code_cell_text
 from .model_spec import ModelSpec
-from .progress_views import ProgressView, format_bytes, make_progress_view
+from .progress_views import ProgressView, make_progress_view
 from .render import ErrorLine, InfoTable, Reply, Streaming, Transcript, UsageReport, usage_line
 from .restore import notebook_turns, read_notebook, running_notebook
 from .session import ChatSession, all_sessions, get_session
 from .turns import Turn
+from .units import format_bytes
 from .variables import describe_value
 
 _STREAM_REFRESH_SECONDS = 0.05
@@ -281,7 +283,7 @@ class HfChatMagics(Magics):
     )
     provider = Unicode(None, allow_none=True, help="Inference provider for backend='endpoint'.").tag(config=True)
     system_prompt = Unicode(None, allow_none=True, help="System prompt of new sessions.").tag(config=True)
-    max_new_tokens = Integer(512, allow_none=True, help="Longest reply, in tokens.").tag(config=True)
+    max_new_tokens = Integer(DEFAULT_MAX_NEW_TOKENS, allow_none=True, help="Longest reply, in tokens.").tag(config=True)
     temperature = Float(None, allow_none=True, help="Sampling temperature; unset or 0 is greedy.").tag(config=True)
     history_limit = Integer(None, allow_none=True, help="Most recent turns sent with each message (None: all).").tag(
         config=True
@@ -325,7 +327,7 @@ class HfChatMagics(Magics):
         if fresh and not session.loaded and not session.turns:
             session.spec = ModelSpec(
                 model=self.model,
-                backend=self.backend,
+                backend="endpoint" if self.backend == "endpoint" else "pipeline",
                 endpoint_url=self.endpoint_url or None,
                 provider=self.provider or None,
             )
@@ -358,7 +360,7 @@ class HfChatMagics(Magics):
     def _progress_view(self) -> ProgressView:
         return make_progress_view(self.notebook)
 
-    def parse_options(self, line: str) -> argparse.Namespace:
+    def parse_cell_options(self, line: str) -> argparse.Namespace:
         """The ``%%hfchat`` line as options; quotes are removed the shell way (``-s "You're nice"``)."""
         try:
             argv = arg_split(line, posix=True, strict=True)
@@ -419,7 +421,7 @@ class HfChatMagics(Magics):
             if cell is None:
                 self._run_subcommand(parse_subcommand(line))
             else:
-                self._run_cell(self.parse_options(line), cell)
+                self._run_cell(self.parse_cell_options(line), cell)
         except HfMagicError as exc:
             self._error(exc)
         except KeyboardInterrupt:
@@ -498,6 +500,7 @@ class HfChatMagics(Magics):
         usage = usage_line(turn, session.usage_total(), session.context_fill()) if self.show_usage else ""
         view.finish(Reply(turn, usage, "markdown" if fmt == "code" else fmt, session.name))
         if options.output:
+            assert self.shell is not None  # a magic always runs in a shell
             self.shell.user_ns[options.output] = reply_message(turn)
         if fmt == "code":
             self._code_to_new_cell(turn)
@@ -551,7 +554,7 @@ class HfChatMagics(Magics):
         if error is None:
             print("No error so far: run the cell that fails, then %hfchat fix.")
             return
-        options = self.parse_options(f"--session {shlex.quote(session.name)} --format code")
+        options = self.parse_cell_options(f"--session {shlex.quote(session.name)} --format code")
         # The message quotes code: {braces} in it are code, never interpolated.
         self._run_cell(options, fix_prompt(error), may_interpolate=False)
 
@@ -623,10 +626,10 @@ def status_table(session: ChatSession) -> InfoTable:
 
 def models_table() -> InfoTable:
     """What ``%hfchat models`` shows: the embedded default model and the models in the hub cache."""
-    from ..local.loading import local_models
+    from .model_catalog import local_choices
 
     rows = []
-    for found in local_models():
+    for found in local_choices():
         size = format_bytes(float(found.size_on_disk)) if found.size_on_disk else "not converted yet"
         rows.append((found.model_id, f"{found.source}, {size}" + (f", {found.path}" if found.path else "")))
     return InfoTable("Models available without the network", rows or [("(none)", "")])

@@ -110,12 +110,13 @@ class ChatSession:
         if self.chat_model is not None and spec == self._loaded_spec:
             self.spec = spec
             return self.chat_model
-        if self._fallback is not None and self._fallback[0] is not None and self._fallback[1] == spec:
+        previous_model, previous_spec = self._fallback or (None, None)
+        if previous_model is not None and previous_spec == spec:
             # Back to the model an untried endpoint replaced: it is still in memory.
-            self.chat_model, self.spec = self._fallback
+            self.chat_model, self.spec = previous_model, spec
             self._loaded_spec, self._fallback = spec, None
             self._emit(SessionEvent("model_loaded"))
-            return self.chat_model
+            return previous_model
 
         def report(event: ProgressEvent) -> None:
             if progress:
