@@ -179,6 +179,7 @@ class Reply:
     turn: Turn
     usage: str = ""
     format: str = "markdown"
+    session: str = "default"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> MimeBundle:
         text = self.turn.reply.strip() + ("\n[interrupted]" if self.turn.interrupted else "")
@@ -191,7 +192,9 @@ class Reply:
             body = turn_html(self.turn, include_user=False, meta=False)
             usage = f'<div class="hfm-usage">{html.escape(self.usage)}</div>' if self.usage else ""
             data["text/html"] = TURN_CSS + body + usage
-        return data, {"hf_magic": _usage_metadata(self.turn)}
+        # The exchange itself rides along in the metadata, so that a saved notebook gives it back exactly.
+        exchange = {"user": self.turn.user, "reply": self.turn.reply, "system_prompt": self.turn.system_prompt}
+        return data, {"hf_magic": {**_usage_metadata(self.turn), **exchange, "session": self.session}}
 
     def __repr__(self) -> str:
         return self._repr_mimebundle_()[0]["text/plain"]
