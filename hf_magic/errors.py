@@ -109,3 +109,7 @@ class StructuredOutputCutError(HfMagicError, OutputParserException):
         self.observation = None
         self.llm_output = llm_output
         self.send_to_llm = False
+
+
+class ImageError(InvalidInputError):
+    """An image that cannot be sent: unreadable, unreachable, not an image, or to a model that reads text only."""

@@ -21,7 +21,8 @@ from pydantic import ConfigDict, PrivateAttr
 
 from .. import config
 from ..backend import ChatDelta, ChatRequest, GenerationParams, Usage, join_deltas
-from ..errors import ContextWindowError, InvalidInputError
+from ..errors import ContextWindowError, ImageError, InvalidInputError
+from ..images import messages_have_images
 from ..progress import ProgressCallback
 from ..text_completion import astream_chunks, stream_chunks
 from .chat_template import render_prompt
@@ -31,9 +32,11 @@ from .loading import default_device, is_default_model, load_model_and_tokenizer,
 from .logprobs import LogprobsRecorder
 from .stop_sequences import IncrementalDecoder
 from .tool_calls import aattach_tool_calls, attach_tool_calls, prompt_messages
+from .vision import TASK as VISION_TASK
+from .vision import VisionPrompt, image_prefill, is_vision_language, model_tensors, render_vision_prompt
 
 DEFAULT_BATCH_SIZE = 2
-SUPPORTED_TASKS = ("text-generation",)
+SUPPORTED_TASKS = ("text-generation", VISION_TASK)
 
 _END = object()
 _GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "do_sample", "seed")
@@ -113,7 +116,8 @@ class HuggingFacePipeline(BaseLLM):
 
         Args:
             model_id: what to load; ``None`` or ``"default"`` is the embedded SmolLM2-135M-Instruct.
-            task: only ``"text-generation"`` (chat models are causal LMs).
+            task: ``"text-generation"``, or ``"image-text-to-text"`` for a vision-language model; a VLM is
+                recognised from its config and loaded with its processor whichever is given.
             backend: accepted for compatibility; only transformers (``"default"``/``"pt"``) is supported.
             device: ``-1``/``"cpu"``, a CUDA index or a torch device string; ``None`` (with no ``device_map``) is
                 the GPU when there is one, else the CPU, as transformers' ``pipeline`` chooses.
@@ -130,7 +134,9 @@ class HuggingFacePipeline(BaseLLM):
         from transformers import pipeline as make_pipeline
 
         if task not in SUPPORTED_TASKS:
-            raise InvalidInputError(f"Task {task!r} is not supported: use task='text-generation'.")
+            raise InvalidInputError(
+                f"Task {task!r} is not supported: use task='text-generation' (or 'image-text-to-text' for a VLM)."
+            )
         if backend not in ("default", "pt", "transformers"):
             raise InvalidInputError(f"Backend {backend!r} is not supported: use the default transformers backend.")
         if device is not None and device_map is not None:
@@ -142,13 +148,22 @@ class HuggingFacePipeline(BaseLLM):
         elif device_map is None:
             device = default_device()
         path = resolve_model_path(model_id, progress)
+        vision = is_vision_language(path)
+        if task == VISION_TASK and not vision:
+            raise InvalidInputError(
+                f"{model_id!r} is not a vision-language model: load it with task='text-generation', or pick a VLM."
+            )
         model, tokenizer = load_model_and_tokenizer(
-            path, device=device, device_map=device_map, model_kwargs=model_kwargs, progress=progress
+            path, device=device, device_map=device_map, model_kwargs=model_kwargs, progress=progress, vision=vision
         )
         # Where loading put it: transformers' pipeline would move a model without a device map to the GPU (when
         # device="cpu" was asked for), and cannot place a model that has one.
         placed = {} if getattr(model, "hf_device_map", None) else {"device": model.device}
-        pipe = make_pipeline(task, model=model, tokenizer=tokenizer, batch_size=batch_size, **placed)
+        pipe: Any
+        if vision:  # ``tokenizer`` is the processor: the pipeline's tokenizer is the processor's own
+            pipe = make_pipeline("image-text-to-text", model=model, processor=tokenizer, batch_size=batch_size, **placed)
+        else:
+            pipe = make_pipeline("text-generation", model=model, tokenizer=tokenizer, batch_size=batch_size, **placed)
         name = config.DEFAULT_MODEL_NAME if is_default_model(model_id) else model_id
         return cls(
             pipeline=pipe,
@@ -183,9 +198,27 @@ class HuggingFacePipeline(BaseLLM):
         return self.pipeline.tokenizer
 
     @property
+    def processor(self) -> Any:
+        """A vision-language model's processor (``None`` for a text model)."""
+        return getattr(self.pipeline, "processor", None) if self.reads_images else None
+
+    @property
+    def reads_images(self) -> bool:
+        """Whether the model is a vision-language model, loaded with its processor."""
+        return getattr(self.pipeline, "task", None) == VISION_TASK
+
+    @property
+    def last_prefill_note(self) -> str | None:
+        """Why the latest turn prefilled in full though a cache was kept (a new image), else ``None``."""
+        return self._kv_cache.last_note
+
+    @property
     def context_length(self) -> int | None:
-        """The model's maximum sequence length, when its config says."""
-        value = getattr(self.model.config, "max_position_embeddings", None)
+        """The model's maximum sequence length, when its config says (a VLM's: its language model's)."""
+        model_config = self.model.config
+        value = getattr(model_config, "max_position_embeddings", None)
+        if value is None and hasattr(model_config, "get_text_config"):
+            value = getattr(model_config.get_text_config(), "max_position_embeddings", None)
         return int(value) if value else None
 
     def default_params(self) -> GenerationParams:
@@ -204,16 +237,16 @@ class HuggingFacePipeline(BaseLLM):
         return join_deltas([delta async for delta in self.astream_chat(request)])
 
     def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
-        input_ids = self._chat_input_ids(request)
+        prompt = self._chat_prompt(request)
         params = self.default_params().merged(request.params)
-        deltas = self._stream_ids(input_ids, params, self._logits_processors(request, params))
+        deltas = self._stream_ids(prompt.input_ids, params, self._logits_processors(request, params), prompt)
         # Tool-call text is held back while streaming and arrives parsed on the last delta.
         return attach_tool_calls(deltas, _tool_names(request)) if _parses_tool_calls(request) else deltas
 
     def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
-        input_ids = self._chat_input_ids(request)
+        prompt = self._chat_prompt(request)
         params = self.default_params().merged(request.params)
-        deltas = self._astream_ids(input_ids, params, self._logits_processors(request, params))
+        deltas = self._astream_ids(prompt.input_ids, params, self._logits_processors(request, params), prompt)
         return aattach_tool_calls(deltas, _tool_names(request)) if _parses_tool_calls(request) else deltas
 
     def _chat_input_ids(self, request: ChatRequest) -> list[int]:
@@ -222,12 +255,46 @@ class HuggingFacePipeline(BaseLLM):
         Raises:
             ContextWindowError: the prompt leaves no room for a reply token in the model's context window.
         """
+        return self._chat_prompt(request).input_ids
+
+    def _chat_prompt(self, request: ChatRequest) -> VisionPrompt:
+        """The prompt's token ids and, for a VLM, its processed images.
+
+        Raises:
+            ContextWindowError: the prompt (images included, as the processor resized them) leaves no room for a
+                reply token in the model's context window.
+            ImageError: an image for a model that reads text only, or one that cannot be read.
+        """
+        if self.reads_images:
+            tools = request.tools if request.tool_choice != "none" else None
+            prompt = render_vision_prompt(self.processor, self.model, request.messages, tools)
+            if prompt.image_tokens and self._fits(prompt.input_ids) is False:
+                raise ContextWindowError(
+                    len(prompt.input_ids),
+                    self.context_length or 0,
+                    model=self.model_name,
+                    remedy=f"its {prompt.image_count} image(s) take {prompt.image_tokens:,} tokens after the "
+                    "processor's resizing: send fewer or smaller images, or start a new conversation",
+                )
+            self._check_fits(prompt.input_ids, lambda: self._history_tokens(request))
+            return prompt
+        if messages_have_images(request.messages):
+            raise ImageError(
+                f"{self.model_name} reads text only and cannot see images: load a vision-language model "
+                "(e.g. HuggingFaceTB/SmolVLM-256M-Instruct), or send text only."
+            )
         ids = self._render_ids(request.messages, request)
         self._check_fits(ids, lambda: self._history_tokens(request))
-        return ids
+        return VisionPrompt(input_ids=ids)
+
+    def _fits(self, input_ids: list[int]) -> bool | None:
+        window = self.context_length
+        return None if window is None else len(input_ids) + 1 <= window
 
     def _render_ids(self, chat_messages: list[dict[str, Any]], request: ChatRequest) -> list[int]:
         tools = request.tools if request.tool_choice != "none" else None
+        if self.reads_images:
+            return render_vision_prompt(self.processor, self.model, chat_messages, tools).input_ids
         messages, tools = prompt_messages(self.tokenizer, chat_messages, tools)
         prompt = render_prompt(self.tokenizer, messages, tools)
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -310,7 +377,11 @@ class HuggingFacePipeline(BaseLLM):
 
     # --------------------------------------------------------------------------- generation
     def _stream_ids(
-        self, input_ids: list[int], params: GenerationParams, processors: list[Any] | None = None
+        self,
+        input_ids: list[int],
+        params: GenerationParams,
+        processors: list[Any] | None = None,
+        prompt: VisionPrompt | None = None,
     ) -> Iterator[ChatDelta]:
         """Generate on the calling thread, inside a greenlet that hands over each token as it comes.
 
@@ -328,7 +399,9 @@ class HuggingFacePipeline(BaseLLM):
         def hand_over(ids: list[int]) -> None:
             greenlet.getcurrent().parent.switch(ids)  # resumes the consumer; returns when it wants more
 
-        generation = greenlet.greenlet(lambda: self._run_generate(input_ids, params, hand_over, cancel, processors))
+        generation = greenlet.greenlet(
+            lambda: self._run_generate(input_ids, params, hand_over, cancel, processors, prompt)
+        )
         decoder = self._decoder(params)
         try:
             while (ids := generation.switch()) is not None:
@@ -344,7 +417,11 @@ class HuggingFacePipeline(BaseLLM):
                 generation.throw()
 
     async def _astream_ids(
-        self, input_ids: list[int], params: GenerationParams, processors: list[Any] | None = None
+        self,
+        input_ids: list[int],
+        params: GenerationParams,
+        processors: list[Any] | None = None,
+        prompt: VisionPrompt | None = None,
     ) -> AsyncIterator[ChatDelta]:
         """``_stream_ids`` for an event loop: the loop only decodes, generation stays on its thread."""
         loop = asyncio.get_running_loop()
@@ -359,7 +436,7 @@ class HuggingFacePipeline(BaseLLM):
 
         def run() -> None:
             try:
-                self._run_generate(input_ids, params, deliver, cancel, processors)
+                self._run_generate(input_ids, params, deliver, cancel, processors, prompt)
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 deliver(exc)
             finally:
@@ -427,8 +504,10 @@ class HuggingFacePipeline(BaseLLM):
         deliver: Callable[[list[int]], None],
         cancel: threading.Event,
         processors: list[Any] | None = None,
+        prompt: VisionPrompt | None = None,
     ) -> None:
-        """Run ``model.generate``, handing each new token's ids to ``deliver``; stops once ``cancel`` is set."""
+        """Run ``model.generate``, handing each new token's ids to ``deliver``; stops once ``cancel`` is set.
+        A ``prompt`` with images hands their pixels to the model unless the kept cache already holds them."""
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -446,11 +525,15 @@ class HuggingFacePipeline(BaseLLM):
                 with torch.inference_mode():
                     # Prefill only what the last generation did not see (a failed one leaves no cache).
                     lease = self._kv_cache.take(self.model, input_ids, reuse=self.reuse_kv_cache)
+                    image_inputs: dict[str, Any] = {}
+                    if prompt is not None:
+                        lease, image_inputs = image_prefill(self._kv_cache, self.model, lease, prompt)
                     output = self.model.generate(
                         input_ids=ids,
                         attention_mask=torch.ones_like(ids),
                         streamer=_QueueStreamer(deliver),
                         stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
+                        **model_tensors(image_inputs, self.model),
                         **(lease.generate_kwargs() if lease else {}),
                         **generate_kwargs,
                     )

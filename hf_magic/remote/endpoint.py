@@ -25,6 +25,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
 from .. import config
 from ..backend import ChatDelta, ChatRequest, GenerationParams, Usage
 from ..errors import EndpointError, InvalidInputError, StreamInterruptedError
+from ..images import is_image_block, to_openai_image_part
 from ..text_completion import astream_chunks, stream_chunks
 from .endpoint_errors import EndpointTarget, endpoint_error, retry_delay
 
@@ -60,8 +61,8 @@ def models_url(endpoint_url: str) -> str:
 
 # ----------------------------------------------------------------------------- converters
 def to_openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Messages as OpenAI expects them: langchain's standard data blocks (images as ``url`` /
-    ``base64`` / ``source_type`` blocks) become ``image_url`` parts; everything else passes through."""
+    """Messages as OpenAI expects them: image blocks (``hf_magic.images``: URLs, base64, data URLs, local paths)
+    become ``image_url`` parts, other standard data blocks OpenAI's parts; everything else passes through."""
     return [_openai_message(message) for message in messages]
 
 
@@ -73,6 +74,8 @@ def _openai_message(message: dict[str, Any]) -> dict[str, Any]:
     for block in content:
         if isinstance(block, str):
             parts.append({"type": "text", "text": block})
+        elif is_image_block(block):  # local paths and bytes become data URLs; http(s) URLs the server fetches
+            parts.append(to_openai_image_part(block))
         elif isinstance(block, dict) and is_data_content_block(block):
             parts.append(convert_to_openai_data_block(block))
         else:
