@@ -146,8 +146,10 @@ def decode_image(data: bytes, label: str = "image") -> Any:
     Raises:
         ImageError: not an image Pillow can read.
     """
-    from PIL import Image, UnidentifiedImageError
-
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as exc:
+        raise ImageError("Reading images needs Pillow: run `pip install pillow`.") from exc
     try:
         image = Image.open(io.BytesIO(data))
         image.load()
