@@ -152,15 +152,16 @@ def test_a_real_server_sees_the_image(tmp_path_factory: pytest.TempPathFactory, 
     folder = build_tiny_vlm("llava", tmp_path_factory.mktemp("served-llava"))
     with_image = HumanMessage(content=[{"type": "image", "url": str(png_file)}, {"type": "text", "text": "What?"}])
     text_only = HumanMessage(content=[{"type": "text", "text": "What?"}])
+    messages = {"image": with_image, "text": text_only}
     local = ChatHuggingFace(llm=HuggingFacePipeline.from_model_id(str(folder)), max_tokens=3, temperature=0)
     with serve_transformers(folder) as url:
         served = ChatHuggingFace(llm=HuggingFaceEndpoint(endpoint_url=url), max_tokens=3, temperature=0)
-        replies = {name: served.invoke([message]) for name, message in (("image", with_image), ("text", text_only))}
+        replies = {name: served.invoke([message]) for name, message in messages.items()}
         streamed = list(served.stream([with_image]))
     usage = {name: reply.usage_metadata for name, reply in replies.items()}
     assert usage["image"] and usage["text"]
     image_tokens = usage["image"]["input_tokens"] - usage["text"]["input_tokens"]
-    local_usage = {name: local.invoke([message]).usage_metadata for name, message in (("image", with_image), ("text", text_only))}  # fmt: skip
+    local_usage = {name: local.invoke([message]).usage_metadata for name, message in messages.items()}
     assert local_usage["image"] and local_usage["text"]
     assert image_tokens == local_usage["image"]["input_tokens"] - local_usage["text"]["input_tokens"] > 1
     assert "".join(str(chunk.content) for chunk in streamed) == replies["image"].content

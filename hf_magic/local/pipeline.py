@@ -161,7 +161,9 @@ class HuggingFacePipeline(BaseLLM):
         placed = {} if getattr(model, "hf_device_map", None) else {"device": model.device}
         pipe: Any
         if vision:  # ``tokenizer`` is the processor: the pipeline's tokenizer is the processor's own
-            pipe = make_pipeline("image-text-to-text", model=model, processor=tokenizer, batch_size=batch_size, **placed)
+            pipe = make_pipeline(
+                "image-text-to-text", model=model, processor=tokenizer, batch_size=batch_size, **placed
+            )
         else:
             pipe = make_pipeline("text-generation", model=model, tokenizer=tokenizer, batch_size=batch_size, **placed)
         name = config.DEFAULT_MODEL_NAME if is_default_model(model_id) else model_id
