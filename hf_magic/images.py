@@ -252,3 +252,9 @@ def block_reference(block: dict[str, Any]) -> str:
         return image_source(block).label
     except ImageError:
         return "image"
+
+
+def exportable_block(block: dict[str, Any]) -> dict[str, Any]:
+    """The block as a self-contained ``{"type": "image", "url": ...}``: a data URL, or the remote URL it names."""
+    url = block_data_url(block)
+    return {"type": "image", "url": url if url is not None else block_reference(block)}

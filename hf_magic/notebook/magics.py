@@ -23,9 +23,10 @@ from langchain_core.messages import AIMessage
 from traitlets import Bool, Enum, Float, Integer, Unicode
 
 from ..errors import ContextWindowError, HfMagicError, InvalidInputError
+from .cell_images import ImageFields, option_images
 from .model_spec import ModelSpec
 from .progress_views import ProgressView, format_bytes, make_progress_view
-from .render import ErrorLine, InfoTable, Reply, Streaming, Transcript, UsageReport, usage_line
+from .render import ErrorLine, InfoTable, Reply, SentImages, Streaming, Transcript, UsageReport, usage_line
 from .session import ChatSession, all_sessions, get_session
 from .turns import Turn
 
@@ -39,8 +40,9 @@ SUBCOMMANDS = ("history", "reset", "usage", "export", "load", "unload", "status"
 _FIELD = re.compile(r"(?<!\{)\{([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[[^\[\]{}]+\])*)\}(?!\})")
 
 
-def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
-    """Replace ``{name}``, ``{name.attr}`` and ``{name[key]}`` with values from ``namespace``.
+def interpolate(text: str, namespace: Mapping[str, Any], convert: Callable[[Any], str] = str) -> str:
+    """Replace ``{name}``, ``{name.attr}`` and ``{name[key]}`` with values from ``namespace``, as ``convert``
+    writes them (``cell_images.ImageFields`` takes images out of the text).
 
     Brace-safe: anything else (dict literals, JSON, ``{unknown}``, ``{{escaped}}``) is left as written,
     so pasting code into an interpolated cell does not break it.
@@ -55,7 +57,7 @@ def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
             value, _ = formatter.get_field(match.group(1), (), namespace)
         except (AttributeError, KeyError, IndexError, TypeError, ValueError):
             return match.group(0)
-        return str(value)
+        return convert(value)
 
     return _FIELD.sub(substitute, text)
 
@@ -359,7 +361,19 @@ class HfChatMagics(Magics):
     @argument("--no-stream", action="store_true", help="Show the reply only when it is complete.")
     @argument("-o", "--output", default=None, metavar="VAR", help="Store the reply (an AIMessage) in VAR.")
     @argument("--format", choices=["markdown", "text"], default=None, help="Render the reply as Markdown or text.")
-    @argument("-i", "--interpolate", action="store_true", help="Replace {name} with user variables (brace-safe).")
+    @argument(
+        "-i",
+        "--interpolate",
+        action="store_true",
+        help="Replace {name} with user variables (brace-safe); a PIL image or matplotlib Figure is sent as an image.",
+    )
+    @argument(
+        "--image",
+        action="append",
+        default=None,
+        metavar="PATH_OR_URL",
+        help="Send an image with the message (repeatable); needs a vision-language model or endpoint.",
+    )
     @line_cell_magic
     def hfchat(self, line: str, cell: str | None = None) -> None:
         """Chat with a Hugging Face model: the cell body is your message.
@@ -386,8 +400,11 @@ class HfChatMagics(Magics):
         spec_from_options(session.spec, options)  # a bad --dtype, --backend... (ModelSpec checks itself)
         # The cell's trailing newline is not part of the message (small models answer it differently).
         text = cell.strip()
+        images = option_images(options.image)  # a missing file fails now, before any load
         if options.interpolate or self.interpolate:
-            text = interpolate(text, self.shell.user_ns if self.shell is not None else {})
+            fields = ImageFields(first_number=len(images) + 1)
+            text = interpolate(text, self.shell.user_ns if self.shell is not None else {}, fields)
+            images += fields.blocks
         if not text.strip():
             raise InvalidInputError("The cell is empty: write your message below the %%hfchat line.")
         max_new_tokens = options.max_new_tokens if options.max_new_tokens is not None else self.max_new_tokens
@@ -396,7 +413,7 @@ class HfChatMagics(Magics):
         # The whole cell holds the session: a panel acting on it meanwhile waits, or is told a reply is running.
         with session.exclusive("run this cell"):
             try:
-                self._send_cell(session, options, text, cell, max_new_tokens)
+                self._send_cell(session, options, text, cell, max_new_tokens, images)
             except ContextWindowError as exc:
                 raise exc.with_remedy(
                     "shorten the cell, send fewer earlier turns (--history-limit N), "
@@ -404,7 +421,13 @@ class HfChatMagics(Magics):
                 ) from exc
 
     def _send_cell(
-        self, session: ChatSession, options: argparse.Namespace, text: str, cell: str, max_new_tokens: int | None
+        self,
+        session: ChatSession,
+        options: argparse.Namespace,
+        text: str,
+        cell: str,
+        max_new_tokens: int | None,
+        images: list[dict[str, Any]] | None = None,
     ) -> None:
         spec = spec_from_options(session.spec, options)
         if options.new:
@@ -427,10 +450,13 @@ class HfChatMagics(Magics):
             session.load(spec, progress=progress)
         finally:
             progress.close()
+        if images:
+            self._show(SentImages(images))  # what the model is asked about, above its reply
         try:
             turn = session.send(
                 text,
                 key=cell_key(cell, self._cell_id()),
+                images=images or (),
                 on_token=view.token,
                 temperature=options.temperature if options.temperature is not None else self.temperature,
                 max_new_tokens=max_new_tokens,

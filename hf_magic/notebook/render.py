@@ -26,6 +26,8 @@ _CSS = (
     ".hfchat-interrupted{color:#b26a00;font-size:.85em}"
     ".hfchat-error{color:#c62828;font-weight:600}"
     ".hfchat-turn pre{padding:.5em;border-radius:4px;overflow-x:auto}"
+    ".hfchat-images{display:flex;gap:.4em;flex-wrap:wrap;margin:.2em 0}"
+    ".hfchat-images img{max-height:96px;max-width:96px;border:1px solid #ccc;border-radius:3px}"
     "</style>"
 )
 
@@ -96,11 +98,52 @@ def _usage_metadata(turn: Turn) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------------- images
+def images_html(images: Sequence[dict[str, Any]], size: int = 96) -> str:
+    """Thumbnails of image blocks in a row (a link for a remote URL, which is not fetched to draw it)."""
+    from ..images import block_reference, thumbnail_data_url
+
+    if not images:
+        return ""
+    cells = []
+    for block in images:
+        thumbnail = thumbnail_data_url(block, size)
+        label = html.escape(block_reference(block))
+        if thumbnail is not None:
+            cells.append(f'<img src="{thumbnail}" alt="{label}" title="{label}">')
+        else:
+            cells.append(f'<a href="{label}" target="_blank">🖼 {label}</a>')
+    return f'<div class="hfchat-images">{"".join(cells)}</div>'
+
+
+def image_labels(images: Sequence[dict[str, Any]]) -> list[str]:
+    """``[image: URL]`` or ``[image: image/png (N bytes)]`` per image: how text and Markdown refer to them."""
+    from ..images import block_reference
+
+    return [f"[image: {block_reference(block)}]" for block in images]
+
+
+@dataclass
+class SentImages:
+    """Thumbnails of the images a ``%%hfchat`` cell sends, shown above its reply."""
+
+    images: list[dict[str, Any]]
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {
+            "text/plain": "\n".join(image_labels(self.images)),
+            "text/html": _CSS + images_html(self.images),
+        }
+
+    def __repr__(self) -> str:
+        return "\n".join(image_labels(self.images))
+
+
 # ---------------------------------------------------------------------------------- turns
 def turn_markdown(turn: Turn, *, include_user: bool = True) -> str:
     lines: list[str] = []
     if include_user:
-        lines += ["**User**", "", turn.user.strip(), ""]
+        lines += ["**User**", "", *(f"_{label}_" for label in image_labels(turn.images)), turn.user.strip(), ""]
     lines += [f"**Assistant** ({turn.model})" if turn.model else "**Assistant**", "", turn.reply.strip() or "_(empty)_"]
     if turn.interrupted:
         lines += ["", "_[interrupted]_"]
@@ -110,6 +153,7 @@ def turn_markdown(turn: Turn, *, include_user: bool = True) -> str:
 def turn_text(turn: Turn, *, include_user: bool = True) -> str:
     lines: list[str] = []
     if include_user:
+        lines += [f"User: {label}" for label in image_labels(turn.images)]
         lines.append(f"User: {turn.user.strip()}")
     lines.append(f"Assistant: {turn.reply.strip()}")
     if turn.interrupted:
@@ -122,6 +166,7 @@ def _turn_html(turn: Turn, *, include_user: bool) -> str:
     if include_user:
         parts.append(
             '<div class="hfchat-user"><div class="hfchat-role">User</div>'
+            f"{images_html(turn.images)}"
             f"<div>{html.escape(turn.user.strip()).replace(chr(10), '<br>')}</div></div>"
         )
     role = f"Assistant · {html.escape(turn.model)}" if turn.model else "Assistant"
