@@ -23,8 +23,9 @@ from ..local.loading import is_default_model
 from ..progress import ProgressEvent
 from .model_catalog import ModelChoice, describe_choice, fit_summary, hub_search, local_choices
 from .model_spec import ModelSpec
+from .panel_images import attached_images, attachment_summary
 from .progress_views import ProgressState, format_bytes
-from .render import markdown_to_html
+from .render import images_html, markdown_to_html
 from .session import ChatSession, get_session
 from .turns import SessionEvent, Settings, Turn
 
@@ -210,8 +211,14 @@ class ChatPanel:
             self._show_error(str(exc))
 
     def send(self, text: str | None = None) -> None:
-        """Send ``text`` (default: the message box) on a worker thread; the reply streams into the transcript."""
+        """Send ``text`` (default: the message box) with the attached images on a worker thread; the reply streams
+        into the transcript."""
         message = self.input.value if text is None else text
+        try:
+            images = attached_images(self.attach.value)
+        except HfMagicError as exc:
+            self._show_error(str(exc))
+            return
         if not message.strip():
             self._show_error("The message is empty: type something to send.")
             return
@@ -225,11 +232,12 @@ class ChatPanel:
                 return
         if text is None:
             self.input.value = ""
+        self.attach.value = ()  # sent with this message
 
         def run() -> None:
             try:
                 # The spec goes with the message, not into session.spec: a failed load leaves the session as it was.
-                self.session.send(message, spec=spec)
+                self.session.send(message, spec=spec, images=images)
             except HfMagicError:
                 if text is None and not self.input.value:
                     self.input.value = message  # give the user their message back to retry
@@ -412,6 +420,11 @@ class ChatPanel:
             value=f"hfchat-{self.session.name}.md", continuous_update=False, layout=widgets.Layout(width="180px")
         )
         self.export_button = _button("Export", "save", tooltip="Write the transcript (.md or .json)")
+        # Images go with the next message (a vision-language model or endpoint reads them).
+        self.attach = widgets.FileUpload(accept="image/*", multiple=True, description="Image", icon="image")
+        self.attach.add_class("hf-magic-attach")
+        self.attachments = widgets.HTML()
+        self.attach.observe(lambda _: self._redraw_attachments(), names="value")
         self.usage = widgets.HTML()
         self.note = widgets.HTML()
         keys = widgets.Output(layout=widgets.Layout(display="none"))
@@ -421,6 +434,7 @@ class ChatPanel:
             [
                 self.send_button,
                 self.stop_button,
+                self.attach,
                 widgets.HTML(layout=widgets.Layout(flex="1 1 auto")),
                 self.reset_button,
                 self.export_path,
@@ -435,6 +449,7 @@ class ChatPanel:
                 self.settings,
                 self.transcript,
                 self.error,
+                self.attachments,
                 self.input,
                 buttons,
                 self.usage,
@@ -463,6 +478,9 @@ class ChatPanel:
             picker.observe(self._on_picker, names="value")
         for field in (self.system_prompt, self.temperature, self.max_new_tokens, self.top_p, self.repetition_penalty):
             field.observe(lambda _: self._apply_settings(), names="value")
+
+    def _redraw_attachments(self) -> None:
+        self.attachments.value = attachment_summary(self.attach.value)
 
     def _refresh_model_list(self) -> None:
         for choice in local_choices():
@@ -791,7 +809,7 @@ def _turn_html(turn: Turn, *, streaming: bool) -> str:
     state = "hfm-streaming" if streaming else ("hfm-stopped" if turn.interrupted else "hfm-done")
     return (
         f'<div class="hfm-turn {state}">'
-        f'<div class="hfm-msg hfm-user"><div class="hfm-role">You</div>{user}</div>'
+        f'<div class="hfm-msg hfm-user"><div class="hfm-role">You</div>{images_html(turn.images)}{user}</div>'
         f'<div class="hfm-msg hfm-assistant"><div class="hfm-role">{role}{badge}</div>'
         f'<div class="hfm-reply">{body}</div>{meta}</div>'
         "</div>"

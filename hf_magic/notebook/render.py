@@ -26,8 +26,6 @@ _CSS = (
     ".hfchat-interrupted{color:#b26a00;font-size:.85em}"
     ".hfchat-error{color:#c62828;font-weight:600}"
     ".hfchat-turn pre{padding:.5em;border-radius:4px;overflow-x:auto}"
-    ".hfchat-images{display:flex;gap:.4em;flex-wrap:wrap;margin:.2em 0}"
-    ".hfchat-images img{max-height:96px;max-width:96px;border:1px solid #ccc;border-radius:3px}"
     "</style>"
 )
 
@@ -99,6 +97,10 @@ def _usage_metadata(turn: Turn) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------- images
+# Inline, not in _CSS: the panel draws turns with a stylesheet of its own.
+_THUMBNAIL_STYLE = "max-height:96px;max-width:96px;border:1px solid #ccc;border-radius:3px;margin:.2em 0"
+
+
 def images_html(images: Sequence[dict[str, Any]], size: int = 96) -> str:
     """Thumbnails of image blocks in a row (a link for a remote URL, which is not fetched to draw it)."""
     from ..images import block_reference, thumbnail_data_url
@@ -110,10 +112,10 @@ def images_html(images: Sequence[dict[str, Any]], size: int = 96) -> str:
         thumbnail = thumbnail_data_url(block, size)
         label = html.escape(block_reference(block))
         if thumbnail is not None:
-            cells.append(f'<img src="{thumbnail}" alt="{label}" title="{label}">')
+            cells.append(f'<img src="{thumbnail}" alt="{label}" title="{label}" style="{_THUMBNAIL_STYLE}">')
         else:
             cells.append(f'<a href="{label}" target="_blank">🖼 {label}</a>')
-    return f'<div class="hfchat-images">{"".join(cells)}</div>'
+    return f'<div class="hfchat-images" style="display:flex;gap:.4em;flex-wrap:wrap">{"".join(cells)}</div>'
 
 
 def image_labels(images: Sequence[dict[str, Any]]) -> list[str]:
