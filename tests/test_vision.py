@@ -183,8 +183,10 @@ def test_an_image_too_large_for_the_context_is_refused(vlm_dir: Path) -> None:
     llm = HuggingFacePipeline.from_model_id(str(vlm_dir), pipeline_kwargs={"max_new_tokens": 2})
     window = len(llm._chat_input_ids(ChatHuggingFace(llm=llm)._request([HumanMessage("hi")], None)))
     llm.model.config.get_text_config().max_position_embeddings = window + 4  # room for text, not for an image
-    with pytest.raises(ContextWindowError, match=r"image\(s\) take .* tokens after the processor's resizing"):
+    with pytest.raises(ContextWindowError, match=r"of them for its images after the processor's resizing") as caught:
         ChatHuggingFace(llm=llm).invoke([image_message("hi")])
+    assert caught.value.image_tokens and caught.value.image_tokens > 1
+    assert "of them for its images" in str(caught.value.with_remedy("use --history-limit"))  # the magic's wording
 
 
 def test_task_image_text_to_text_refuses_a_text_model() -> None:
@@ -197,3 +199,10 @@ def test_an_image_to_the_text_model_names_it_and_says_use_a_vlm(chat_model: Chat
     with pytest.raises(ImageError, match=r"SmolLM2-135M-Instruct reads text only .* vision-language model"):
         chat_model.invoke([image_message()])
     assert chat_model.invoke("Hi", max_tokens=2).content is not None
+
+
+def test_loading_a_vlm_reports_weight_progress(vlm_dir: Path) -> None:
+    events: list[Any] = []
+    HuggingFacePipeline.from_model_id(str(vlm_dir), task="image-text-to-text", progress=events.append)
+    loads = [event for event in events if event.stage == "load"]
+    assert loads and loads[-1].done and loads[-1].total and loads[-1].current == loads[-1].total

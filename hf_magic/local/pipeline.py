@@ -90,7 +90,8 @@ class HuggingFacePipeline(BaseLLM):
     """Keep the conversation's KV cache between calls and prefill only the new tokens (with the last reply,
     which was decoded one token at a time, and the last partial prefill chunk). It changes speed, never a reply:
     prompts are prefilled in position-aligned chunks either way, so a reused turn computes exactly what a fresh
-    prefill computes (``kv_cache.py``)."""
+    prefill computes (``kv_cache.py``). In a conversation with images, a turn with a new image prefills in one
+    pass (``vision.py``), so later turns that reuse it match a fresh prefill up to the kernels' rounding."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
@@ -270,15 +271,7 @@ class HuggingFacePipeline(BaseLLM):
         if self.reads_images:
             tools = request.tools if request.tool_choice != "none" else None
             prompt = render_vision_prompt(self.processor, self.model, request.messages, tools)
-            if prompt.image_tokens and self._fits(prompt.input_ids) is False:
-                raise ContextWindowError(
-                    len(prompt.input_ids),
-                    self.context_length or 0,
-                    model=self.model_name,
-                    remedy=f"its {prompt.image_count} image(s) take {prompt.image_tokens:,} tokens after the "
-                    "processor's resizing: send fewer or smaller images, or start a new conversation",
-                )
-            self._check_fits(prompt.input_ids, lambda: self._history_tokens(request))
+            self._check_fits(prompt.input_ids, lambda: self._history_tokens(request), prompt.image_tokens)
             return prompt
         if messages_have_images(request.messages):
             raise ImageError(
@@ -288,10 +281,6 @@ class HuggingFacePipeline(BaseLLM):
         ids = self._render_ids(request.messages, request)
         self._check_fits(ids, lambda: self._history_tokens(request))
         return VisionPrompt(input_ids=ids)
-
-    def _fits(self, input_ids: list[int]) -> bool | None:
-        window = self.context_length
-        return None if window is None else len(input_ids) + 1 <= window
 
     def _render_ids(self, chat_messages: list[dict[str, Any]], request: ChatRequest) -> list[int]:
         tools = request.tools if request.tool_choice != "none" else None
@@ -310,14 +299,21 @@ class HuggingFacePipeline(BaseLLM):
             return None
         return len(self._render_ids(earlier, request))
 
-    def _check_fits(self, input_ids: list[int], history_tokens: Callable[[], int | None] | None = None) -> None:
+    def _check_fits(
+        self,
+        input_ids: list[int],
+        history_tokens: Callable[[], int | None] | None = None,
+        image_tokens: int | None = None,
+    ) -> None:
         """Refuse a prompt that cannot fit, before any prefill: a prompt past the window would prefill for
         minutes and then fail or answer garbage, and cutting it silently would answer a different question."""
         window = self.context_length
         if window is None or len(input_ids) + 1 <= window:
             return
         history = history_tokens() if history_tokens is not None else None
-        raise ContextWindowError(len(input_ids), window, model=self.model_name, history_tokens=history)
+        raise ContextWindowError(
+            len(input_ids), window, model=self.model_name, history_tokens=history, image_tokens=image_tokens
+        )
 
     def _logits_processors(self, request: ChatRequest, params: GenerationParams) -> list[Any]:
         """Logprob recording and grammar constraints for one generation (none unless asked for).
