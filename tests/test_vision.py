@@ -206,3 +206,20 @@ def test_loading_a_vlm_reports_weight_progress(vlm_dir: Path) -> None:
     HuggingFacePipeline.from_model_id(str(vlm_dir), task="image-text-to-text", progress=events.append)
     loads = [event for event in events if event.stage == "load"]
     assert loads and loads[-1].done and loads[-1].total and loads[-1].current == loads[-1].total
+
+
+@pytest.mark.integration
+def test_a_4bit_quantized_vlm_reads_images(tmp_path: Path) -> None:
+    pytest.importorskip("bitsandbytes")
+    from transformers import BitsAndBytesConfig
+
+    folder = build_tiny_vlm("llava", tmp_path / "llava", width=128)  # 4-bit blocks need 64 columns or more
+    llm = HuggingFacePipeline.from_model_id(
+        str(folder),
+        model_kwargs={"quantization_config": BitsAndBytesConfig(load_in_4bit=True)},
+        pipeline_kwargs={"max_new_tokens": 3},
+    )
+    assert any(type(module).__name__ == "Linear4bit" for module in llm.model.modules())
+    pixels = record_pixels(llm.model)
+    reply = ChatHuggingFace(llm=llm).invoke([image_message()])
+    assert len(pixels) == 1 and reply.usage_metadata and reply.usage_metadata["output_tokens"] > 0

@@ -19,11 +19,18 @@ _CHAT_TEMPLATE = (
     "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-_TEXT_SIZES = dict(
-    hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-    max_position_embeddings=2048,
-)  # fmt: skip
-_VISION_SIZES = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+
+
+def _text_sizes(width: int) -> dict[str, int]:
+    return dict(
+        hidden_size=width, intermediate_size=2 * width, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=2048,
+    )  # fmt: skip
+
+
+def _vision_sizes(width: int) -> dict[str, int]:
+    return dict(hidden_size=width, intermediate_size=2 * width, num_hidden_layers=1, num_attention_heads=4)
+
 
 FAMILIES = ("llava", "idefics3")
 
@@ -38,16 +45,17 @@ def _tokenizer_with(tokens: list[str]) -> Any:
     return tokenizer
 
 
-def build_tiny_vlm(family: str, folder: str | Path) -> Path:
-    """Save a tiny random ``family`` VLM (one of ``FAMILIES``) with its processor into ``folder``; returns it."""
+def build_tiny_vlm(family: str, folder: str | Path, width: int = 32) -> Path:
+    """Save a tiny random ``family`` VLM (one of ``FAMILIES``) with its processor into ``folder``; returns it.
+    ``width`` is the hidden size of both towers (bitsandbytes' 4-bit blocks need at least 64)."""
     import torch
 
     folder = Path(folder)
     torch.manual_seed(0)
     if family == "llava":
-        model, processor = _llava()
+        model, processor = _llava(width)
     elif family == "idefics3":
-        model, processor = _idefics3()
+        model, processor = _idefics3(width)
     else:
         raise ValueError(f"unknown family {family!r}: one of {FAMILIES}")
     model.eval().save_pretrained(folder)
@@ -55,7 +63,7 @@ def build_tiny_vlm(family: str, folder: str | Path) -> Path:
     return folder
 
 
-def _llava() -> tuple[Any, Any]:
+def _llava(width: int) -> tuple[Any, Any]:
     from transformers import (
         CLIPImageProcessorPil,
         CLIPVisionConfig,
@@ -68,8 +76,8 @@ def _llava() -> tuple[Any, Any]:
     tokenizer = _tokenizer_with(["<image>"])
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     # 32x32 pixels in 8x8 patches: 16 patch tokens per image (plus CLS, dropped by the "default" strategy).
-    vision = CLIPVisionConfig(image_size=32, patch_size=8, projection_dim=32, **_VISION_SIZES)
-    text = LlamaConfig(vocab_size=len(tokenizer), **_TEXT_SIZES)
+    vision = CLIPVisionConfig(image_size=32, patch_size=8, projection_dim=width, **_vision_sizes(width))
+    text = LlamaConfig(vocab_size=len(tokenizer), **_text_sizes(width))
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_id=image_token_id, vision_feature_layer=-1,
         vision_feature_select_strategy="default",
@@ -82,7 +90,7 @@ def _llava() -> tuple[Any, Any]:
     return LlavaForConditionalGeneration(config), processor
 
 
-def _idefics3() -> tuple[Any, Any]:
+def _idefics3(width: int) -> tuple[Any, Any]:
     from transformers import (
         Idefics3Config,
         Idefics3ForConditionalGeneration,
@@ -94,8 +102,8 @@ def _idefics3() -> tuple[Any, Any]:
 
     tokenizer = _tokenizer_with(["<fake_token_around_image>", "<image>", "<end_of_utterance>"])
     # 32x32 pixels in 8x8 patches, merged 2x2 (scale_factor): 4 image tokens per image, no splitting.
-    vision = Idefics3VisionConfig(image_size=32, patch_size=8, **_VISION_SIZES)
-    text = LlamaConfig(vocab_size=len(tokenizer), **_TEXT_SIZES)
+    vision = Idefics3VisionConfig(image_size=32, patch_size=8, **_vision_sizes(width))
+    text = LlamaConfig(vocab_size=len(tokenizer), **_text_sizes(width))
     config = Idefics3Config(
         vision_config=vision, text_config=text, scale_factor=2,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
