@@ -223,3 +223,26 @@ def test_a_4bit_quantized_vlm_reads_images(tmp_path: Path) -> None:
     pixels = record_pixels(llm.model)
     reply = ChatHuggingFace(llm=llm).invoke([image_message()])
     assert len(pixels) == 1 and reply.usage_metadata and reply.usage_metadata["output_tokens"] > 0
+
+
+def test_models_that_place_positions_by_image_layout_always_prefill_images_in_full(vlm: HuggingFacePipeline) -> None:
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    from hf_magic.local.vision import VisionPrompt, image_prefill, uses_multimodal_positions
+
+    tiny = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1)
+    vision = dict(depth=1, embed_dim=16, hidden_size=16, num_heads=2)
+    qwen = Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=dict(vocab_size=64, **tiny), vision_config=vision))
+    assert uses_multimodal_positions(qwen) and not uses_multimodal_positions(vlm.model)
+    # A lease that holds the image's positions: enough for LLaVA or Idefics3 to skip the pixels, not for Qwen2-VL.
+    store = ConversationCache(chunk=4)
+    prompt = VisionPrompt(input_ids=list(range(12)), model_inputs={"pixel_values": torch.zeros(1)}, images_end=4)
+    lease = store.take(vlm.model, prompt.input_ids)
+    assert lease is not None
+    lease.reused = 8
+    kept, inputs = image_prefill(store, vlm.model, lease, prompt)
+    assert kept is lease and inputs == {}
+    full, inputs = image_prefill(store, qwen, lease, prompt)
+    assert full is not None and full.reused == 0 and not full.chunked and "pixel_values" in inputs
+    assert store.last_note == NEW_IMAGE_PREFILL_NOTE

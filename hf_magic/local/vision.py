@@ -128,7 +128,11 @@ def image_token_ids(processor: Any, model: Any) -> set[int]:
 
 def uses_multimodal_positions(model: Any) -> bool:
     """Whether the model numbers positions from the images' layout (Qwen2-VL's M-RoPE): a turn that skips the
-    pixels could not rebuild them, so such a model always prefills images in full."""
+    pixels could not rebuild them, so such a model always prefills images in full. Such models compute those
+    positions in ``get_rope_index`` (Qwen2-VL, Qwen2.5-VL...) and their configs name an ``mrope_section``."""
+    for owner in (model, getattr(model, "model", None)):
+        if callable(getattr(owner, "get_rope_index", None)):
+            return True
     text_config = getattr(model.config, "text_config", model.config)
     for name in ("rope_parameters", "rope_scaling"):
         settings = getattr(text_config, name, None)
