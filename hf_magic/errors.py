@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from langchain_core.exceptions import OutputParserException
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class HfMagicError(Exception):
@@ -122,3 +127,14 @@ class StructuredOutputCutError(HfMagicError, OutputParserException):
 
 class ImageError(InvalidInputError):
     """An image that cannot be sent: unreadable, unreachable, not an image, or to a model that reads text only."""
+
+
+def input_error(exc: ValidationError, owner: str) -> InvalidInputError:
+    """A pydantic ``ValidationError`` from building ``owner`` as one line: our own validators' errors as they were
+    raised, pydantic's naming the argument (pydantic's own message spans several lines)."""
+    first = exc.errors()[0]
+    original = (first.get("ctx") or {}).get("error")
+    if isinstance(original, InvalidInputError):
+        return original
+    where = ".".join(str(part) for part in first.get("loc", ())) or "arguments"
+    return InvalidInputError(f"Invalid {where} for {owner}: {first.get('msg')}.")

@@ -258,3 +258,20 @@ def exportable_block(block: dict[str, Any]) -> dict[str, Any]:
     """The block as a self-contained ``{"type": "image", "url": ...}``: a data URL, or the remote URL it names."""
     url = block_data_url(block)
     return {"type": "image", "url": url if url is not None else block_reference(block)}
+
+
+def embed_local_images(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` with every image part as an OpenAI ``image_url`` that a remote server can read: local files
+    and bytes as data URLs, http(s) URLs as they are. Messages without images are returned as they were.
+
+    Raises:
+        ImageError: an image file that cannot be read.
+    """
+    embedded = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list) and content_images(content):
+            parts = [to_openai_image_part(part) if is_image_block(part) else part for part in content]
+            message = {**message, "content": parts}
+        embedded.append(message)
+    return embedded

@@ -17,13 +17,13 @@ from hf_magic.errors import ImageError
 from hf_magic.images import (
     block_data_url,
     block_reference,
+    embed_local_images,
     image_block,
     is_image_value,
     load_image,
     thumbnail_data_url,
     to_openai_image_part,
 )
-from hf_magic.remote.endpoint import to_openai_messages
 from tests.support.http_recorder import Reply, completion
 from tests.test_vision import png_bytes
 
@@ -137,8 +137,12 @@ def test_messages_to_the_endpoint_embed_local_files(png_file: Path, recorder) ->
     model.invoke([HumanMessage(content=[{"type": "image", "url": str(png_file)}, {"type": "text", "text": "What?"}])])
     sent = recorder.posts()[0].body["messages"][0]["content"]
     assert sent == [{"type": "image_url", "image_url": {"url": DATA_URL}}, {"type": "text", "text": "What?"}]
-    converted = to_openai_messages([{"role": "user", "content": [{"type": "image", "path": str(png_file)}]}])
-    assert converted[0]["content"] == [{"type": "image_url", "image_url": {"url": DATA_URL}}]
+    remote = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    local = {"type": "image", "path": str(png_file)}
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [remote, local]}]
+    embedded = embed_local_images(messages)
+    assert embedded[0] is messages[0]
+    assert embedded[1]["content"] == [remote, {"type": "image_url", "image_url": {"url": DATA_URL}}]
 
 
 @pytest.mark.integration

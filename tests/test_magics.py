@@ -77,7 +77,7 @@ def test_all_options_parse(magics):
         "--temperature 0.5 --max-new-tokens 9 --quantize 4bit --device cpu --dtype bfloat16 --session s "
         "--new --no-stream -o out --format text -i"
     )
-    options = magics.parse_options(line)
+    options = magics.parse_cell_options(line)
     assert options.model == "org/name" and options.system == "Be brief" and options.max_new_tokens == 9
     assert options.new and options.no_stream and options.interpolate and options.output == "out"
     assert options.quantize == "4bit" and options.format == "text" and options.temperature == 0.5
@@ -95,11 +95,11 @@ def test_help_documents_the_options(magics):
 
 def test_spec_from_options_keeps_unspecified_fields(magics):
     current = ModelSpec(model="a/b", quantize="4bit")
-    options = magics.parse_options("--dtype float32")
+    options = magics.parse_cell_options("--dtype float32")
     assert spec_from_options(current, options) == ModelSpec(model="a/b", quantize="4bit", dtype="float32")
-    options = magics.parse_options("--quantize none")
+    options = magics.parse_cell_options("--quantize none")
     assert spec_from_options(current, options).quantize is None
-    options = magics.parse_options("--endpoint-url http://127.0.0.1:9")
+    options = magics.parse_cell_options("--endpoint-url http://127.0.0.1:9")
     assert spec_from_options(ModelSpec(), options).backend == "endpoint"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import huggingface_hub.constants
 import pytest
 
 from hf_magic.errors import EndpointError
@@ -65,6 +66,6 @@ def test_counts_read_like_model_cards() -> None:
 
 
 def test_hub_search_refuses_when_offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
     with pytest.raises(EndpointError, match="HF_HUB_OFFLINE is set"):
         hub_search("smol")

@@ -6,6 +6,7 @@ import json
 import threading
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 
 from hf_magic import ChatPanel
@@ -100,12 +101,11 @@ def test_token_status_says_set_and_never_shows_the_token(monkeypatch: pytest.Mon
 
 
 def test_hub_search_is_offered_only_when_the_hub_may_be_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
     offline = ChatPanel(ChatSession("panel-offline"))
     assert offline.search_row.layout.display == "none"
     offline.close()
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     online = ChatPanel(ChatSession("panel-online"))
     assert online.search_row.layout.display == "flex"
     online.close()

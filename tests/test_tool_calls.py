@@ -9,6 +9,7 @@ import re
 import pytest
 
 from hf_magic.backend import ChatDelta
+from hf_magic.local.chat_template import to_template_messages
 from hf_magic.local.tool_calls import (
     ToolCallStream,
     attach_tool_calls,
@@ -151,7 +152,7 @@ def test_history_with_tool_calls_is_written_as_text_for_templates_that_ignore_to
         },
         {"role": "tool", "content": "sunny", "tool_call_id": "c1"},
     ]
-    adapted = with_tools_in_text(messages, [WEATHER])
+    adapted = with_tools_in_text(to_template_messages(messages), [WEATHER])
     assert adapted[0]["role"] == "system" and adapted[0]["content"].startswith("Be brief.\n\n")
     assert "get_weather" in adapted[0]["content"]
     assert "tool_calls" not in adapted[2]
@@ -301,7 +302,7 @@ def test_history_with_tool_calls_and_results_renders_and_answers(chat_model, def
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
     from hf_magic.backend import ChatRequest
-    from hf_magic.chat_models import convert_messages
+    from hf_magic.chat_format import convert_messages
 
     get_weather, _ = _weather_tools()
     history = [

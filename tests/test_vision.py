@@ -34,7 +34,7 @@ def vlm(vlm_dir: Path) -> HuggingFacePipeline:
     llm = HuggingFacePipeline.from_model_id(
         str(vlm_dir), task="image-text-to-text", pipeline_kwargs={"max_new_tokens": 6, "do_sample": False}
     )
-    llm._kv_cache = ConversationCache(chunk=4)  # small chunks: the image's positions lie in whole chunks
+    llm._kv_cache.chunk = 4  # small chunks: the image's positions lie in whole chunks
     return llm
 
 

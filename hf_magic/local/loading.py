@@ -168,7 +168,7 @@ def resolve_model_path(model_id: str | None, progress: ProgressCallback | None =
 
 
 def _hub_snapshot(repo_id: str, progress: ProgressCallback | None) -> Path:
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import is_offline_mode, snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
         HFValidationError,
@@ -184,7 +184,7 @@ def _hub_snapshot(repo_id: str, progress: ProgressCallback | None) -> Path:
         ) from exc
     except (LocalEntryNotFoundError, FileNotFoundError):
         pass
-    if config.hub_offline():
+    if is_offline_mode():  # huggingface_hub's own switch (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)
         raise ModelNotFoundError(
             f"{repo_id!r} is not in the local cache and HF_HUB_OFFLINE is set, so the hub is not asked. "
             f"{_available_ids_hint()} Unset HF_HUB_OFFLINE to download it."

@@ -1,75 +1,61 @@
 """HuggingFacePipeline: a local transformers model as a langchain LLM and as a chat backend.
 
-Generation hands each new token's ids to the consumer and does nothing else per token; decoding,
-stop sequences and usage happen on the consumer's side. Sync calls generate on the calling thread (in a
-greenlet, so tokens stream out as they come); async calls generate on a worker thread so the event loop
-never runs the model. Stopping a stream stops generation at the next token.
+It turns requests into prompt token ids (chat template, tools, context-window check) and logits processors
+(grammar constraints, logprobs); ``generation.LocalGenerator`` generates and streams the reply.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-import greenlet
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.llms import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict, PrivateAttr, ValidationError, model_validator
 
 from .. import config
-from ..backend import ChatDelta, ChatRequest, GenerationParams, Usage, join_deltas
-from ..errors import ContextWindowError, ImageError, InvalidInputError
+from ..backend import ChatDelta, ChatRequest, GenerationParams, join_deltas
+from ..errors import ContextWindowError, ImageError, InvalidInputError, input_error
 from ..images import messages_have_images
 from ..progress import ProgressCallback
 from ..text_completion import astream_chunks, stream_chunks
-from .chat_template import render_prompt
+from .chat_template import render_prompt, to_template_messages
 from .constraints import constrainer_for, grammar_spec
+from .generation import LocalGenerator, eos_token_ids
 from .kv_cache import ConversationCache
 from .loading import default_device, is_default_model, load_model_and_tokenizer, resolve_model_path, torch_device
 from .logprobs import LogprobsRecorder
-from .stop_sequences import IncrementalDecoder
 from .tool_calls import aattach_tool_calls, attach_tool_calls, prompt_messages
 from .vision import TASK as VISION_TASK
-from .vision import VisionPrompt, image_prefill, is_vision_language, model_tensors, render_vision_prompt
+from .vision import VisionPrompt, is_vision_language, render_vision_prompt
 
-DEFAULT_BATCH_SIZE = 2
 SUPPORTED_TASKS = ("text-generation", VISION_TASK)
 
 _END = object()
-_GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "do_sample", "seed")
+_GENERATION_KEYS = (
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "do_sample",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+)
 
 
-class _QueueStreamer:
-    """A ``generate`` streamer that hands generated token ids to ``deliver`` and does nothing else,
-    so streaming costs generation almost nothing."""
+@dataclass(frozen=True)
+class LoadedModel:
+    """A loaded model and its tokenizer: the two things of a transformers pipeline generation uses; for a
+    vision-language model also its processor (whose tokenizer ``tokenizer`` is)."""
 
-    def __init__(self, deliver: Callable[[Any], None]) -> None:
-        self._deliver = deliver
-        self._prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self._prompt_seen:  # generate() first echoes the prompt
-            self._prompt_seen = True
-            return
-        self._deliver(value.reshape(-1).tolist())
-
-    def end(self) -> None:
-        return None
-
-
-class _CancelCriteria:
-    """Stops generation once ``event`` is set (Stop button, interrupt, stop sequence found)."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self._event = event
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        return torch.full((input_ids.shape[0],), self._event.is_set(), dtype=torch.bool, device=input_ids.device)
+    model: Any
+    tokenizer: Any
+    processor: Any = None
 
 
 class HuggingFacePipeline(BaseLLM):
@@ -82,10 +68,13 @@ class HuggingFacePipeline(BaseLLM):
     """
 
     pipeline: Any = None
+    """What holds the model and its tokenizer (``.model``, ``.tokenizer``): a ``LoadedModel`` from ``from_model_id``,
+    or a transformers text-generation pipeline passed in. Never called: ``LocalGenerator`` generates."""
     model_id: str | None = None
     model_kwargs: dict[str, Any] | None = None
     pipeline_kwargs: dict[str, Any] | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None
+    """Accepted for compatibility, and only as 1: prompts are generated one at a time."""
     reuse_kv_cache: bool = True
     """Keep the conversation's KV cache between calls and prefill only the new tokens (with the last reply,
     which was decoded one token at a time, and the last partial prefill chunk). It changes speed, never a reply:
@@ -95,9 +84,23 @@ class HuggingFacePipeline(BaseLLM):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _lock_owner: int | None = PrivateAttr(default=None)
     _kv_cache: ConversationCache = PrivateAttr(default_factory=ConversationCache)
+    _local_generator: LocalGenerator | None = PrivateAttr(default=None)
+
+    def __init__(self, **kwargs: Any) -> None:
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            raise input_error(exc, "HuggingFacePipeline") from exc
+
+    @model_validator(mode="after")
+    def _check_batch_size(self) -> HuggingFacePipeline:
+        if self.batch_size not in (None, 1):
+            raise InvalidInputError(
+                f"batch_size={self.batch_size} is not supported: prompts are generated one at a time (each streams "
+                "and reuses the conversation's KV cache); leave batch_size out."
+            )
+        return self
 
     @classmethod
     def from_model_id(
@@ -109,7 +112,7 @@ class HuggingFacePipeline(BaseLLM):
         device_map: str | dict[str, Any] | None = None,
         model_kwargs: dict[str, Any] | None = None,
         pipeline_kwargs: dict[str, Any] | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         progress: ProgressCallback | None = None,
         **kwargs: Any,
     ) -> HuggingFacePipeline:
@@ -125,15 +128,15 @@ class HuggingFacePipeline(BaseLLM):
             device_map: passed to ``from_pretrained`` (e.g. ``"auto"``); excludes ``device``.
             model_kwargs: passed to ``from_pretrained`` (``quantization_config``, ``dtype``...).
             pipeline_kwargs: default generation settings (``max_new_tokens``, ``do_sample``...).
+            batch_size: only 1 (or None): prompts are generated one at a time, so each streams and reuses the
+                conversation's KV cache.
             progress: receives download / conversion / weight-loading events.
 
         Raises:
-            InvalidInputError: an unsupported task or backend, both ``device`` and ``device_map``, or a device
-                this machine does not have.
+            InvalidInputError: an unsupported task, backend or batch size, both ``device`` and ``device_map``,
+                or a device this machine does not have.
             ModelNotFoundError, QuantizationError: see ``hf_magic.loading``.
         """
-        from transformers import pipeline as make_pipeline
-
         if task not in SUPPORTED_TASKS:
             raise InvalidInputError(
                 f"Task {task!r} is not supported: use task='text-generation' (or 'image-text-to-text' for a VLM)."
@@ -142,8 +145,7 @@ class HuggingFacePipeline(BaseLLM):
             raise InvalidInputError(f"Backend {backend!r} is not supported: use the default transformers backend.")
         if device is not None and device_map is not None:
             raise InvalidInputError("Pass either device or device_map, not both.")
-        params = _params_from_kwargs(pipeline_kwargs or {})  # validate before the (slow) load
-        del params
+        _supported(_params_from_kwargs(pipeline_kwargs or {}))  # validate before the (slow) load
         if device is not None:
             device = torch_device(device)  # a device that is not here fails now, before a download or a load
         elif device_map is None:
@@ -157,19 +159,11 @@ class HuggingFacePipeline(BaseLLM):
         model, tokenizer = load_model_and_tokenizer(
             path, device=device, device_map=device_map, model_kwargs=model_kwargs, progress=progress, vision=vision
         )
-        # Where loading put it: transformers' pipeline would move a model without a device map to the GPU (when
-        # device="cpu" was asked for), and cannot place a model that has one.
-        placed = {} if getattr(model, "hf_device_map", None) else {"device": model.device}
-        pipe: Any
-        if vision:  # ``tokenizer`` is the processor: the pipeline's tokenizer is the processor's own
-            pipe = make_pipeline(
-                "image-text-to-text", model=model, processor=tokenizer, batch_size=batch_size, **placed
-            )
-        else:
-            pipe = make_pipeline("text-generation", model=model, tokenizer=tokenizer, batch_size=batch_size, **placed)
+        # A VLM comes with its processor, whose tokenizer decodes the replies.
+        loaded = LoadedModel(model, tokenizer.tokenizer, tokenizer) if vision else LoadedModel(model, tokenizer)
         name = config.DEFAULT_MODEL_NAME if is_default_model(model_id) else model_id
         return cls(
-            pipeline=pipe,
+            pipeline=loaded,
             model_id=name,
             model_kwargs=model_kwargs,
             pipeline_kwargs=pipeline_kwargs,
@@ -203,12 +197,12 @@ class HuggingFacePipeline(BaseLLM):
     @property
     def processor(self) -> Any:
         """A vision-language model's processor (``None`` for a text model)."""
-        return getattr(self.pipeline, "processor", None) if self.reads_images else None
+        return getattr(self.pipeline, "processor", None)
 
     @property
     def reads_images(self) -> bool:
         """Whether the model is a vision-language model, loaded with its processor."""
-        return getattr(self.pipeline, "task", None) == VISION_TASK
+        return self.processor is not None
 
     @property
     def last_prefill_note(self) -> str | None:
@@ -240,15 +234,15 @@ class HuggingFacePipeline(BaseLLM):
         return join_deltas([delta async for delta in self.astream_chat(request)])
 
     def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
+        params = _supported(self.default_params().merged(request.params))
         prompt = self._chat_prompt(request)
-        params = self.default_params().merged(request.params)
         deltas = self._stream_ids(prompt.input_ids, params, self._logits_processors(request, params), prompt)
         # Tool-call text is held back while streaming and arrives parsed on the last delta.
         return attach_tool_calls(deltas, _tool_names(request)) if _parses_tool_calls(request) else deltas
 
     def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        params = _supported(self.default_params().merged(request.params))
         prompt = self._chat_prompt(request)
-        params = self.default_params().merged(request.params)
         deltas = self._astream_ids(prompt.input_ids, params, self._logits_processors(request, params), prompt)
         return aattach_tool_calls(deltas, _tool_names(request)) if _parses_tool_calls(request) else deltas
 
@@ -286,7 +280,7 @@ class HuggingFacePipeline(BaseLLM):
         tools = request.tools if request.tool_choice != "none" else None
         if self.reads_images:
             return render_vision_prompt(self.processor, self.model, chat_messages, tools).input_ids
-        messages, tools = prompt_messages(self.tokenizer, chat_messages, tools)
+        messages, tools = prompt_messages(self.tokenizer, to_template_messages(chat_messages), tools)
         prompt = render_prompt(self.tokenizer, messages, tools)
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
@@ -326,9 +320,9 @@ class HuggingFacePipeline(BaseLLM):
             processors.append(LogprobsRecorder(params.top_logprobs or 0))  # before the mask: the model's own
         spec = grammar_spec(request.tools, request.tool_choice, request.response_format)
         if spec is not None:
-            constrainer = constrainer_for(self.model, self.tokenizer, _eos_token_ids(self.model, self.tokenizer))
+            constrainer = constrainer_for(self.model, self.tokenizer, eos_token_ids(self.model, self.tokenizer))
             # The grammar closes the JSON before the budget runs out, so it needs the budget.
-            budget = params.max_new_tokens or config.DEFAULT_MAX_NEW_TOKENS
+            budget = params.token_budget
             processors.append(constrainer.logits_processor(spec, budget))
         return processors
 
@@ -355,7 +349,7 @@ class HuggingFacePipeline(BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        params = self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop}))
+        params = _supported(self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop})))
         input_ids = self.tokenizer(prompt)["input_ids"]
         self._check_fits(input_ids)
         yield from stream_chunks(self._stream_ids(input_ids, params), run_manager)
@@ -367,7 +361,7 @@ class HuggingFacePipeline(BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        params = self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop}))
+        params = _supported(self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop})))
         input_ids = self.tokenizer(prompt)["input_ids"]
         self._check_fits(input_ids)
         async for chunk in astream_chunks(self._astream_ids(input_ids, params), run_manager):
@@ -381,182 +375,22 @@ class HuggingFacePipeline(BaseLLM):
         processors: list[Any] | None = None,
         prompt: VisionPrompt | None = None,
     ) -> Iterator[ChatDelta]:
-        """Generate on the calling thread, inside a greenlet that hands over each token as it comes.
+        return self._generator().stream(input_ids, params, processors, reuse_cache=self.reuse_kv_cache, prompt=prompt)
 
-        Why not a worker thread: torch's OpenMP pool belongs to the thread that runs it, and once two
-        pools outnumber the cores libgomp stops spin-waiting between kernels, which cost ~30% of decode
-        speed on 2 cores (see benchmarks/). A greenlet keeps generation on this thread's pool, and
-        Ctrl-C raised during generation reaches the caller as usual.
-        """
-        if self._lock.locked() and self._lock_owner == threading.get_ident():
-            raise InvalidInputError(
-                "A reply from this model is still streaming in this thread: finish or close that stream first."
-            )
-        cancel = threading.Event()
-
-        def hand_over(ids: list[int]) -> None:
-            greenlet.getcurrent().parent.switch(ids)  # resumes the consumer; returns when it wants more
-
-        generation = greenlet.greenlet(
-            lambda: self._run_generate(input_ids, params, hand_over, cancel, processors, prompt)
-        )
-        decoder = self._decoder(params)
-        try:
-            while (ids := generation.switch()) is not None:
-                text = decoder.push(ids)
-                if decoder.stopped:
-                    cancel.set()  # generation ends at its next step
-                if text:
-                    yield ChatDelta(text=text)
-            yield self._final_delta(decoder, input_ids, params, processors)
-        finally:
-            if not generation.dead:  # the consumer stopped early: unwind generate() now, releasing the model
-                cancel.set()
-                generation.throw()
-
-    async def _astream_ids(
+    def _astream_ids(
         self,
         input_ids: list[int],
         params: GenerationParams,
         processors: list[Any] | None = None,
         prompt: VisionPrompt | None = None,
     ) -> AsyncIterator[ChatDelta]:
-        """``_stream_ids`` for an event loop: the loop only decodes, generation stays on its thread."""
-        loop = asyncio.get_running_loop()
-        tokens: asyncio.Queue[Any] = asyncio.Queue()
-        cancel = threading.Event()
+        return self._generator().astream(input_ids, params, processors, reuse_cache=self.reuse_kv_cache, prompt=prompt)
 
-        def deliver(item: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(tokens.put_nowait, item)
-            except RuntimeError:  # the loop closed under us: nobody is listening any more
-                cancel.set()
-
-        def run() -> None:
-            try:
-                self._run_generate(input_ids, params, deliver, cancel, processors, prompt)
-            except BaseException as exc:  # handed to the consumer, which re-raises it
-                deliver(exc)
-            finally:
-                deliver(_END)
-
-        # An event loop must never run the model: generation gets a thread of its own here.
-        threading.Thread(target=run, name="hf_magic-generate", daemon=True).start()
-        decoder = self._decoder(params)
-        try:
-            while True:
-                items = [await tokens.get()]
-                while not tokens.empty():
-                    items.append(tokens.get_nowait())
-                text, finished = _consume(decoder, items)
-                if decoder.stopped:
-                    cancel.set()
-                if text:
-                    yield ChatDelta(text=text)
-                if finished:
-                    break
-            yield self._final_delta(decoder, input_ids, params, processors)
-        finally:
-            cancel.set()  # on cancellation the worker stops at its next token and releases the model
-
-    def _decoder(self, params: GenerationParams) -> IncrementalDecoder:
-        tokenizer = self.tokenizer
-
-        def decode(ids: list[int]) -> str:
-            return tokenizer.decode(ids, skip_special_tokens=True)
-
-        return IncrementalDecoder(decode, params.stop)
-
-    def _final_delta(
-        self,
-        decoder: IncrementalDecoder,
-        input_ids: list[int],
-        params: GenerationParams,
-        processors: list[Any] | None = None,
-    ) -> ChatDelta:
-        tail = decoder.finish()
-        generated = decoder.tokens_at_stop if decoder.tokens_at_stop is not None else len(decoder.token_ids)
-        eos_ids = _eos_token_ids(self.model, self.tokenizer)
-        hit_eos = bool(decoder.token_ids) and decoder.token_ids[-1] in eos_ids
-        limit = params.max_new_tokens or config.DEFAULT_MAX_NEW_TOKENS
-        finish_reason = "length" if not decoder.stopped and not hit_eos and generated >= limit else "stop"
-        recorder = next((p for p in processors or [] if isinstance(p, LogprobsRecorder)), None)
-        logprobs = None
-        if recorder is not None:
-            content_ids = decoder.token_ids[:generated]
-            if content_ids and content_ids[-1] in eos_ids:  # OpenAI lists the reply's tokens, not the end marker
-                content_ids = content_ids[:-1]
-            logprobs = recorder.entries(content_ids, self.tokenizer.decode)
-        return ChatDelta(
-            text=tail,
-            finish_reason=finish_reason,
-            usage=Usage(input_tokens=len(input_ids), output_tokens=generated),
-            logprobs=logprobs,
-            model_name=self.model_name,
-        )
-
-    def _run_generate(
-        self,
-        input_ids: list[int],
-        params: GenerationParams,
-        deliver: Callable[[list[int]], None],
-        cancel: threading.Event,
-        processors: list[Any] | None = None,
-        prompt: VisionPrompt | None = None,
-    ) -> None:
-        """Run ``model.generate``, handing each new token's ids to ``deliver``; stops once ``cancel`` is set.
-        A ``prompt`` with images hands their pixels to the model unless the kept cache already holds them."""
-        import torch
-        from transformers import LogitsProcessorList, StoppingCriteriaList
-
-        generate_kwargs = self._generate_kwargs(params)
-        if processors:  # grammar masks and logprob recording, only when a request asks
-            generate_kwargs["logits_processor"] = LogitsProcessorList(processors)
-        with self._lock:  # one generation at a time per model
-            self._lock_owner = threading.get_ident()
-            try:
-                if cancel.is_set():
-                    return
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
-                ids = torch.tensor([input_ids], device=self.model.device)
-                with torch.inference_mode():
-                    # Prefill only what the last generation did not see (a failed one leaves no cache).
-                    lease = self._kv_cache.take(self.model, input_ids, reuse=self.reuse_kv_cache)
-                    image_inputs: dict[str, Any] = {}
-                    if prompt is not None:
-                        lease, image_inputs = image_prefill(self._kv_cache, self.model, lease, prompt)
-                    output = self.model.generate(
-                        input_ids=ids,
-                        attention_mask=torch.ones_like(ids),
-                        streamer=_QueueStreamer(deliver),
-                        stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
-                        **model_tensors(image_inputs, self.model),
-                        **(lease.generate_kwargs() if lease else {}),
-                        **generate_kwargs,
-                    )
-                if lease is not None and self.reuse_kv_cache:
-                    self._kv_cache.keep(
-                        self.model, lease, getattr(output, "sequences", output)[0].tolist(), len(input_ids)
-                    )
-            finally:
-                self._lock_owner = None
-
-    def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
-        """Keyword arguments for ``model.generate``; unset params keep the model's generation config."""
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens or config.DEFAULT_MAX_NEW_TOKENS}
-        pad = self.tokenizer.pad_token_id
-        kwargs["pad_token_id"] = pad if pad is not None else self.tokenizer.eos_token_id
-        if params.greedy and (params.temperature is not None or params.do_sample is not None):
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        elif not params.greedy:
-            kwargs["do_sample"] = True
-            for name in ("temperature", "top_p", "top_k"):
-                if getattr(params, name) is not None:
-                    kwargs[name] = getattr(params, name)
-        if params.repetition_penalty is not None:
-            kwargs["repetition_penalty"] = params.repetition_penalty
-        return kwargs
+    def _generator(self) -> LocalGenerator:
+        """The generator for this pipeline's model, made on first use (``pipeline`` is set by then)."""
+        if self._local_generator is None or self._local_generator.model is not self.model:
+            self._local_generator = LocalGenerator(self.model, self.tokenizer, self.model_name, self._kv_cache)
+        return self._local_generator
 
 
 def _parses_tool_calls(request: ChatRequest) -> bool:
@@ -567,24 +401,19 @@ def _tool_names(request: ChatRequest) -> list[str]:
     return [tool["function"]["name"] for tool in request.tools or []]
 
 
-def _consume(decoder: IncrementalDecoder, items: list[Any]) -> tuple[str, bool]:
-    """Feed queued items to the decoder: the new text, and whether generation has ended."""
-    pieces = []
-    for item in items:
-        if item is _END:
-            return "".join(pieces), True
-        if isinstance(item, BaseException):
-            raise item
-        pieces.append(decoder.push(item))
-    return "".join(pieces), False
+def _supported(params: GenerationParams) -> GenerationParams:
+    """``params``, after refusing what local generation cannot do (rather than ignoring it).
 
-
-def _eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids = getattr(model.generation_config, "eos_token_id", None)
-    found = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
-    if tokenizer.eos_token_id is not None:
-        found.add(tokenizer.eos_token_id)
-    return found
+    Raises:
+        InvalidInputError: ``presence_penalty`` or ``frequency_penalty`` (transformers has neither).
+    """
+    for name in ("presence_penalty", "frequency_penalty"):
+        if getattr(params, name) is not None:
+            raise InvalidInputError(
+                f"{name} is not supported by the local pipeline: use repetition_penalty (e.g. 1.1, transformers' "
+                "penalty on tokens already generated), or an endpoint, which sends it to the server."
+            )
+    return params
 
 
 def _params_from_kwargs(kwargs: dict[str, Any]) -> GenerationParams:

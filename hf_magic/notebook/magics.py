@@ -22,6 +22,7 @@ from IPython.utils.process import arg_split
 from langchain_core.messages import AIMessage
 from traitlets import Bool, Enum, Float, Integer, Unicode
 
+from ..config import DEFAULT_MAX_NEW_TOKENS
 from ..errors import ContextWindowError, HfMagicError, InvalidInputError
 from .cell_images import ImageFields, option_images
 from .model_spec import ModelSpec
@@ -251,7 +252,7 @@ class HfChatMagics(Magics):
     )
     provider = Unicode(None, allow_none=True, help="Inference provider for backend='endpoint'.").tag(config=True)
     system_prompt = Unicode(None, allow_none=True, help="System prompt of new sessions.").tag(config=True)
-    max_new_tokens = Integer(512, allow_none=True, help="Longest reply, in tokens.").tag(config=True)
+    max_new_tokens = Integer(DEFAULT_MAX_NEW_TOKENS, allow_none=True, help="Longest reply, in tokens.").tag(config=True)
     temperature = Float(None, allow_none=True, help="Sampling temperature; unset or 0 is greedy.").tag(config=True)
     history_limit = Integer(None, allow_none=True, help="Most recent turns sent with each message (None: all).").tag(
         config=True
@@ -293,7 +294,7 @@ class HfChatMagics(Magics):
         if fresh and not session.loaded and not session.turns:
             session.spec = ModelSpec(
                 model=self.model,
-                backend=self.backend,
+                backend="endpoint" if self.backend == "endpoint" else "pipeline",
                 endpoint_url=self.endpoint_url or None,
                 provider=self.provider or None,
             )
@@ -326,7 +327,7 @@ class HfChatMagics(Magics):
     def _progress_view(self) -> ProgressView:
         return make_progress_view(self.notebook)
 
-    def parse_options(self, line: str) -> argparse.Namespace:
+    def parse_cell_options(self, line: str) -> argparse.Namespace:
         """The ``%%hfchat`` line as options; quotes are removed the shell way (``-s "You're nice"``)."""
         try:
             argv = arg_split(line, posix=True, strict=True)
@@ -385,7 +386,7 @@ class HfChatMagics(Magics):
             if cell is None:
                 self._run_subcommand(parse_subcommand(line))
             else:
-                self._run_cell(self.parse_options(line), cell)
+                self._run_cell(self.parse_cell_options(line), cell)
         except HfMagicError as exc:
             self._error(exc)
         except KeyboardInterrupt:
@@ -467,6 +468,7 @@ class HfChatMagics(Magics):
         usage = usage_line(turn, session.usage_total(), session.context_fill()) if self.show_usage else ""
         view.finish(Reply(turn, usage, fmt))
         if options.output:
+            assert self.shell is not None  # a magic always runs in a shell
             self.shell.user_ns[options.output] = reply_message(turn)
 
     # ------------------------------------------------------------------------ subcommands

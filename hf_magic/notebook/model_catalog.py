@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import is_offline_mode
+
 from .. import config
 from ..errors import EndpointError
 from ..local.loading import is_default_model, local_models
@@ -101,7 +103,10 @@ def _safetensors_parameters(folder: Path | None) -> dict[str, int] | None:
     from huggingface_hub import get_local_safetensors_metadata
 
     try:
-        return dict(get_local_safetensors_metadata(folder).parameter_count) or None
+        counts: dict[str, int] = {
+            str(dtype): count for dtype, count in get_local_safetensors_metadata(folder).parameter_count.items()
+        }
+        return counts or None
     except Exception:  # not a safetensors model, or a partial download: the count is simply unknown
         return None
 
@@ -152,7 +157,7 @@ def hub_search(query: str, limit: int = 20) -> list[ModelChoice]:
     Raises:
         EndpointError: the hub is offline (HF_HUB_OFFLINE) or cannot be reached.
     """
-    if config.hub_offline():
+    if is_offline_mode():
         raise EndpointError("HF_HUB_OFFLINE is set, so the hub is not searched: unset it to search hub models.")
     from huggingface_hub import HfApi
 

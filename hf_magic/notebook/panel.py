@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
+from huggingface_hub import is_offline_mode
 
 from .. import config
 from ..errors import HfMagicError, InvalidInputError
@@ -317,7 +318,7 @@ class ChatPanel:
         )
         self.search_button = _button("Search", "search", tooltip="List matching hub models, most downloaded first")
         self.search_results = widgets.Select(rows=5, layout=widgets.Layout(width="98%", display="none"))
-        hub_online = not config.hub_offline()
+        hub_online = not is_offline_mode()
         self.search_row = widgets.VBox(
             [widgets.HBox([self.search_box, self.search_button]), self.search_results],
             layout=widgets.Layout(display="flex" if hub_online else "none"),
@@ -496,7 +497,7 @@ class ChatPanel:
         if self._syncing:
             return
         try:
-            values = {
+            values: dict[str, Any] = {
                 "system_prompt": self.system_prompt.value.strip() or None,
                 "temperature": _parse_number(self.temperature.value, "Temperature", float),
                 "max_new_tokens": _parse_number(self.max_new_tokens.value, "Max tokens", int),

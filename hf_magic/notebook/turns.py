@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .. import config
 from ..backend import Usage
 from ..progress import ProgressEvent
 
@@ -17,7 +18,7 @@ class Settings:
 
     system_prompt: str | None = None
     temperature: float | None = None
-    max_new_tokens: int | None = 512
+    max_new_tokens: int | None = config.DEFAULT_MAX_NEW_TOKENS
     top_p: float | None = None
     repetition_penalty: float | None = None
     history_limit: int | None = None
