@@ -48,16 +48,16 @@ def test_attached_images_go_with_the_message_and_show_in_the_transcript(vlm_fold
     pixels = record_pixels(session.chat_model.llm.model)
     panel = ChatPanel(session)
     try:
-        panel.attach.value = (upload("red.png", png_bytes("red")),)
-        assert panel.attachments.value.count("<img ") == 1
-        panel.input.value = "What colour is this?"
+        panel.view.attach.value = (upload("red.png", png_bytes("red")),)
+        assert panel.view.attachments.value.count("<img ") == 1
+        panel.view.input.value = "What colour is this?"
         panel.send()
         assert panel.wait(120)
-        assert panel.attach.value == () and panel.attachments.value == ""  # sent: nothing left attached
+        assert panel.view.attach.value == () and panel.view.attachments.value == ""  # sent: nothing left attached
         turn = session.turns[-1]
         assert len(turn.images) == 1 and turn.user == "What colour is this?" and turn.reply
         assert len(pixels) == 1
-        transcript = "".join(getattr(child, "value", "") for child in panel.transcript.children)
+        transcript = "".join(getattr(child, "value", "") for child in panel.view.transcript.children)
         assert transcript.count('<img src="data:image/png;base64,') == 1
     finally:
         panel.close()

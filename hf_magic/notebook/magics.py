@@ -26,10 +26,11 @@ from ..config import DEFAULT_MAX_NEW_TOKENS
 from ..errors import ContextWindowError, HfMagicError, InvalidInputError
 from .cell_images import ImageFields, option_images
 from .model_spec import ModelSpec
-from .progress_views import ProgressView, format_bytes, make_progress_view
+from .progress_views import ProgressView, make_progress_view
 from .render import ErrorLine, InfoTable, Reply, SentImages, Streaming, Transcript, UsageReport, usage_line
 from .session import ChatSession, all_sessions, get_session
 from .turns import Turn
+from .units import format_bytes
 
 _STREAM_REFRESH_SECONDS = 0.05
 """Redraw the streaming reply at most this often: one display update per token floods the frontend."""
@@ -554,10 +555,10 @@ def status_table(session: ChatSession) -> InfoTable:
 
 def models_table() -> InfoTable:
     """What ``%hfchat models`` shows: the embedded default model and the models in the hub cache."""
-    from ..local.loading import local_models
+    from .model_catalog import local_choices
 
     rows = []
-    for found in local_models():
+    for found in local_choices():
         size = format_bytes(float(found.size_on_disk)) if found.size_on_disk else "not converted yet"
         rows.append((found.model_id, f"{found.source}, {size}" + (f", {found.path}" if found.path else "")))
     return InfoTable("Models available without the network", rows or [("(none)", "")])
