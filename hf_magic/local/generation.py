@@ -20,6 +20,7 @@ from ..errors import InvalidInputError
 from .kv_cache import ConversationCache
 from .logprobs import LogprobsRecorder
 from .stop_sequences import IncrementalDecoder
+from .vision import VisionPrompt, image_prefill, model_tensors
 
 _END = object()
 
@@ -71,6 +72,7 @@ class LocalGenerator:
         params: GenerationParams,
         processors: list[Any] | None = None,
         reuse_cache: bool = True,
+        prompt: VisionPrompt | None = None,
     ) -> Iterator[ChatDelta]:
         """Generate on the calling thread, inside a greenlet that hands over each token as it comes.
 
@@ -89,7 +91,7 @@ class LocalGenerator:
             greenlet.getcurrent().parent.switch(ids)  # resumes the consumer; returns when it wants more
 
         generation = greenlet.greenlet(
-            lambda: self._run_generate(input_ids, params, hand_over, cancel, processors, reuse_cache)
+            lambda: self._run_generate(input_ids, params, hand_over, cancel, processors, reuse_cache, prompt)
         )
         decoder = self._decoder(params)
         try:
@@ -111,6 +113,7 @@ class LocalGenerator:
         params: GenerationParams,
         processors: list[Any] | None = None,
         reuse_cache: bool = True,
+        prompt: VisionPrompt | None = None,
     ) -> AsyncIterator[ChatDelta]:
         """``stream`` for an event loop: the loop only decodes, generation stays on its thread."""
         loop = asyncio.get_running_loop()
@@ -125,7 +128,7 @@ class LocalGenerator:
 
         def run() -> None:
             try:
-                self._run_generate(input_ids, params, deliver, cancel, processors, reuse_cache)
+                self._run_generate(input_ids, params, deliver, cancel, processors, reuse_cache, prompt)
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 deliver(exc)
             finally:
@@ -194,8 +197,10 @@ class LocalGenerator:
         cancel: threading.Event,
         processors: list[Any] | None = None,
         reuse_cache: bool = True,
+        prompt: VisionPrompt | None = None,
     ) -> None:
-        """Run ``model.generate``, handing each new token's ids to ``deliver``; stops once ``cancel`` is set."""
+        """Run ``model.generate``, handing each new token's ids to ``deliver``; stops once ``cancel`` is set.
+        A ``prompt`` with images hands their pixels to the model unless the kept cache already holds them."""
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -213,11 +218,15 @@ class LocalGenerator:
                 with torch.inference_mode():
                     # Prefill only what the last generation did not see (a failed one leaves no cache).
                     lease = self.kv_cache.take(self.model, input_ids, reuse=reuse_cache)
+                    image_inputs: dict[str, Any] = {}
+                    if prompt is not None:
+                        lease, image_inputs = image_prefill(self.kv_cache, self.model, lease, prompt)
                     output = self.model.generate(
                         input_ids=ids,
                         attention_mask=torch.ones_like(ids),
                         streamer=_QueueStreamer(deliver),
                         stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
+                        **model_tensors(image_inputs, self.model),
                         **(lease.generate_kwargs() if lease else {}),
                         **generate_kwargs,
                     )

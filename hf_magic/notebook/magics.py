@@ -26,10 +26,11 @@ from traitlets import Bool, Enum, Float, Integer, Unicode
 from ..config import DEFAULT_MAX_NEW_TOKENS
 from ..errors import ContextWindowError, HfMagicError, InvalidInputError
 from .cell_errors import CellErrors, fix_prompt
+from .cell_images import ImageFields, option_images
 from .code_blocks import code_cell_text
 from .model_spec import ModelSpec
 from .progress_views import ProgressView, make_progress_view
-from .render import ErrorLine, InfoTable, Reply, Streaming, Transcript, UsageReport, usage_line
+from .render import ErrorLine, InfoTable, Reply, SentImages, Streaming, Transcript, UsageReport, usage_line
 from .restore import notebook_turns, read_notebook, running_notebook
 from .session import ChatSession, all_sessions, get_session
 from .turns import Turn
@@ -65,7 +66,8 @@ def interpolate(
     render: Callable[[Any], str] = str,
     used: dict[str, str] | None = None,
 ) -> str:
-    """Replace ``{name}``, ``{name.attr}`` and ``{name[key]}`` with ``render(value)`` of values from ``namespace``.
+    """Replace ``{name}``, ``{name.attr}`` and ``{name[key]}`` with ``render(value)`` of values from ``namespace``
+    (``cell_images.ImageFields`` takes images out of the text).
 
     Brace-safe: anything else (dict literals, JSON, ``{unknown}``, ``{{escaped}}``) is left as written,
     so pasting code into an interpolated cell does not break it. An ``HfMagicError`` a value raises (``{Err[9]}``
@@ -406,7 +408,15 @@ class HfChatMagics(Magics):
         "--interpolate",
         action="store_true",
         help="Replace {name}, {In[n]}, {Out[n]} and {Err[n]} (cell n's exception) with their values, brace-safe; "
-        "DataFrames and arrays become bounded tables and previews.",
+        "DataFrames and arrays become bounded tables and previews; a PIL image or matplotlib Figure is sent as an "
+        "image.",
+    )
+    @argument(
+        "--image",
+        action="append",
+        default=None,
+        metavar="PATH_OR_URL",
+        help="Send an image with the message (repeatable); needs a vision-language model or endpoint.",
     )
     @line_cell_magic
     def hfchat(self, line: str, cell: str | None = None) -> None:
@@ -437,9 +447,12 @@ class HfChatMagics(Magics):
         # The cell's trailing newline is not part of the message (small models answer it differently).
         text = cell.strip()
         used: dict[str, str] = {}
+        images = option_images(options.image)  # a missing file fails now, before any load
         if may_interpolate and (options.interpolate or self.interpolate):
             user_ns = self.shell.user_ns if self.shell is not None else {}
-            text = interpolate(text, ChainMap(user_ns, {"Err": self.cell_errors}), describe_value, used)
+            fields = ImageFields(first_number=len(images) + 1, otherwise=describe_value)
+            text = interpolate(text, ChainMap(user_ns, {"Err": self.cell_errors}), fields, used)
+            images += fields.blocks
         if not text.strip():
             raise InvalidInputError("The cell is empty: write your message below the %%hfchat line.")
         max_new_tokens = options.max_new_tokens if options.max_new_tokens is not None else self.max_new_tokens
@@ -448,7 +461,7 @@ class HfChatMagics(Magics):
         # The whole cell holds the session: a panel acting on it meanwhile waits, or is told a reply is running.
         with session.exclusive("run this cell"):
             try:
-                self._send_cell(session, options, text, cell, max_new_tokens)
+                self._send_cell(session, options, text, cell, max_new_tokens, images)
             except ContextWindowError as exc:
                 remedy = (
                     "shorten the cell, send fewer earlier turns (--history-limit N), "
@@ -463,7 +476,13 @@ class HfChatMagics(Magics):
                 raise exc.with_remedy(remedy) from exc
 
     def _send_cell(
-        self, session: ChatSession, options: argparse.Namespace, text: str, cell: str, max_new_tokens: int | None
+        self,
+        session: ChatSession,
+        options: argparse.Namespace,
+        text: str,
+        cell: str,
+        max_new_tokens: int | None,
+        images: list[dict[str, Any]] | None = None,
     ) -> None:
         spec = spec_from_options(session.spec, options)
         if options.new:
@@ -486,10 +505,13 @@ class HfChatMagics(Magics):
             session.load(spec, progress=progress)
         finally:
             progress.close()
+        if images:
+            self._show(SentImages(images))  # what the model is asked about, above its reply
         try:
             turn = session.send(
                 text,
                 key=cell_key(cell, self._cell_id()),
+                images=images or (),
                 on_token=view.token,
                 temperature=options.temperature if options.temperature is not None else self.temperature,
                 max_new_tokens=max_new_tokens,

@@ -23,6 +23,7 @@ from ..errors import HfMagicError, InvalidInputError
 from ..progress import ProgressEvent
 from .model_catalog import ModelChoice, describe_choice, device_options, fit_summary, hub_search, local_choices
 from .model_spec import ModelSpec
+from .panel_images import attached_images
 from .panel_view import AUTO, PanelView
 from .progress_views import WidgetProgress
 from .render import usage_line
@@ -140,9 +141,15 @@ class ChatPanel:
             self.view.show_error(str(exc))
 
     def send(self, text: str | None = None) -> None:
-        """Send ``text`` (default: the message box) on a worker thread; the reply streams into the transcript."""
+        """Send ``text`` (default: the message box) with the attached images on a worker thread; the reply streams
+        into the transcript."""
         box = self.view.input
         message = box.value if text is None else text
+        try:
+            images = attached_images(self.view.attach.value)
+        except HfMagicError as exc:
+            self.view.show_error(str(exc))
+            return
         if not message.strip():
             self.view.show_error("The message is empty: type something to send.")
             return
@@ -156,11 +163,12 @@ class ChatPanel:
                 return
         if text is None:
             box.value = ""
+        self.view.attach.value = ()  # sent with this message
 
         def run() -> None:
             try:
                 # The spec goes with the message, not into session.spec: a failed load leaves the session as it was.
-                self.session.send(message, spec=spec)
+                self.session.send(message, spec=spec, images=images)
             except HfMagicError:
                 if text is None and not box.value:
                     box.value = message  # give the user their message back to retry

@@ -16,6 +16,7 @@ import traitlets
 
 from .model_catalog import ModelChoice
 from .model_spec import ModelSpec
+from .panel_images import attachment_summary
 from .progress_views import WidgetProgress
 from .render import TURN_CSS, turn_html
 from .turns import Settings, Turn
@@ -191,6 +192,11 @@ class PanelView:
             value=f"hfchat-{session_name}.md", continuous_update=False, layout=widgets.Layout(width="180px")
         )
         self.export_button = _button("Export", "save", tooltip="Write the transcript (.md or .json)")
+        # Images go with the next message (a vision-language model or endpoint reads them).
+        self.attach = widgets.FileUpload(accept="image/*", multiple=True, description="Image", icon="image")
+        self.attach.add_class("hf-magic-attach")
+        self.attachments = widgets.HTML()
+        self.attach.observe(lambda _: self.show_attachments(), names="value")
         self.usage = widgets.HTML()
         self.note = widgets.HTML()
         keys = widgets.Output(layout=widgets.Layout(display="none"))
@@ -199,6 +205,7 @@ class PanelView:
             [
                 self.send_button,
                 self.stop_button,
+                self.attach,
                 widgets.HTML(layout=widgets.Layout(flex="1 1 auto")),
                 self.reset_button,
                 self.export_path,
@@ -213,6 +220,7 @@ class PanelView:
                 self.settings,
                 self.transcript,
                 self.error,
+                self.attachments,
                 self.input,
                 buttons,
                 self.usage,
@@ -357,6 +365,10 @@ class PanelView:
 
     def show_note(self, text: str) -> None:
         self.note.value = f'<span class="hfm-note">{html.escape(text)}</span>' if text else ""
+
+    def show_attachments(self) -> None:
+        """Thumbnails of the images attached to the next message."""
+        self.attachments.value = attachment_summary(self.attach.value)
 
     def show_error(self, message: str) -> None:
         self.error.value = f'<div class="hfm-error">⚠ {html.escape(" ".join(message.split()), quote=False)}</div>'

@@ -105,11 +105,56 @@ def _usage_metadata(turn: Turn) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------------- images
+# Inline styles: thumbnails look the same wherever they are drawn, with or without TURN_CSS.
+_THUMBNAIL_STYLE = "max-height:96px;max-width:96px;border:1px solid #ccc;border-radius:3px;margin:.2em 0"
+
+
+def images_html(images: Sequence[dict[str, Any]], size: int = 96) -> str:
+    """Thumbnails of image blocks in a row (a link for a remote URL, which is not fetched to draw it)."""
+    from ..images import block_reference, thumbnail_data_url
+
+    if not images:
+        return ""
+    cells = []
+    for block in images:
+        thumbnail = thumbnail_data_url(block, size)
+        label = html.escape(block_reference(block))
+        if thumbnail is not None:
+            cells.append(f'<img src="{thumbnail}" alt="{label}" title="{label}" style="{_THUMBNAIL_STYLE}">')
+        else:
+            cells.append(f'<a href="{label}" target="_blank">🖼 {label}</a>')
+    return f'<div class="hfm-images" style="display:flex;gap:.4em;flex-wrap:wrap">{"".join(cells)}</div>'
+
+
+def image_labels(images: Sequence[dict[str, Any]]) -> list[str]:
+    """``[image: URL]`` or ``[image: image/png (N bytes)]`` per image: how text and Markdown refer to them."""
+    from ..images import block_reference
+
+    return [f"[image: {block_reference(block)}]" for block in images]
+
+
+@dataclass
+class SentImages:
+    """Thumbnails of the images a ``%%hfchat`` cell sends, shown above its reply."""
+
+    images: list[dict[str, Any]]
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {
+            "text/plain": "\n".join(image_labels(self.images)),
+            "text/html": images_html(self.images),
+        }
+
+    def __repr__(self) -> str:
+        return "\n".join(image_labels(self.images))
+
+
 # ---------------------------------------------------------------------------------- turns
 def turn_markdown(turn: Turn, *, include_user: bool = True) -> str:
     lines: list[str] = []
     if include_user:
-        lines += ["**User**", "", turn.user.strip(), ""]
+        lines += ["**User**", "", *(f"_{label}_" for label in image_labels(turn.images)), turn.user.strip(), ""]
     lines += [f"**Assistant** ({turn.model})" if turn.model else "**Assistant**", "", turn.reply.strip() or "_(empty)_"]
     if turn.interrupted:
         lines += ["", "_[interrupted]_"]
@@ -119,6 +164,7 @@ def turn_markdown(turn: Turn, *, include_user: bool = True) -> str:
 def turn_text(turn: Turn, *, include_user: bool = True) -> str:
     lines: list[str] = []
     if include_user:
+        lines += [f"User: {label}" for label in image_labels(turn.images)]
         lines.append(f"User: {turn.user.strip()}")
     lines.append(f"Assistant: {turn.reply.strip()}")
     if turn.interrupted:
@@ -140,7 +186,8 @@ def turn_html(turn: Turn, *, include_user: bool = True, streaming: bool = False,
     parts = [f'<div class="hfm-turn {_turn_state(turn, streaming)}">']
     if include_user:
         user = html.escape(turn.user.strip()).replace("\n", "<br>")
-        parts.append(f'<div class="hfm-msg hfm-user"><div class="hfm-role">You</div>{user}</div>')
+        images = images_html(turn.images)
+        parts.append(f'<div class="hfm-msg hfm-user"><div class="hfm-role">You</div>{images}{user}</div>')
     badge = '<span class="hfm-badge">■ stopped</span>' if turn.interrupted else ""
     if streaming:
         body = (markdown_to_html(turn.reply) if turn.reply else "") + '<span class="hfm-cursor">▍</span>'

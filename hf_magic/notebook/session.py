@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -200,7 +200,9 @@ class ChatSession:
                 return self.turns[:index]
         return list(self.turns)
 
-    def build_messages(self, text: str, key: str | None = None) -> list[BaseMessage]:
+    def build_messages(
+        self, text: str, key: str | None = None, images: Sequence[dict[str, Any]] = ()
+    ) -> list[BaseMessage]:
         history = self.history_before(key)
         if self.settings.history_limit is not None:
             history = history[-self.settings.history_limit :] if self.settings.history_limit > 0 else []
@@ -208,8 +210,8 @@ class ChatSession:
         if self.settings.system_prompt:
             messages.append(SystemMessage(content=self.settings.system_prompt))
         for turn in history:
-            messages += [HumanMessage(content=turn.user), AIMessage(content=turn.reply)]
-        messages.append(HumanMessage(content=text))
+            messages += [HumanMessage(content=turn.user_content()), AIMessage(content=turn.reply)]
+        messages.append(HumanMessage(content=Turn(user=text, images=list(images)).user_content()))
         return messages
 
     def stop(self) -> None:
@@ -229,9 +231,11 @@ class ChatSession:
         spec: ModelSpec | None = None,
         on_token: Callable[[str], None] | None = None,
         progress: ProgressCallback | None = None,
+        images: Sequence[dict[str, Any]] = (),
         **overrides: Any,
     ) -> Turn:
-        """Send ``text``, stream the reply to ``on_token`` and listeners, record and return the turn.
+        """Send ``text`` (after ``images``: image content blocks, ``hf_magic.images.image_block``), stream the reply
+        to ``on_token`` and listeners, record and return the turn.
 
         ``key`` names the sender (a notebook cell): a turn with the same key is replaced in place.
         ``spec`` is loaded first (default: the session's). ``overrides`` are per-call generation settings
@@ -249,7 +253,7 @@ class ChatSession:
         with self.exclusive("send the next message"):
             self._replying = True
             try:
-                return self._send_locked(text, key, spec, on_token, progress, overrides)
+                return self._send_locked(text, key, spec, on_token, progress, overrides, list(images))
             finally:
                 self._replying = False
 
@@ -261,12 +265,14 @@ class ChatSession:
         on_token: Callable[[str], None] | None,
         progress: ProgressCallback | None,
         overrides: dict[str, Any],
+        images: list[dict[str, Any]] | None = None,
     ) -> Turn:
         self._cancel.clear()
         chat_model = self._load_locked(spec or self.spec, progress)
-        messages = self.build_messages(text, key)
+        messages = self.build_messages(text, key, images or ())
         kwargs = {**self.settings.call_kwargs(), **{k: v for k, v in overrides.items() if v is not None}}
         turn = Turn(user=text, model=self.spec.model, system_prompt=self.settings.system_prompt, key=key)
+        turn.images = list(images or [])
         self._emit(SessionEvent("turn_started", turn=turn))
         pieces: list[str] = []
         answered = False
@@ -355,7 +361,7 @@ class ChatSession:
         return (last.usage.total_tokens if last and last.usage else 0), self.context_length
 
     # ------------------------------------------------------------------------ persistence
-    def chat_messages(self, turns: list[Turn] | None = None) -> list[dict[str, str]]:
+    def chat_messages(self, turns: list[Turn] | None = None) -> list[dict[str, Any]]:
         """The conversation (default: the whole transcript) as chat messages, ``{"role", "content"}`` with the
         system prompt first when set: what ``tokenizer.apply_chat_template`` and OpenAI-style clients read."""
         return transcript.chat_messages(self.turns if turns is None else turns, self.settings.system_prompt)

@@ -45,6 +45,15 @@ class Turn:
     started_at: float = field(default_factory=time.time)
     time_to_first_token: float | None = None
     duration: float | None = None
+    images: list[dict[str, Any]] = field(default_factory=list)
+    """Image content blocks sent with ``user`` (``hf_magic.images``), in order, before the text."""
+
+    def user_content(self) -> str | list[str | dict[Any, Any]]:
+        """The user's message as chat-message content: the text, or the images then the text."""
+        if not self.images:
+            return self.user
+        parts: list[str | dict[Any, Any]] = [*self.images, {"type": "text", "text": self.user}]
+        return parts
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -56,8 +65,11 @@ class Turn:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        from ..images import exportable_block
+
         data = asdict(self)
         data["usage"] = self.usage.as_usage_metadata() if self.usage else None
+        data["images"] = [exportable_block(block) for block in self.images]  # embedded as data URLs
         return data
 
     @classmethod

@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
 from .. import config
 from ..backend import ChatDelta, ChatRequest, GenerationParams
 from ..errors import InvalidInputError, StreamInterruptedError, input_error
+from ..images import embed_local_images
 from ..text_completion import astream_chunks, stream_chunks
 from .clients import AsyncDirectChatClient, DirectChatClient
 from .endpoint_errors import EndpointTarget, endpoint_error
@@ -269,7 +270,8 @@ class HuggingFaceEndpoint(LLM):
         if stream:
             args["stream"] = True
             args["stream_options"] = {"include_usage": True}
-        args["messages"] = request.messages  # already OpenAI-shaped (chat_format)
+        # OpenAI-shaped already (chat_format); a local image file becomes a data URL, which the server can read.
+        args["messages"] = embed_local_images(request.messages)
         return args
 
     # ----------------------------------------------------------------- retries and errors
