@@ -196,6 +196,17 @@ def test_history_of_an_empty_session(ip, capsys):
     assert "(no messages yet)" in capsys.readouterr().out
 
 
+def test_models_lists_the_embedded_model_with_its_folder_and_size(ip, capsys):
+    from hf_magic.local.loading import ensure_default_model
+
+    folder = ensure_default_model()
+    ip.run_line_magic("hfchat", "models")
+    out = capsys.readouterr().out
+    assert "Models available without the network" in out
+    line = next(line for line in out.splitlines() if line.strip().startswith("default"))
+    assert "embedded" in line and "MB" in line and str(folder) in line
+
+
 def test_debug_toggles_tracebacks(ip, magics, capsys):
     ip.run_line_magic("hfchat", "debug on")
     assert magics.verbose

@@ -12,7 +12,6 @@ from hf_magic.notebook.model_catalog import (
     available_memory,
     describe_choice,
     fit_summary,
-    format_count,
     hub_search,
     is_cached,
     local_choices,
@@ -59,10 +58,6 @@ def test_fit_summary_compares_the_estimate_with_free_memory(default_choice: Mode
     summary = fit_summary(huge, device=None, dtype=None, quantize=None)
     assert "not cached" in summary and "does NOT fit" in summary
     assert "size unknown" in fit_summary(ModelChoice("a/b", "hub"), device=None, dtype=None, quantize=None)
-
-
-def test_counts_read_like_model_cards() -> None:
-    assert [format_count(n) for n in (950, 1_500, 134_515_008, 7_000_000_000)] == ["950", "1.5k", "134.5M", "7B"]
 
 
 def test_hub_search_refuses_when_offline(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,9 @@
-"""What the panel's model picker offers: local and hub models with size, parameters, cache state and memory fit."""
+"""What the views may know of models: the picker's local and hub models (size, parameters, cache state, memory
+fit), the devices to offer, and a model's display name.
+
+This is the one notebook module that asks ``local.loading``: the magics and the panel ask it here, so the views
+never import ``local/`` or ``remote/``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from huggingface_hub import is_offline_mode
 from .. import config
 from ..errors import EndpointError
 from ..local.loading import is_default_model, local_models
-from .progress_views import format_bytes
+from .units import format_bytes, format_count
 
 # Bytes per weight for the dtypes a safetensors header reports and the dtypes a user can pick.
 _DTYPE_BYTES = {
@@ -48,6 +53,7 @@ class ModelChoice:
         parameters: parameter count by safetensors dtype ("BF16" -> 134515008), when known.
         downloads: hub downloads (last 30 days), for hub search results.
         cached: True when loading needs no download.
+        path: the folder it loads from, for a local model that is already on disk.
     """
 
     model_id: str
@@ -56,6 +62,7 @@ class ModelChoice:
     parameters: dict[str, int] | None = None
     downloads: int | None = None
     cached: bool = False
+    path: Path | None = None
 
     @property
     def parameter_count(self) -> int | None:
@@ -78,7 +85,7 @@ class ModelChoice:
 
     def label(self) -> str:
         """One line for a dropdown: id, where it comes from, size, parameters, downloads."""
-        name = f"default ({config.DEFAULT_MODEL_NAME})" if is_default_model(self.model_id) else self.model_id
+        name = f"default ({display_name(self.model_id)})" if is_default_model(self.model_id) else self.model_id
         facts = [self.source]
         if self.parameter_count:
             facts.append(f"{format_count(self.parameter_count)} params")
@@ -89,11 +96,19 @@ class ModelChoice:
         return f"{name} · {' · '.join(facts)}"
 
 
-def format_count(value: float) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.1f}".rstrip("0").rstrip(".") + unit
-    return str(int(value))
+def display_name(model_id: str | None) -> str:
+    """How a reply's author is named: the embedded model's real name for its aliases, else the id as given."""
+    return config.DEFAULT_MODEL_NAME if is_default_model(model_id) else (model_id or "assistant")
+
+
+def device_options() -> list[str]:
+    """The devices a local model can be put on here: ``cpu``, each CUDA GPU, Apple's GPU."""
+    import torch
+
+    from ..local.loading import mps_available
+
+    cuda = [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    return ["cpu", *cuda, *(["mps"] if mps_available() else [])]
 
 
 def _safetensors_parameters(folder: Path | None) -> dict[str, int] | None:
@@ -121,6 +136,7 @@ def local_choices() -> list[ModelChoice]:
             parameters=_safetensors_parameters(model.path),
             # The default is "cached" once its wheel is installed: conversion needs no network.
             cached=True,
+            path=model.path,
         )
         for model in local_models()
     ]

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from .model_catalog import display_name
+
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
 
@@ -16,18 +18,25 @@ if TYPE_CHECKING:
 
 MimeBundle = tuple[dict[str, str], dict[str, Any]]
 
-_CSS = (
-    "<style>"
-    ".hfchat-turn{margin:.3em 0}"
-    ".hfchat-role{font-weight:600;font-size:.85em;text-transform:uppercase;letter-spacing:.04em;opacity:.7}"
-    ".hfchat-user{border-left:3px solid #4a90d9;padding-left:.6em}"
-    ".hfchat-assistant{border-left:3px solid #7cb342;padding-left:.6em}"
-    ".hfchat-usage{font-size:.8em;opacity:.65;margin-top:.2em;font-family:monospace}"
-    ".hfchat-interrupted{color:#b26a00;font-size:.85em}"
-    ".hfchat-error{color:#c62828;font-weight:600}"
-    ".hfchat-turn pre{padding:.5em;border-radius:4px;overflow-x:auto}"
-    "</style>"
-)
+TURN_CSS = """<style>
+.hfm-turn { display: flex; flex-direction: column; gap: 6px; margin: 4px 2px; }
+.hfm-msg { max-width: 85%; padding: 6px 10px; border-radius: 10px; line-height: 1.45; }
+.hfm-msg p { margin: .2em 0; }
+.hfm-msg .highlight { border-radius: 6px; overflow: hidden; margin: .3em 0; }
+.hfm-msg pre { padding: .4em .6em; margin: 0; overflow-x: auto; }
+.hfm-user { align-self: flex-end; background: rgba(33, 150, 243, .18); }
+.hfm-assistant { align-self: flex-start; background: var(--jp-layout-color2, #eee); }
+.hfm-role { font-size: .72em; font-weight: 600; letter-spacing: .04em; text-transform: uppercase; opacity: .65;
+  margin-bottom: 2px; }
+.hfm-meta { font-size: .75em; opacity: .6; margin-top: 3px; font-family: var(--jp-code-font-family, monospace); }
+.hfm-badge { display: inline-block; font-size: .75em; padding: 0 6px; border-radius: 8px; background: #ffe0b2;
+  color: #8a4b00; margin-left: 6px; text-transform: none; letter-spacing: 0; }
+.hfm-cursor { animation: hfm-blink 1s steps(2, start) infinite; }
+@keyframes hfm-blink { to { visibility: hidden; } }
+.hfm-usage { font-size: .8em; opacity: .7; margin-top: .2em; font-family: var(--jp-code-font-family, monospace); }
+.hfm-error { color: var(--jp-error-color1, #c62828); font-weight: 600; }
+</style>"""
+"""The one stylesheet of a drawn turn, its usage line and an error line: cell outputs and the panel share it."""
 
 
 # ------------------------------------------------------------------------------- markdown
@@ -117,19 +126,50 @@ def turn_text(turn: Turn, *, include_user: bool = True) -> str:
     return "\n".join(lines)
 
 
-def _turn_html(turn: Turn, *, include_user: bool) -> str:
-    parts = ['<div class="hfchat-turn">']
+def turn_html(turn: Turn, *, include_user: bool = True, streaming: bool = False, meta: bool = True) -> str:
+    """One turn as chat bubbles: the user's message, then the reply as Markdown, named by its model.
+
+    Args:
+        turn: the turn to draw, finished or still streaming.
+        include_user: draw the user's message too (a cell's output shows only the reply under the cell).
+        streaming: the reply is still coming: a cursor after it and no facts yet.
+        meta: a line of facts under a finished reply (tokens, speed, duration); off where a usage line says it.
+
+    The outer ``div`` carries ``hfm-turn`` and its state, ``hfm-streaming``, ``hfm-stopped`` or ``hfm-done``.
+    """
+    parts = [f'<div class="hfm-turn {_turn_state(turn, streaming)}">']
     if include_user:
-        parts.append(
-            '<div class="hfchat-user"><div class="hfchat-role">User</div>'
-            f"<div>{html.escape(turn.user.strip()).replace(chr(10), '<br>')}</div></div>"
-        )
-    role = f"Assistant · {html.escape(turn.model)}" if turn.model else "Assistant"
-    parts.append(f'<div class="hfchat-assistant"><div class="hfchat-role">{role}</div>{markdown_to_html(turn.reply)}')
-    if turn.interrupted:
-        parts.append('<div class="hfchat-interrupted">⏹ interrupted</div>')
-    parts.append("</div></div>")
+        user = html.escape(turn.user.strip()).replace("\n", "<br>")
+        parts.append(f'<div class="hfm-msg hfm-user"><div class="hfm-role">You</div>{user}</div>')
+    badge = '<span class="hfm-badge">■ stopped</span>' if turn.interrupted else ""
+    if streaming:
+        body = (markdown_to_html(turn.reply) if turn.reply else "") + '<span class="hfm-cursor">▍</span>'
+    else:
+        body = markdown_to_html(turn.reply) if turn.reply.strip() else "<p><em>(empty reply)</em></p>"
+    facts = _turn_facts(turn) if meta and not streaming else []
+    facts_html = f'<div class="hfm-meta">{" · ".join(facts)}</div>' if facts else ""
+    parts.append(
+        f'<div class="hfm-msg hfm-assistant"><div class="hfm-role">{html.escape(display_name(turn.model))}{badge}'
+        f'</div><div class="hfm-reply">{body}</div>{facts_html}</div></div>'
+    )
     return "".join(parts)
+
+
+def _turn_state(turn: Turn, streaming: bool) -> str:
+    if streaming:
+        return "hfm-streaming"
+    return "hfm-stopped" if turn.interrupted else "hfm-done"
+
+
+def _turn_facts(turn: Turn) -> list[str]:
+    facts: list[str] = []
+    if turn.usage:
+        facts.append(f"{turn.usage.output_tokens} tokens")
+        if turn.tokens_per_second is not None:
+            facts.append(f"{turn.tokens_per_second:.1f} tok/s")
+    if turn.duration is not None:
+        facts.append(f"{'stopped after ' if turn.interrupted else ''}{turn.duration:.1f} s")
+    return facts
 
 
 @dataclass
@@ -139,6 +179,7 @@ class Reply:
     turn: Turn
     usage: str = ""
     format: str = "markdown"
+    session: str = "default"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> MimeBundle:
         text = self.turn.reply.strip() + ("\n[interrupted]" if self.turn.interrupted else "")
@@ -148,10 +189,12 @@ class Reply:
         if self.format == "markdown":
             markdown = turn_markdown(self.turn, include_user=False).split("\n\n", 1)[1]
             data["text/markdown"] = markdown + (f"\n\n`{self.usage}`" if self.usage else "")
-            body = _turn_html(self.turn, include_user=False)
-            usage = f'<div class="hfchat-usage">{html.escape(self.usage)}</div>' if self.usage else ""
-            data["text/html"] = _CSS + body + usage
-        return data, {"hf_magic": _usage_metadata(self.turn)}
+            body = turn_html(self.turn, include_user=False, meta=False)
+            usage = f'<div class="hfm-usage">{html.escape(self.usage)}</div>' if self.usage else ""
+            data["text/html"] = TURN_CSS + body + usage
+        # The exchange itself rides along in the metadata, so that a saved notebook gives it back exactly.
+        exchange = {"user": self.turn.user, "reply": self.turn.reply, "system_prompt": self.turn.system_prompt}
+        return data, {"hf_magic": {**_usage_metadata(self.turn), **exchange, "session": self.session}}
 
     def __repr__(self) -> str:
         return self._repr_mimebundle_()[0]["text/plain"]
@@ -168,11 +211,12 @@ class Streaming:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         tail = " ▌" if self.cursor else ""
+        # Plain text, not Markdown: this is redrawn many times a second; the finished Reply renders Markdown once.
         return {
             "text/plain": self.text + tail,
-            "text/html": f'{_CSS}<div class="hfchat-assistant"><div class="hfchat-role">Assistant · '
-            f"{html.escape(self.model)}</div>"
-            f"<div style='white-space:pre-wrap'>{html.escape(self.text)}{tail}</div></div>",
+            "text/html": f'{TURN_CSS}<div class="hfm-turn hfm-streaming"><div class="hfm-msg hfm-assistant">'
+            f'<div class="hfm-role">{html.escape(display_name(self.model))}</div>'
+            f"<div class=\"hfm-reply\" style='white-space:pre-wrap'>{html.escape(self.text)}{tail}</div></div></div>",
         }
 
 
@@ -199,12 +243,12 @@ class Transcript:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         plain = "\n\n".join(turn_text(turn) for turn in self.turns) or "(no messages yet)"
-        body = "<hr>".join(_turn_html(turn, include_user=True) for turn in self.turns) or "<em>(no messages yet)</em>"
+        body = "".join(turn_html(turn) for turn in self.turns) or "<em>(no messages yet)</em>"
         heading = f"<h4>{html.escape(self.title)}</h4>" if self.title else ""
         return {
             "text/plain": plain,
             "text/markdown": transcript_markdown(self.turns, title=self.title),
-            "text/html": _CSS + heading + body,
+            "text/html": TURN_CSS + heading + body,
         }
 
     def __repr__(self) -> str:
@@ -277,7 +321,7 @@ class ErrorLine:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         return {
             "text/plain": f"Error: {self.message}",
-            "text/html": f'{_CSS}<div class="hfchat-error">⚠ {html.escape(self.message)}</div>',
+            "text/html": f'{TURN_CSS}<div class="hfm-error">⚠ {html.escape(self.message)}</div>',
         }
 
 
