@@ -1,45 +1,70 @@
-"""Per-token logprobs: the recorder on hand-made scores, then on the real default model."""
+"""Per-token logprobs: on a tiny random-weight model against a plain forward pass, then on the default model."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 
-from hf_magic.local.logprobs import LogprobsRecorder
+from hf_magic.local.logprobs import GenerationLogprobs
 
 
-def _decode(ids: list[int]) -> str:
-    return "".join(chr(ord("a") + i) for i in ids)
+class _IdTokenizer:
+    pad_token_id = 0
+    eos_token_id = 1
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return "".join(f"<{i}>" for i in ids)
 
 
-def test_recorder_pairs_each_chosen_token_with_the_step_that_produced_it():
-    recorder = LogprobsRecorder(top=2)
-    step1 = torch.tensor([[0.0, 2.0, 1.0]])
-    step2 = torch.tensor([[3.0, 0.0, 0.0]])
-    assert recorder(torch.tensor([[7]]), step1) is step1  # scores pass through untouched
-    recorder(torch.tensor([[7, 2]]), step2)  # token 2 was chosen at step 1
-    entries = recorder.entries([2, 0], _decode)
-    first = torch.log_softmax(step1[0], -1)
-    assert [e["token"] for e in entries] == ["c", "a"]
-    assert math.isclose(entries[0]["logprob"], float(first[2]), rel_tol=1e-6)
-    assert math.isclose(entries[1]["logprob"], float(torch.log_softmax(step2[0], -1)[0]), rel_tol=1e-6)
-    assert [t["token"] for t in entries[0]["top_logprobs"]] == ["b", "c"]
-    assert entries[0]["bytes"] == [ord("c")]
+def _generated_logprobs(top: int, **params) -> tuple[list[int], list[dict]]:
+    from hf_magic.backend import GenerationParams
+    from hf_magic.local.generation import LocalGenerator
+    from hf_magic.local.kv_cache import ConversationCache
+    from tests.support.tiny_models import tiny_causal_lm
+
+    model = tiny_causal_lm()
+    generator = LocalGenerator(model, _IdTokenizer(), "tiny", ConversationCache())
+    request = GenerationParams(max_new_tokens=6, logprobs=True, top_logprobs=top or None, **params)
+    deltas = list(generator.stream([5, 6, 7], request, reuse_cache=False))
+    generated = [int(token) for token in re.findall(r"<(\d+)>", "".join(d.text for d in deltas))]
+    return generated, deltas[-1].logprobs or []
 
 
-def test_impossible_tokens_get_openais_floor_not_minus_infinity():
-    recorder = LogprobsRecorder(top=2)
-    recorder(torch.tensor([[0]]), torch.tensor([[0.0, -math.inf]]))
-    (entry,) = recorder.entries([0], _decode)
-    assert entry["top_logprobs"][1]["logprob"] == -9999.0
+def test_logprobs_are_the_models_own_log_softmax_of_each_chosen_token():
+    from tests.support.tiny_models import tiny_causal_lm
+
+    generated, entries = _generated_logprobs(top=3, do_sample=False)
+    assert [entry["token"] for entry in entries] == [f"<{token}>" for token in generated] and len(entries) == 6
+    sequence = torch.tensor([[5, 6, 7, *generated]])
+    with torch.inference_mode():
+        rows = torch.log_softmax(tiny_causal_lm()(sequence).logits[0].float(), dim=-1)  # one pass, same weights
+    for step, (token, entry) in enumerate(zip(generated, entries, strict=True)):
+        assert math.isclose(entry["logprob"], float(rows[2 + step, token]), abs_tol=1e-4)
+        tops = entry["top_logprobs"]
+        assert len(tops) == 3 and tops[0]["token"] == entry["token"]  # greedy picks the top token
+        assert math.isclose(tops[0]["logprob"], entry["logprob"], abs_tol=1e-6)
+        assert entry["bytes"] == list(entry["token"].encode())
 
 
 def test_without_top_logprobs_the_list_is_empty():
-    recorder = LogprobsRecorder()
-    recorder(torch.tensor([[0]]), torch.tensor([[1.0, 0.0]]))
-    assert recorder.entries([0], _decode)[0]["top_logprobs"] == []
+    _, entries = _generated_logprobs(top=0, do_sample=False)
+    assert entries and all(entry["top_logprobs"] == [] for entry in entries)
+
+
+def test_impossible_tokens_get_openais_floor_not_minus_infinity():
+    from types import SimpleNamespace
+
+    from tests.support.tiny_models import tiny_causal_lm
+
+    logprobs = GenerationLogprobs(top=2)
+    step = torch.zeros(1, 100)  # the tiny model's vocabulary
+    step[0, 1] = -math.inf
+    logprobs.read(tiny_causal_lm(), SimpleNamespace(sequences=torch.tensor([[2, 1]]), logits=(step,)))
+    (entry,) = logprobs.entries([1], lambda ids: "x")
+    assert entry["logprob"] == -9999.0
 
 
 @pytest.mark.integration

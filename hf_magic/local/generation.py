@@ -18,7 +18,7 @@ import greenlet
 from ..backend import ChatDelta, GenerationParams, Usage
 from ..errors import InvalidInputError
 from .kv_cache import ConversationCache
-from .logprobs import LogprobsRecorder
+from .logprobs import GenerationLogprobs
 from .stop_sequences import IncrementalDecoder
 from .vision import VisionPrompt, image_prefill, model_tensors
 
@@ -86,12 +86,13 @@ class LocalGenerator:
                 "A reply from this model is still streaming in this thread: finish or close that stream first."
             )
         cancel = threading.Event()
+        logprobs = GenerationLogprobs(params.top_logprobs or 0) if params.logprobs else None
 
         def hand_over(ids: list[int]) -> None:
             greenlet.getcurrent().parent.switch(ids)  # resumes the consumer; returns when it wants more
 
         generation = greenlet.greenlet(
-            lambda: self._run_generate(input_ids, params, hand_over, cancel, processors, reuse_cache, prompt)
+            lambda: self._run_generate(input_ids, params, hand_over, cancel, processors, reuse_cache, prompt, logprobs)
         )
         decoder = self._decoder(params)
         try:
@@ -101,7 +102,7 @@ class LocalGenerator:
                     cancel.set()  # generation ends at its next step
                 if text:
                     yield ChatDelta(text=text)
-            yield self._final_delta(decoder, input_ids, params, processors)
+            yield self._final_delta(decoder, input_ids, params, logprobs)
         finally:
             if not generation.dead:  # the consumer stopped early: unwind generate() now, releasing the model
                 cancel.set()
@@ -119,6 +120,7 @@ class LocalGenerator:
         loop = asyncio.get_running_loop()
         tokens: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
+        logprobs = GenerationLogprobs(params.top_logprobs or 0) if params.logprobs else None
 
         def deliver(item: Any) -> None:
             try:
@@ -128,7 +130,7 @@ class LocalGenerator:
 
         def run() -> None:
             try:
-                self._run_generate(input_ids, params, deliver, cancel, processors, reuse_cache, prompt)
+                self._run_generate(input_ids, params, deliver, cancel, processors, reuse_cache, prompt, logprobs)
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 deliver(exc)
             finally:
@@ -149,7 +151,7 @@ class LocalGenerator:
                     yield ChatDelta(text=text)
                 if finished:
                     break
-            yield self._final_delta(decoder, input_ids, params, processors)
+            yield self._final_delta(decoder, input_ids, params, logprobs)
         finally:
             cancel.set()  # on cancellation the worker stops at its next token and releases the model
 
@@ -166,7 +168,7 @@ class LocalGenerator:
         decoder: IncrementalDecoder,
         input_ids: list[int],
         params: GenerationParams,
-        processors: list[Any] | None = None,
+        logprobs: GenerationLogprobs | None = None,
     ) -> ChatDelta:
         tail = decoder.finish()
         generated = decoder.tokens_at_stop if decoder.tokens_at_stop is not None else len(decoder.token_ids)
@@ -174,18 +176,17 @@ class LocalGenerator:
         hit_eos = bool(decoder.token_ids) and decoder.token_ids[-1] in eos_ids
         limit = params.token_budget
         finish_reason = "length" if not decoder.stopped and not hit_eos and generated >= limit else "stop"
-        recorder = next((p for p in processors or [] if isinstance(p, LogprobsRecorder)), None)
-        logprobs = None
-        if recorder is not None:
+        entries = None
+        if logprobs is not None:
             content_ids = decoder.token_ids[:generated]
             if content_ids and content_ids[-1] in eos_ids:  # OpenAI lists the reply's tokens, not the end marker
                 content_ids = content_ids[:-1]
-            logprobs = recorder.entries(content_ids, self.tokenizer.decode)
+            entries = logprobs.entries(content_ids, self.tokenizer.decode)
         return ChatDelta(
             text=tail,
             finish_reason=finish_reason,
             usage=Usage(input_tokens=len(input_ids), output_tokens=generated),
-            logprobs=logprobs,
+            logprobs=entries,
             model_name=self.model_name,
         )
 
@@ -198,6 +199,7 @@ class LocalGenerator:
         processors: list[Any] | None = None,
         reuse_cache: bool = True,
         prompt: VisionPrompt | None = None,
+        logprobs: GenerationLogprobs | None = None,
     ) -> None:
         """Run ``model.generate``, handing each new token's ids to ``deliver``; stops once ``cancel`` is set.
         A ``prompt`` with images hands their pixels to the model unless the kept cache already holds them."""
@@ -205,8 +207,10 @@ class LocalGenerator:
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
         generate_kwargs = self._generate_kwargs(params)
-        if processors:  # grammar masks and logprob recording, only when a request asks
+        if processors:  # grammar masks, only when a request asks
             generate_kwargs["logits_processor"] = LogitsProcessorList(processors)
+        if logprobs is not None:
+            generate_kwargs.update(logprobs.generate_kwargs())
         with self._lock:  # one generation at a time per model
             self._lock_owner = threading.get_ident()
             try:
@@ -230,6 +234,8 @@ class LocalGenerator:
                         **(lease.generate_kwargs() if lease else {}),
                         **generate_kwargs,
                     )
+                if logprobs is not None:
+                    logprobs.read(self.model, output)
                 if lease is not None and reuse_cache:
                     self.kv_cache.keep(
                         self.model, lease, getattr(output, "sequences", output)[0].tolist(), len(input_ids)

@@ -1,4 +1,9 @@
-"""Per-token log-probabilities of a local generation, recorded by a logits processor, in OpenAI's shape."""
+"""Per-token log-probabilities of a local generation, in OpenAI's shape, from transformers' own scores.
+
+``generate`` returns the model's raw logits of each step (``output_logits``); ``compute_transition_scores``
+turns them into the chosen tokens' log-probabilities. Raw logits are the model's own numbers: before
+repetition penalty, the grammar mask and the sampling warpers.
+"""
 
 from __future__ import annotations
 
@@ -9,39 +14,44 @@ from typing import Any
 _FLOOR = -9999.0
 
 
-class LogprobsRecorder:
-    """A ``generate`` logits processor that changes nothing and remembers the model's log-probabilities.
+class GenerationLogprobs:
+    """What one generation asks ``generate`` for, and the log-probabilities read from its output.
 
-    Each step keeps the top ``top`` alternatives and the whole row until the next step reveals which
-    token was chosen; ``entries`` is called once generation has ended, with the generated ids.
-    It sits before the grammar mask and the sampling warpers, so the numbers are the model's own.
+    Example:
+        >>> logprobs = GenerationLogprobs(top=3)
+        >>> output = model.generate(ids, **logprobs.generate_kwargs())
+        >>> logprobs.read(model, output)
+        >>> logprobs.entries(generated_ids, tokenizer.decode)
     """
 
     def __init__(self, top: int = 0) -> None:
         self._top = max(0, top)
         self._chosen: list[float] = []
         self._alternatives: list[list[tuple[int, float]]] = []
-        self._previous: Any = None
 
-    def __call__(self, input_ids: Any, scores: Any) -> Any:
+    @staticmethod
+    def generate_kwargs() -> dict[str, Any]:
+        return {"output_logits": True, "return_dict_in_generate": True}
+
+    def read(self, model: Any, output: Any) -> None:
+        """Keep the chosen tokens' log-probabilities (and the top alternatives) of ``generate``'s ``output``."""
         import torch
 
-        row = torch.log_softmax(scores[0].float(), dim=-1)
-        if self._previous is not None:
-            self._chosen.append(float(self._previous[int(input_ids[0, -1])]))
-        self._previous = row
+        logits = tuple(step.float() for step in output.logits)  # bf16 logits would round the log-softmax
+        if not logits:
+            return
+        scores = model.compute_transition_scores(output.sequences, logits, normalize_logits=True)
+        self._chosen = scores[0].tolist()
         if self._top:
-            values, ids = row.topk(min(self._top, row.shape[-1]))
-            self._alternatives.append(list(zip(ids.tolist(), values.tolist(), strict=True)))
-        return scores
+            self._alternatives = []
+            for step in logits:
+                values, ids = torch.log_softmax(step[0], dim=-1).topk(min(self._top, step.shape[-1]))
+                self._alternatives.append(list(zip(ids.tolist(), values.tolist(), strict=True)))
 
     def entries(self, generated_ids: list[int], decode: Callable[[list[int]], str]) -> list[dict[str, Any]]:
         """``[{"token", "logprob", "bytes", "top_logprobs": [...]}, ...]`` for the generated tokens."""
-        chosen = list(self._chosen)
-        if self._previous is not None and len(chosen) < len(generated_ids):
-            chosen.append(float(self._previous[generated_ids[len(chosen)]]))
         result = []
-        for index, (token_id, logprob) in enumerate(zip(generated_ids, chosen, strict=False)):
+        for index, (token_id, logprob) in enumerate(zip(generated_ids, self._chosen, strict=False)):
             top = self._alternatives[index] if index < len(self._alternatives) else []
             result.append(
                 {

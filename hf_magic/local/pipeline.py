@@ -26,7 +26,6 @@ from .constraints import constrainer_for, grammar_spec
 from .generation import LocalGenerator, eos_token_ids
 from .kv_cache import ConversationCache
 from .loading import default_device, is_default_model, load_model_and_tokenizer, resolve_model_path, torch_device
-from .logprobs import LogprobsRecorder
 from .tool_calls import aattach_tool_calls, attach_tool_calls, prompt_messages
 from .vision import TASK as VISION_TASK
 from .vision import VisionPrompt, is_vision_language, render_vision_prompt
@@ -310,14 +309,12 @@ class HuggingFacePipeline(BaseLLM):
         )
 
     def _logits_processors(self, request: ChatRequest, params: GenerationParams) -> list[Any]:
-        """Logprob recording and grammar constraints for one generation (none unless asked for).
+        """Grammar constraints for one generation (none unless asked for).
 
         Raises:
             SchemaError: the schema or tools cannot be compiled into a grammar.
         """
         processors: list[Any] = []
-        if params.logprobs:
-            processors.append(LogprobsRecorder(params.top_logprobs or 0))  # before the mask: the model's own
         spec = grammar_spec(request.tools, request.tool_choice, request.response_format)
         if spec is not None:
             constrainer = constrainer_for(self.model, self.tokenizer, eos_token_ids(self.model, self.tokenizer))

@@ -667,7 +667,8 @@ def load_ipython_extension(ipython: Any) -> None:
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext hf_magic``: remove the magics (sessions and loaded models stay in memory)."""
     manager = ipython.magics_manager
-    magics = manager.registry.get(HfChatMagics.__name__)
+    # The loaded instance, found through the public magics table: %%hfchat is one of its bound methods.
+    magics = getattr(manager.magics["cell"].get("hfchat"), "__self__", None)
     if isinstance(magics, HfChatMagics):
         try:
             ipython.events.unregister("post_run_cell", magics.cell_errors.record)
