@@ -30,14 +30,6 @@ from .render import usage_line
 from .session import ChatSession, get_session
 from .turns import SessionEvent
 
-_NUMBER_SETTINGS: dict[str, tuple[str, type[float] | type[int]]] = {
-    "temperature": ("Temperature", float),
-    "max_new_tokens": ("Max tokens", int),
-    "top_p": ("Top p", float),
-    "repetition_penalty": ("Repetition penalty", float),
-}
-"""The Generation fields that hold numbers: the name an error calls them by, and their type."""
-
 
 class ChatPanel:
     """A chat window over a ``ChatSession``: pick and load a model, tune generation, chat, stop, export.
@@ -251,7 +243,7 @@ class ChatPanel:
 
     def _apply_setting(self, name: str, _change: Any = None) -> None:
         try:
-            value = _parse_setting(name, self.view.setting_widgets[name].value)
+            value = self.view.setting_value(name)
         except InvalidInputError as exc:
             self.view.show_error(str(exc))
             return
@@ -265,9 +257,9 @@ class ChatPanel:
 
     def _setting_errors(self) -> list[str]:
         errors = []
-        for name, field in self.view.setting_widgets.items():
+        for name in self.view.setting_widgets:
             try:
-                _parse_setting(name, field.value)
+                self.view.setting_value(name)
             except InvalidInputError as exc:
                 errors.append(str(exc))
         return errors
@@ -416,21 +408,6 @@ class ChatPanel:
 
     def _redraw_token_note(self) -> None:
         self.view.show_token_note(_token_state())
-
-
-def _parse_setting(name: str, text: str) -> Any:
-    """A Generation field's value for ``Settings``: empty means the model's default; numbers must parse."""
-    text = text.strip()
-    if name not in _NUMBER_SETTINGS:
-        return text or None
-    if not text:
-        return None
-    label, kind = _NUMBER_SETTINGS[name]
-    try:
-        return kind(text)
-    except ValueError as exc:
-        word = "a whole number" if kind is int else "a number"
-        raise InvalidInputError(f"{label} must be {word}, got {text!r}: fix it, or clear it for the default.") from exc
 
 
 def _token_state() -> str:
