@@ -63,6 +63,8 @@ def test_unload_and_reload_extension():
     assert "hfchat" not in shell.magics_manager.magics["cell"]
     shell.run_line_magic("load_ext", "hf_magic")
     assert "hfchat" in shell.magics_manager.magics["cell"]
+    live = [c for c in shell.configurables if type(c).__name__ == "HfChatMagics"]
+    assert len(live) == 1 and shell.magics_manager.magics["cell"]["hfchat"].__self__ is live[0]
 
 
 def test_config_sets_defaults(ip, magics):

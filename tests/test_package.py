@@ -54,3 +54,17 @@ def test_the_views_never_import_the_backends() -> None:
         imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
         reaching = [name for name in imported if name.startswith(("hf_magic.local", "hf_magic.remote"))]
         assert reaching == [], f"notebook/{view}.py imports {reaching}: ask the session or model_catalog instead"
+
+
+def test_architecture_md_draws_every_module_in_its_tree() -> None:
+    from pathlib import Path
+
+    root = Path(hf_magic.__file__).parent.parent
+    tree = (root / "ARCHITECTURE.md").read_text().split("## The tree, by stack", 1)[1].split("\n## ", 1)[0]
+    drawn = {line.split()[0] for line in tree.splitlines() if line.strip().endswith(".py") or ".py " in line}
+    missing = [
+        path.relative_to(root).as_posix()
+        for path in (root / "hf_magic").rglob("*.py")
+        if path.name != "__init__.py" and path.name not in drawn
+    ]
+    assert missing == [], "ARCHITECTURE.md's tree lacks these modules"

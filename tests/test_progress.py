@@ -145,3 +145,20 @@ def test_widget_progress_in_a_container_draws_there_and_stays_complete():
     assert descriptions == ["a.safetensors", "b.safetensors", "Loading weights", "Total download"]
     assert box.children[0] is first_line  # rows added later leave the drawn ones in place
     assert all(line.children[0].bar_style == "success" for line in box.children)
+
+
+def test_forwarding_bars_start_no_monitor_thread(monkeypatch):
+    # tqdm starts its TMonitor under its class lock; a bar collected during that thread's start-up deadlocks
+    import threading
+
+    from tqdm import std
+
+    from hf_magic.progress import event_tqdm
+
+    monkeypatch.setattr(std.tqdm, "monitor", None)  # as in a fresh process: no monitor running yet
+    before = {thread for thread in threading.enumerate() if isinstance(thread, std.TMonitor)}
+    events: list[ProgressEvent] = []
+    with event_tqdm(events.append, "download")(total=3, desc="a.bin") as bar:
+        bar.update(2)
+    started = {thread for thread in threading.enumerate() if isinstance(thread, std.TMonitor)} - before
+    assert started == set() and events[-1].done and events[-1].current == 2

@@ -16,6 +16,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
+from .transformers_compat import supports_default_dynamic_cache
+
 PREFILL_CHUNK = 128
 """Tokens per prefill chunk, and so the granularity of reuse.
 
@@ -63,8 +65,7 @@ def supports_reuse(model: Any) -> bool:
 
     if getattr(model.generation_config, "cache_implementation", None) is not None:
         return False
-    supports_dynamic = getattr(model, "_supports_default_dynamic_cache", None)
-    if callable(supports_dynamic) and not supports_dynamic():
+    if not supports_default_dynamic_cache(model):
         return False
     try:
         probe = DynamicCache(config=model.config)
@@ -74,15 +75,15 @@ def supports_reuse(model: Any) -> bool:
 
 
 def new_cache(model: Any) -> Any:
-    """An empty ``DynamicCache`` for ``model`` (one that ``supports_reuse``) whose layers append in place
-    (``kv_layer.py``): a conversation's cache is then copied only when it outgrows its buffers."""
-    from transformers import DynamicCache
+    """An empty cache for ``model`` (one that ``supports_reuse``), laid out as its ``DynamicCache`` but with layers
+    that append in place (``kv_layer.py``): a conversation's cache is then copied only when it outgrows its buffers."""
+    from transformers import Cache, DynamicCache
 
     from .kv_layer import InPlaceLayer
 
-    cache = DynamicCache(config=model.config)
-    cache.layers = [InPlaceLayer() for _ in cache.layers]
-    return cache
+    # Built through Cache's public constructor, one in-place layer where DynamicCache would put a DynamicLayer.
+    layers = len(DynamicCache(config=model.config).layers)
+    return Cache(layers=[InPlaceLayer() for _ in range(layers)])
 
 
 @dataclass

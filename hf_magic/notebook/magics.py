@@ -11,6 +11,7 @@ import string
 import sys
 import time
 import traceback
+from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TextIO
@@ -24,30 +25,55 @@ from traitlets import Bool, Enum, Float, Integer, Unicode
 
 from ..config import DEFAULT_MAX_NEW_TOKENS
 from ..errors import ContextWindowError, HfMagicError, InvalidInputError
+from .cell_errors import CellErrors, fix_prompt
 from .cell_images import ImageFields, option_images
+from .code_blocks import code_cell_text
 from .model_spec import ModelSpec
 from .progress_views import ProgressView, make_progress_view
 from .render import ErrorLine, InfoTable, Reply, SentImages, Streaming, Transcript, UsageReport, usage_line
+from .restore import images_left_out, notebook_turns, read_notebook, running_notebook
 from .session import ChatSession, all_sessions, get_session
 from .turns import Turn
 from .units import format_bytes
+from .variables import describe_value
 
 _STREAM_REFRESH_SECONDS = 0.05
 """Redraw the streaming reply at most this often: one display update per token floods the frontend."""
 
-SUBCOMMANDS = ("history", "reset", "usage", "export", "load", "unload", "status", "models", "panel", "debug")
+SUBCOMMANDS = (
+    "history",
+    "reset",
+    "usage",
+    "export",
+    "load",
+    "unload",
+    "status",
+    "models",
+    "panel",
+    "debug",
+    "fix",
+    "restore",
+)
 
 
 # ------------------------------------------------------------------------ pure helpers
 _FIELD = re.compile(r"(?<!\{)\{([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[[^\[\]{}]+\])*)\}(?!\})")
 
 
-def interpolate(text: str, namespace: Mapping[str, Any], convert: Callable[[Any], str] = str) -> str:
-    """Replace ``{name}``, ``{name.attr}`` and ``{name[key]}`` with values from ``namespace``, as ``convert``
-    writes them (``cell_images.ImageFields`` takes images out of the text).
+def interpolate(
+    text: str,
+    namespace: Mapping[str, Any],
+    render: Callable[[Any], str] = str,
+    used: dict[str, str] | None = None,
+) -> str:
+    """Replace ``{name}``, ``{name.attr}`` and ``{name[key]}`` with ``render(value)`` of values from ``namespace``.
 
     Brace-safe: anything else (dict literals, JSON, ``{unknown}``, ``{{escaped}}``) is left as written,
-    so pasting code into an interpolated cell does not break it.
+    so pasting code into an interpolated cell does not break it. An ``HfMagicError`` a value raises (``{Err[9]}``
+    of a cell that raised nothing) propagates. ``used``, when given, receives each field and the text it became.
+
+    Raises:
+        HfMagicError: raised by a namespace value (see ``CellErrors``).
     """
     formatter = string.Formatter()
 
@@ -57,9 +83,14 @@ def interpolate(text: str, namespace: Mapping[str, Any], convert: Callable[[Any]
             return match.group(0)
         try:
             value, _ = formatter.get_field(match.group(1), (), namespace)
+        except HfMagicError:
+            raise
         except (AttributeError, KeyError, IndexError, TypeError, ValueError):
             return match.group(0)
-        return convert(value)
+        rendered = render(value)
+        if used is not None:
+            used[match.group(1)] = rendered
+        return rendered
 
     return _FIELD.sub(substitute, text)
 
@@ -114,7 +145,7 @@ def reply_message(turn: Turn) -> AIMessage:
     """A finished turn as the AIMessage ``-o VAR`` stores in the user's namespace."""
     return AIMessage(
         content=turn.reply,
-        usage_metadata=turn.usage.as_usage_metadata() if turn.usage else None,  # type: ignore[arg-type]
+        usage_metadata=turn.usage.as_usage_metadata() if turn.usage else None,
         response_metadata={
             "model_name": turn.model,
             "finish_reason": turn.finish_reason,
@@ -270,6 +301,8 @@ class HfChatMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.last_error: BaseException | None = None
+        self.cell_errors = CellErrors()
+        """The errors of this kernel's cells (``post_run_cell`` feeds it): ``{Err[n]}`` and ``%hfchat fix``."""
 
     # ------------------------------------------------------------------------- context
     @property
@@ -362,12 +395,19 @@ class HfChatMagics(Magics):
     @argument("--new", action="store_true", help="Start a fresh conversation (the model stays loaded).")
     @argument("--no-stream", action="store_true", help="Show the reply only when it is complete.")
     @argument("-o", "--output", default=None, metavar="VAR", help="Store the reply (an AIMessage) in VAR.")
-    @argument("--format", choices=["markdown", "text"], default=None, help="Render the reply as Markdown or text.")
+    @argument(
+        "-f",
+        "--format",
+        choices=["markdown", "text", "code"],
+        default=None,
+        help="Render the reply as Markdown or text; code: also put its code blocks into a new cell below.",
+    )
     @argument(
         "-i",
         "--interpolate",
         action="store_true",
-        help="Replace {name} with user variables (brace-safe); a PIL image or matplotlib Figure is sent as an image.",
+        help="Replace {name}, {In[n]}, {Out[n]} and {Err[n]} (cell n's exception) with their values, brace-safe; "
+        "DataFrames and arrays become bounded tables and previews, a PIL image or matplotlib Figure an image.",
     )
     @argument(
         "--image",
@@ -381,7 +421,9 @@ class HfChatMagics(Magics):
         """Chat with a Hugging Face model: the cell body is your message.
 
         Line magic: ``%hfchat history | reset | usage | export PATH | load PATH | unload | status | models |
-        panel | debug [on|off]``, each with an optional ``--session NAME``.
+        panel | debug [on|off] | fix | restore [NOTEBOOK]``, each with an optional ``--session NAME``.
+        ``fix`` sends the last error and its cell's code and puts the corrected code into a new cell;
+        ``restore`` rebuilds the conversation from a saved notebook's ``%%hfchat`` outputs (default: this one).
         """
         try:
             if cell is None:
@@ -395,17 +437,19 @@ class HfChatMagics(Magics):
         except Exception as exc:  # keep the kernel's session alive whatever happened
             self._error(exc)
 
-    def _run_cell(self, options: argparse.Namespace, cell: str) -> None:
+    def _run_cell(self, options: argparse.Namespace, cell: str, *, may_interpolate: bool = True) -> None:
         session = self._session(options.session)
         # Every option is checked before anything changes (reset, system prompt, load): a typo costs nothing.
         check_options(options)
         spec_from_options(session.spec, options)  # a bad --dtype, --backend... (ModelSpec checks itself)
         # The cell's trailing newline is not part of the message (small models answer it differently).
         text = cell.strip()
+        used: dict[str, str] = {}
         images = option_images(options.image)  # a missing file fails now, before any load
-        if options.interpolate or self.interpolate:
-            fields = ImageFields(first_number=len(images) + 1)
-            text = interpolate(text, self.shell.user_ns if self.shell is not None else {}, fields)
+        if may_interpolate and (options.interpolate or self.interpolate):
+            user_ns = self.shell.user_ns if self.shell is not None else {}
+            fields = ImageFields(first_number=len(images) + 1, fallback=describe_value)
+            text = interpolate(text, ChainMap(user_ns, {"Err": self.cell_errors}), fields, used)
             images += fields.blocks
         if not text.strip():
             raise InvalidInputError("The cell is empty: write your message below the %%hfchat line.")
@@ -417,10 +461,17 @@ class HfChatMagics(Magics):
             try:
                 self._send_cell(session, options, text, cell, max_new_tokens, images)
             except ContextWindowError as exc:
-                raise exc.with_remedy(
+                remedy = (
                     "shorten the cell, send fewer earlier turns (--history-limit N), "
                     "or start over (%hfchat reset, or --new)"
-                ) from exc
+                )
+                if used:  # the message grew by interpolation: say which value made it too big
+                    field, rendered = max(used.items(), key=lambda item: len(item[1]))
+                    remedy = (
+                        f"{{{field}}} is the biggest value in it ({len(rendered):,} characters): interpolate a "
+                        f"smaller part of it (e.g. {field}.head() or a slice), {remedy}"
+                    )
+                raise exc.with_remedy(remedy) from exc
 
     def _send_cell(
         self,
@@ -467,10 +518,20 @@ class HfChatMagics(Magics):
             view.fail()
             raise
         usage = usage_line(turn, session.usage_total(), session.context_fill()) if self.show_usage else ""
-        view.finish(Reply(turn, usage, fmt))
+        view.finish(Reply(turn, usage, "markdown" if fmt == "code" else fmt, session.name))
         if options.output:
             assert self.shell is not None  # a magic always runs in a shell
             self.shell.user_ns[options.output] = reply_message(turn)
+        if fmt == "code":
+            self._code_to_new_cell(turn)
+
+    def _code_to_new_cell(self, turn: Turn) -> None:
+        """``-f code``: the reply's fenced code blocks become the next cell (below this one, not replacing it)."""
+        code = code_cell_text(turn.reply)
+        if code is None:
+            print("The reply has no code block: no cell was added.")
+        elif self.shell is not None:
+            self.shell.set_next_input(code, replace=False)
 
     # ------------------------------------------------------------------------ subcommands
     def _run_subcommand(self, command: Subcommand) -> None:
@@ -503,6 +564,43 @@ class HfChatMagics(Magics):
             self._show(models_table())
         elif command.name == "panel":
             self._panel(session)
+        elif command.name == "fix":
+            self._fix(session)
+        elif command.name == "restore":
+            self._restore(session, command.argument)
+
+    def _fix(self, session: ChatSession) -> None:
+        error = self.cell_errors.last()
+        if error is None:
+            print("No error so far: run the cell that fails, then %hfchat fix.")
+            return
+        options = self.parse_cell_options(f"--session {shlex.quote(session.name)} --format code")
+        # The message quotes code: {braces} in it are code, never interpolated.
+        self._run_cell(options, fix_prompt(error), may_interpolate=False)
+
+    def _restore(self, session: ChatSession, path: str | None) -> None:
+        if path is None:
+            found = running_notebook(self.shell.user_ns if self.shell is not None else {})
+            if found is None:
+                raise InvalidInputError(
+                    "Cannot tell which notebook this kernel runs: give its path, e.g. %hfchat restore chat.ipynb."
+                )
+            path = str(found)
+        notebook = read_notebook(path)
+        turns = notebook_turns(notebook, session.name)
+        if not turns:
+            raise InvalidInputError(
+                f"{path} holds no saved %%hfchat reply of session {session.name!r}: save the notebook with its "
+                "outputs, or name the session with --session NAME."
+            )
+        session.restore_turns(turns, turns[-1].system_prompt, action="restore a conversation")
+        print(f"Session {session.name!r}: restored {len(turns)} turns from {path}")
+        skipped = images_left_out(notebook, session.name)
+        if skipped:
+            print(
+                f"{skipped} image(s) sent in those turns were left out: a saved notebook keeps only their thumbnails; "
+                "send them again with --image to ask about them."
+            )
 
     def _debug(self, argument: str | None) -> None:
         if argument in ("on", "off"):
@@ -516,7 +614,7 @@ class HfChatMagics(Magics):
 
     def _panel(self, session: ChatSession) -> None:
         try:
-            from .panel import ChatPanel  # type: ignore[attr-defined]
+            from .panel import ChatPanel
         except ImportError as exc:
             raise HfMagicError("The chat panel is not available in this version of hf_magic.") from exc
         panel = ChatPanel(session)
@@ -565,14 +663,23 @@ def models_table() -> InfoTable:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext hf_magic``: register ``%%hfchat`` / ``%hfchat``."""
-    ipython.register_magics(HfChatMagics)
+    """``%load_ext hf_magic``: register ``%%hfchat`` / ``%hfchat``, and record the errors cells raise."""
+    magics = HfChatMagics(shell=ipython)
+    ipython.register_magics(magics)
+    ipython.events.register("post_run_cell", magics.cell_errors.record)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext hf_magic``: remove the magics (sessions and loaded models stay in memory)."""
     manager = ipython.magics_manager
+    magics = manager.registry.get(HfChatMagics.__name__)
+    if isinstance(magics, HfChatMagics):
+        try:
+            ipython.events.unregister("post_run_cell", magics.cell_errors.record)
+        except ValueError:  # registered by someone else's load, or already gone
+            pass
     for kind in ("line", "cell"):
         manager.magics[kind].pop("hfchat", None)
+    # IPython has no public way to unregister magics: the two tables above are its public traitlets; the
+    # instance it keeps in its registry is replaced by the next %load_ext.
     ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, HfChatMagics)]
-    manager.registry.pop(HfChatMagics.__name__, None)

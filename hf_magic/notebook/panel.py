@@ -341,6 +341,7 @@ class ChatPanel:
                 if event.kind == "model_loaded":
                     self._refresh_model_list()  # a download just added a model to the cache
                     self.view.show_spec(self.session.spec)
+                    self._redraw_model_info()  # cached now, even where no picker changed
             elif event.kind in ("reset", "transcript_loaded"):
                 self._redraw_conversation()
         self._redraw()

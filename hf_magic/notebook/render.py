@@ -226,6 +226,7 @@ class Reply:
     turn: Turn
     usage: str = ""
     format: str = "markdown"
+    session: str = "default"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> MimeBundle:
         text = self.turn.reply.strip() + ("\n[interrupted]" if self.turn.interrupted else "")
@@ -238,7 +239,15 @@ class Reply:
             body = turn_html(self.turn, include_user=False, meta=False)
             usage = f'<div class="hfm-usage">{html.escape(self.usage)}</div>' if self.usage else ""
             data["text/html"] = TURN_CSS + body + usage
-        return data, {"hf_magic": _usage_metadata(self.turn)}
+        # The exchange itself rides along in the metadata, so that a saved notebook gives it back exactly.
+        exchange: dict[str, Any] = {
+            "user": self.turn.user,
+            "reply": self.turn.reply,
+            "system_prompt": self.turn.system_prompt,
+        }
+        if self.turn.images:  # how many, not the pixels: restore says what it cannot give back
+            exchange["images"] = len(self.turn.images)
+        return data, {"hf_magic": {**_usage_metadata(self.turn), **exchange, "session": self.session}}
 
     def __repr__(self) -> str:
         return self._repr_mimebundle_()[0]["text/plain"]

@@ -386,8 +386,16 @@ class ChatSession:
             InvalidInputError: no such file, not an export, or a reply is being generated.
         """
         turns, system_prompt = transcript.read(path)
-        with self.exclusive("load a transcript"):
-            self.turns = turns
+        self.restore_turns(turns, system_prompt, action="load a transcript")
+
+    def restore_turns(self, turns: list[Turn], system_prompt: str | None = None, action: str = "restore turns") -> None:
+        """Replace the transcript with ``turns`` (and the system prompt, when given); the loaded model is kept.
+
+        Raises:
+            InvalidInputError: a reply is being generated.
+        """
+        with self.exclusive(action):
+            self.turns = list(turns)
             if system_prompt is not None:
                 self.settings = replace(self.settings, system_prompt=system_prompt)
             self._drop_kv_cache()
