@@ -10,17 +10,17 @@ from ..images import image_block, is_image_value
 
 
 class ImageFields:
-    """``interpolate``'s value renderer: an image value becomes an image block and ``[image N]`` in the text,
-    anything else what ``fallback`` writes. ``blocks`` holds the images in the order the fields appear."""
+    """``interpolate``'s value converter: an image value becomes an image block and ``[image N]`` in the text,
+    anything else what ``otherwise`` writes (``str()``). ``blocks`` holds the images in the order the fields appear."""
 
-    def __init__(self, first_number: int = 1, fallback: Callable[[Any], str] = str) -> None:
+    def __init__(self, first_number: int = 1, otherwise: Callable[[Any], str] = str) -> None:
         self.blocks: list[dict[str, Any]] = []
         self._first = first_number
-        self._fallback = fallback
+        self._otherwise = otherwise
 
     def __call__(self, value: Any) -> str:
         if not is_image_value(value):
-            return self._fallback(value)
+            return self._otherwise(value)
         self.blocks.append(image_block(value))
         return f"[image {self._first + len(self.blocks) - 1}]"
 

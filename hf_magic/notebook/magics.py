@@ -66,7 +66,8 @@ def interpolate(
     render: Callable[[Any], str] = str,
     used: dict[str, str] | None = None,
 ) -> str:
-    """Replace ``{name}``, ``{name.attr}`` and ``{name[key]}`` with ``render(value)`` of values from ``namespace``.
+    """Replace ``{name}``, ``{name.attr}`` and ``{name[key]}`` with ``render(value)`` of values from ``namespace``
+    (``cell_images.ImageFields`` takes images out of the text).
 
     Brace-safe: anything else (dict literals, JSON, ``{unknown}``, ``{{escaped}}``) is left as written,
     so pasting code into an interpolated cell does not break it. An ``HfMagicError`` a value raises (``{Err[9]}``
@@ -407,7 +408,8 @@ class HfChatMagics(Magics):
         "--interpolate",
         action="store_true",
         help="Replace {name}, {In[n]}, {Out[n]} and {Err[n]} (cell n's exception) with their values, brace-safe; "
-        "DataFrames and arrays become bounded tables and previews, a PIL image or matplotlib Figure an image.",
+        "DataFrames and arrays become bounded tables and previews; a PIL image or matplotlib Figure is sent as an "
+        "image.",
     )
     @argument(
         "--image",
@@ -448,7 +450,7 @@ class HfChatMagics(Magics):
         images = option_images(options.image)  # a missing file fails now, before any load
         if may_interpolate and (options.interpolate or self.interpolate):
             user_ns = self.shell.user_ns if self.shell is not None else {}
-            fields = ImageFields(first_number=len(images) + 1, fallback=describe_value)
+            fields = ImageFields(first_number=len(images) + 1, otherwise=describe_value)
             text = interpolate(text, ChainMap(user_ns, {"Err": self.cell_errors}), fields, used)
             images += fields.blocks
         if not text.strip():
