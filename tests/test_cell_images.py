@@ -163,3 +163,25 @@ def test_an_image_to_the_default_text_model_is_one_line(
     err = capsys.readouterr().err
     assert "SmolLM2-135M-Instruct reads text only" in err and "vision-language model" in err
     assert get_session(name).turns == []
+
+
+def test_restore_from_a_saved_notebook_says_the_images_were_left_out(
+    ip: InteractiveShell, pictures: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import nbformat
+
+    from hf_magic.images import image_block
+    from hf_magic.notebook.render import Reply
+
+    name = f"restore-{uuid.uuid4().hex[:6]}"
+    turn = Turn(user="What is it?", reply="A square.", images=[image_block(pictures[0]), image_block(pictures[1])])
+    data, metadata = Reply(turn, session=name)._repr_mimebundle_()
+    assert metadata["hf_magic"]["images"] == 2 and "base64" not in str(metadata)  # a count, not the pixels
+    cell = nbformat.v4.new_code_cell("%%hfchat --image red.png --image blue.png\nWhat is it?")
+    cell.outputs = [nbformat.v4.new_output("display_data", data=data, metadata=metadata)]
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    nbformat.write(notebook, tmp_path / "saved.ipynb")
+    ip.run_line_magic("hfchat", f"restore {tmp_path / 'saved.ipynb'} --session {name}")
+    out = capsys.readouterr().out
+    assert "restored 1 turns" in out and "2 image(s) sent in those turns were left out" in out
+    assert [t.user for t in get_session(name).turns] == ["What is it?"] and get_session(name).turns[0].images == []

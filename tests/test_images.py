@@ -169,3 +169,14 @@ def test_a_real_server_sees_the_image(tmp_path_factory: pytest.TempPathFactory, 
     assert local_usage["image"] and local_usage["text"]
     assert image_tokens == local_usage["image"]["input_tokens"] - local_usage["text"]["input_tokens"] > 1
     assert "".join(str(chunk.content) for chunk in streamed) == replies["image"].content
+
+
+def test_a_local_vlm_fetches_http_urls(image_server: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from hf_magic import HuggingFacePipeline
+    from tests.support.tiny_vlms import build_tiny_vlm
+
+    folder = build_tiny_vlm("llava", tmp_path_factory.mktemp("url-llava"))
+    chat = ChatHuggingFace(llm=HuggingFacePipeline.from_model_id(str(folder)), max_tokens=3, temperature=0)
+    by_url = chat.invoke([HumanMessage(content=[{"type": "image", "url": f"{image_server}/plot.png"}, "What?"])])
+    by_data = chat.invoke([HumanMessage(content=[{"type": "image", "url": DATA_URL}, "What?"])])
+    assert by_url.content == by_data.content and by_url.usage_metadata == by_data.usage_metadata

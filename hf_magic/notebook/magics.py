@@ -31,7 +31,7 @@ from .code_blocks import code_cell_text
 from .model_spec import ModelSpec
 from .progress_views import ProgressView, make_progress_view
 from .render import ErrorLine, InfoTable, Reply, SentImages, Streaming, Transcript, UsageReport, usage_line
-from .restore import notebook_turns, read_notebook, running_notebook
+from .restore import images_left_out, notebook_turns, read_notebook, running_notebook
 from .session import ChatSession, all_sessions, get_session
 from .turns import Turn
 from .units import format_bytes
@@ -588,7 +588,8 @@ class HfChatMagics(Magics):
                     "Cannot tell which notebook this kernel runs: give its path, e.g. %hfchat restore chat.ipynb."
                 )
             path = str(found)
-        turns = notebook_turns(read_notebook(path), session.name)
+        notebook = read_notebook(path)
+        turns = notebook_turns(notebook, session.name)
         if not turns:
             raise InvalidInputError(
                 f"{path} holds no saved %%hfchat reply of session {session.name!r}: save the notebook with its "
@@ -596,6 +597,12 @@ class HfChatMagics(Magics):
             )
         session.restore_turns(turns, turns[-1].system_prompt, action="restore a conversation")
         print(f"Session {session.name!r}: restored {len(turns)} turns from {path}")
+        skipped = images_left_out(notebook, session.name)
+        if skipped:
+            print(
+                f"{skipped} image(s) sent in those turns were left out: a saved notebook keeps only their thumbnails; "
+                "send them again with --image to ask about them."
+            )
 
     def _debug(self, argument: str | None) -> None:
         if argument in ("on", "off"):

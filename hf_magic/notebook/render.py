@@ -240,7 +240,13 @@ class Reply:
             usage = f'<div class="hfm-usage">{html.escape(self.usage)}</div>' if self.usage else ""
             data["text/html"] = TURN_CSS + body + usage
         # The exchange itself rides along in the metadata, so that a saved notebook gives it back exactly.
-        exchange = {"user": self.turn.user, "reply": self.turn.reply, "system_prompt": self.turn.system_prompt}
+        exchange: dict[str, Any] = {
+            "user": self.turn.user,
+            "reply": self.turn.reply,
+            "system_prompt": self.turn.system_prompt,
+        }
+        if self.turn.images:  # how many, not the pixels: restore says what it cannot give back
+            exchange["images"] = len(self.turn.images)
         return data, {"hf_magic": {**_usage_metadata(self.turn), **exchange, "session": self.session}}
 
     def __repr__(self) -> str:
