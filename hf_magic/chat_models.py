@@ -52,6 +52,9 @@ def convert_message_to_dict(message: BaseMessage) -> dict[str, Any]:
         return {"role": "user", "content": message.content}
     if isinstance(message, AIMessage):
         result: dict[str, Any] = {"role": "assistant", "content": _ai_text(message)}
+        reasoning = message.additional_kwargs.get("reasoning_content")
+        if isinstance(reasoning, str) and reasoning:
+            result["reasoning_content"] = reasoning  # the backend sends it back only as the model expects
         if message.tool_calls:
             result["tool_calls"] = [
                 {
@@ -101,10 +104,18 @@ def _response_metadata(delta: ChatDelta) -> dict[str, Any]:
     return metadata
 
 
+def _reasoning_kwargs(delta: ChatDelta) -> dict[str, Any]:
+    # Where langchain-core and its integrations carry thinking; AIMessage.content_blocks turns it into a
+    # "reasoning" block.
+    return {"reasoning_content": delta.reasoning} if delta.reasoning else {}
+
+
 def convert_delta_to_message(delta: ChatDelta) -> AIMessage:
-    """A whole backend reply as an AIMessage."""
+    """A whole backend reply as an AIMessage: ``content`` is the answer, the thinking is in
+    ``additional_kwargs["reasoning_content"]``."""
     return AIMessage(
         content=delta.text,
+        additional_kwargs=_reasoning_kwargs(delta),
         tool_calls=delta.tool_calls,
         invalid_tool_calls=delta.invalid_tool_calls,
         usage_metadata=delta.usage.as_usage_metadata() if delta.usage else None,  # type: ignore[arg-type]
@@ -124,6 +135,7 @@ def convert_delta_to_chunk(delta: ChatDelta) -> AIMessageChunk:
     ]
     return AIMessageChunk(
         content=delta.text,
+        additional_kwargs=_reasoning_kwargs(delta),
         tool_call_chunks=tool_call_chunks,
         usage_metadata=delta.usage.as_usage_metadata() if delta.usage else None,  # type: ignore[arg-type]
         response_metadata=_response_metadata(delta) if last else {},
@@ -183,6 +195,10 @@ class ChatHuggingFace(BaseChatModel):
     top_logprobs: int | None = None
     logit_bias: dict[int, int] | None = None
     n: int | None = None
+    enable_thinking: bool | None = None
+    """Ask a reasoning model to think (True) or not (False); passed to chat templates and servers that take it."""
+    reasoning_effort: str | None = None
+    """How hard gpt-oss-style models think: "low", "medium" or "high"."""
     streaming: bool = False
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
@@ -289,6 +305,8 @@ class ChatHuggingFace(BaseChatModel):
             tools=tools,
             tool_choice=normalize_tool_choice(kwargs.get("tool_choice"), tools or []) if tools else None,
             response_format=kwargs.get("response_format"),
+            thinking=_first(kwargs.get("enable_thinking"), self.enable_thinking),
+            reasoning_effort=_first(kwargs.get("reasoning_effort"), self.reasoning_effort),
         )
 
     # ------------------------------------------------------------------------- generation

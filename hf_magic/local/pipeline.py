@@ -23,12 +23,14 @@ from .. import config
 from ..backend import ChatDelta, ChatRequest, GenerationParams, Usage, join_deltas
 from ..errors import ContextWindowError, InvalidInputError
 from ..progress import ProgressCallback
+from ..reasoning import ReplyParser, ReplySplitter, ThinkTagParser, asplit_stream, split_stream
 from ..text_completion import astream_chunks, stream_chunks
 from .chat_template import render_prompt
 from .constraints import constrainer_for, grammar_spec
 from .kv_cache import ConversationCache
 from .loading import default_device, is_default_model, load_model_and_tokenizer, resolve_model_path, torch_device
 from .logprobs import LogprobsRecorder
+from .reply_format import reply_parser_for, thinking_template_kwargs
 from .stop_sequences import IncrementalDecoder
 from .tool_calls import aattach_tool_calls, attach_tool_calls, prompt_messages
 
@@ -204,32 +206,51 @@ class HuggingFacePipeline(BaseLLM):
         return join_deltas([delta async for delta in self.astream_chat(request)])
 
     def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
-        input_ids = self._chat_input_ids(request)
+        input_ids, splitter = self._chat_input_ids(request)
         params = self.default_params().merged(request.params)
-        deltas = self._stream_ids(input_ids, params, self._logits_processors(request, params))
-        # Tool-call text is held back while streaming and arrives parsed on the last delta.
-        return attach_tool_calls(deltas, _tool_names(request)) if _parses_tool_calls(request) else deltas
+        keep_special = splitter.parser.keeps_special_tokens
+        deltas = self._stream_ids(input_ids, params, self._logits_processors(request, params), keep_special)
+        # Thinking is split off first; then tool-call text is held back and arrives parsed on the last delta.
+        deltas = split_stream(deltas, splitter)
+        if _parses_tool_calls(request) and not splitter.parser.reads_tool_calls:
+            return attach_tool_calls(deltas, _tool_names(request))
+        return deltas
 
     def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
-        input_ids = self._chat_input_ids(request)
+        input_ids, splitter = self._chat_input_ids(request)
         params = self.default_params().merged(request.params)
-        deltas = self._astream_ids(input_ids, params, self._logits_processors(request, params))
-        return aattach_tool_calls(deltas, _tool_names(request)) if _parses_tool_calls(request) else deltas
+        keep_special = splitter.parser.keeps_special_tokens
+        deltas = self._astream_ids(input_ids, params, self._logits_processors(request, params), keep_special)
+        deltas = asplit_stream(deltas, splitter)
+        if _parses_tool_calls(request) and not splitter.parser.reads_tool_calls:
+            return aattach_tool_calls(deltas, _tool_names(request))
+        return deltas
 
-    def _chat_input_ids(self, request: ChatRequest) -> list[int]:
-        """The prompt's token ids.
+    def _chat_input_ids(self, request: ChatRequest) -> tuple[list[int], ReplySplitter]:
+        """The prompt's token ids, and the splitter that will read the reply to it.
 
         Raises:
             ContextWindowError: the prompt leaves no room for a reply token in the model's context window.
         """
-        ids = self._render_ids(request.messages, request)
+        prompt = self._render_prompt(request.messages, request)
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         self._check_fits(ids, lambda: self._history_tokens(request))
-        return ids
+        if grammar_spec(request.tools, request.tool_choice, request.response_format) is not None:
+            parser: ReplyParser = ThinkTagParser()  # the grammar writes JSON from the first token: no thinking
+        else:
+            parser = reply_parser_for(self.tokenizer, prompt, request.tools if _parses_tool_calls(request) else None)
+        return ids, ReplySplitter(parser, self._count_tokens)
 
-    def _render_ids(self, chat_messages: list[dict[str, Any]], request: ChatRequest) -> list[int]:
+    def _count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _render_prompt(self, chat_messages: list[dict[str, Any]], request: ChatRequest) -> str:
         tools = request.tools if request.tool_choice != "none" else None
         messages, tools = prompt_messages(self.tokenizer, chat_messages, tools)
-        prompt = render_prompt(self.tokenizer, messages, tools)
+        return render_prompt(self.tokenizer, messages, tools, thinking_template_kwargs(self.tokenizer, request))
+
+    def _render_ids(self, chat_messages: list[dict[str, Any]], request: ChatRequest) -> list[int]:
+        prompt = self._render_prompt(chat_messages, request)
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
     def _history_tokens(self, request: ChatRequest) -> int | None:
@@ -310,7 +331,11 @@ class HuggingFacePipeline(BaseLLM):
 
     # --------------------------------------------------------------------------- generation
     def _stream_ids(
-        self, input_ids: list[int], params: GenerationParams, processors: list[Any] | None = None
+        self,
+        input_ids: list[int],
+        params: GenerationParams,
+        processors: list[Any] | None = None,
+        keep_special: bool = False,
     ) -> Iterator[ChatDelta]:
         """Generate on the calling thread, inside a greenlet that hands over each token as it comes.
 
@@ -329,7 +354,7 @@ class HuggingFacePipeline(BaseLLM):
             greenlet.getcurrent().parent.switch(ids)  # resumes the consumer; returns when it wants more
 
         generation = greenlet.greenlet(lambda: self._run_generate(input_ids, params, hand_over, cancel, processors))
-        decoder = self._decoder(params)
+        decoder = self._decoder(params, keep_special)
         try:
             while (ids := generation.switch()) is not None:
                 text = decoder.push(ids)
@@ -344,7 +369,11 @@ class HuggingFacePipeline(BaseLLM):
                 generation.throw()
 
     async def _astream_ids(
-        self, input_ids: list[int], params: GenerationParams, processors: list[Any] | None = None
+        self,
+        input_ids: list[int],
+        params: GenerationParams,
+        processors: list[Any] | None = None,
+        keep_special: bool = False,
     ) -> AsyncIterator[ChatDelta]:
         """``_stream_ids`` for an event loop: the loop only decodes, generation stays on its thread."""
         loop = asyncio.get_running_loop()
@@ -367,7 +396,7 @@ class HuggingFacePipeline(BaseLLM):
 
         # An event loop must never run the model: generation gets a thread of its own here.
         threading.Thread(target=run, name="hf_magic-generate", daemon=True).start()
-        decoder = self._decoder(params)
+        decoder = self._decoder(params, keep_special)
         try:
             while True:
                 items = [await tokens.get()]
@@ -384,10 +413,13 @@ class HuggingFacePipeline(BaseLLM):
         finally:
             cancel.set()  # on cancellation the worker stops at its next token and releases the model
 
-    def _decoder(self, params: GenerationParams) -> IncrementalDecoder:
+    def _decoder(self, params: GenerationParams, keep_special: bool = False) -> IncrementalDecoder:
         tokenizer = self.tokenizer
+        eos_ids = _eos_token_ids(self.model, tokenizer)
 
         def decode(ids: list[int]) -> str:
+            if keep_special:  # the reply's format is written in special tokens; only the end marker goes
+                return tokenizer.decode([i for i in ids if i not in eos_ids], skip_special_tokens=False)
             return tokenizer.decode(ids, skip_special_tokens=True)
 
         return IncrementalDecoder(decode, params.stop)

@@ -25,6 +25,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
 from .. import config
 from ..backend import ChatDelta, ChatRequest, GenerationParams, Usage
 from ..errors import EndpointError, InvalidInputError, StreamInterruptedError
+from ..reasoning import ThinkTagParser, split_reasoning
 from ..text_completion import astream_chunks, stream_chunks
 from .endpoint_errors import EndpointTarget, endpoint_error, retry_delay
 
@@ -66,6 +67,9 @@ def to_openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _openai_message(message: dict[str, Any]) -> dict[str, Any]:
+    if "reasoning_content" in message:
+        # Servers re-render past turns with their own template; some refuse thinking sent back (DeepSeek's API).
+        message = {key: value for key, value in message.items() if key != "reasoning_content"}
     content = message.get("content")
     if not isinstance(content, list):
         return message
@@ -167,9 +171,18 @@ def _logprobs(choice: Any) -> list[dict[str, Any]] | None:
 def _usage(raw: Any) -> Usage | None:
     if raw is None:
         return None
+    reasoning = _get(_get(raw, "completion_tokens_details"), "reasoning_tokens")
     return Usage(
-        input_tokens=int(_get(raw, "prompt_tokens") or 0), output_tokens=int(_get(raw, "completion_tokens") or 0)
+        input_tokens=int(_get(raw, "prompt_tokens") or 0),
+        output_tokens=int(_get(raw, "completion_tokens") or 0),
+        reasoning_tokens=int(reasoning) if reasoning is not None else None,
     )
+
+
+def _server_reasoning(message: Any) -> str:
+    """Thinking a server split off itself: ``reasoning_content`` (vLLM, SGLang, DeepSeek, ``transformers
+    serve``) or ``reasoning`` (OpenRouter, newer vLLM)."""
+    return str(_get(message, "reasoning_content") or _get(message, "reasoning") or "")
 
 
 def delta_from_output(output: Any) -> ChatDelta:
@@ -180,8 +193,11 @@ def delta_from_output(output: Any) -> ChatDelta:
     choice = choices[0]
     message = _get(choice, "message")
     tool_calls, invalid = parse_output_tool_calls(_get(message, "tool_calls"))
+    # A server that does not split the thinking off writes it inline, in <think> tags.
+    inline, answer = split_reasoning(_get(message, "content") or "")
     return ChatDelta(
-        text=_get(message, "content") or "",
+        text=answer,
+        reasoning=_server_reasoning(message) + inline,
         tool_calls=tool_calls,
         invalid_tool_calls=invalid,
         finish_reason=_get(choice, "finish_reason") or "stop",
@@ -196,9 +212,11 @@ class StreamAssembler:
 
     Text and tool-call chunks are passed on as they come; finish reason and usage may arrive in
     different chunks (OpenAI sends usage after the finish reason), so both go on one last delta.
+    Thinking comes as ``reasoning_content`` / ``reasoning`` deltas, or inline in ``<think>`` tags.
     """
 
     def __init__(self) -> None:
+        self._think = ThinkTagParser()
         self.text_parts: list[str] = []
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
@@ -228,10 +246,12 @@ class StreamAssembler:
             for call in _get(delta, "tool_calls") or []
         ]
         logprobs = _logprobs(choice)
-        if not text and not chunks and not logprobs:
-            return None
         self.text_parts.append(text)
-        return ChatDelta(text=text, tool_call_chunks=chunks, logprobs=logprobs)
+        parts = self._think.push(text)
+        reasoning = _server_reasoning(delta) + parts.reasoning
+        if not parts.text and not reasoning and not chunks and not logprobs:
+            return None
+        return ChatDelta(text=parts.text, reasoning=reasoning, tool_call_chunks=chunks, logprobs=logprobs)
 
     def finish(self, url: str) -> ChatDelta:
         """The last delta; a stream that ended without a finish reason was cut."""
@@ -241,7 +261,14 @@ class StreamAssembler:
                 "error as partial_text; retry, and check the server's logs.",
                 partial_text=self.text,
             )
-        return ChatDelta(finish_reason=self.finish_reason, usage=self.usage, model_name=self.model_name)
+        held = self._think.finish()
+        return ChatDelta(
+            text=held.text,
+            reasoning=held.reasoning,
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            model_name=self.model_name,
+        )
 
 
 # --------------------------------------------------------------------------- HTTP clients
@@ -546,6 +573,9 @@ class HuggingFaceEndpoint(LLM):
                 args["tool_choice"] = request.tool_choice
         if request.response_format is not None:
             args["response_format"] = request.response_format
+        thinking = _thinking_fields(request)
+        if thinking:
+            args["extra_body"] = {**args.get("extra_body", {}), **thinking}
         if stream:
             args["stream"] = True
             args["stream_options"] = {"include_usage": True}
@@ -703,6 +733,17 @@ class HuggingFaceEndpoint(LLM):
     ) -> AsyncIterator[GenerationChunk]:
         async for chunk in astream_chunks(self.astream_chat(self._prompt_request(prompt, stop, kwargs)), run_manager):
             yield chunk
+
+
+def _thinking_fields(request: ChatRequest) -> dict[str, Any]:
+    """The request's thinking switch the way OpenAI-compatible servers take it: ``chat_template_kwargs``
+    (vLLM, SGLang, ``transformers serve`` hand it to the model's template) and ``reasoning_effort``."""
+    fields: dict[str, Any] = {}
+    if request.thinking is not None:
+        fields["chat_template_kwargs"] = {"enable_thinking": request.thinking}
+    if request.reasoning_effort is not None:
+        fields["reasoning_effort"] = request.reasoning_effort
+    return fields
 
 
 def _input_error(exc: ValidationError) -> InvalidInputError:
