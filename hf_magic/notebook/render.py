@@ -26,6 +26,10 @@ _CSS = (
     ".hfchat-interrupted{color:#b26a00;font-size:.85em}"
     ".hfchat-error{color:#c62828;font-weight:600}"
     ".hfchat-turn pre{padding:.5em;border-radius:4px;overflow-x:auto}"
+    ".hfchat-thinking{margin:.2em 0 .4em;font-size:.9em;opacity:.8}"
+    ".hfchat-thinking summary{cursor:pointer;font-style:italic}"
+    ".hfchat-thinking-text{white-space:pre-wrap;border-left:2px dotted #999;padding-left:.6em;margin-top:.2em}"
+    ".hfchat-note{color:#b26a00;font-size:.85em}"
     "</style>"
 )
 
@@ -96,12 +100,41 @@ def _usage_metadata(turn: Turn) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------------------- thinking
+STILL_THINKING = "The model was still thinking when the reply ended: raise --max-new-tokens for an answer."
+
+
+def thinking_block_html(reasoning: str, *, open_: bool, still: bool = False) -> str:
+    """The model's thinking as a collapsible block: open while it thinks, collapsed once the answer starts.
+
+    The thinking is shown as plain text (escaped): it is a draft, often with unbalanced Markdown.
+    """
+    if not reasoning.strip():
+        return ""
+    summary = "Thinking…" if still else "Thought"
+    return (
+        f'<details class="hfchat-thinking"{" open" if open_ else ""}><summary>{summary}</summary>'
+        f'<div class="hfchat-thinking-text">{html.escape(reasoning.strip())}</div></details>'
+    )
+
+
+def thinking_text(reasoning: str) -> str:
+    """The thinking set apart for a terminal: a header and every line indented."""
+    body = "\n".join(f"  {line}" for line in reasoning.strip().splitlines())
+    return f"[thinking]\n{body}\n[/thinking]"
+
+
 # ---------------------------------------------------------------------------------- turns
-def turn_markdown(turn: Turn, *, include_user: bool = True) -> str:
+def turn_markdown(turn: Turn, *, include_user: bool = True, include_reasoning: bool = False) -> str:
     lines: list[str] = []
     if include_user:
         lines += ["**User**", "", turn.user.strip(), ""]
-    lines += [f"**Assistant** ({turn.model})" if turn.model else "**Assistant**", "", turn.reply.strip() or "_(empty)_"]
+    lines += [f"**Assistant** ({turn.model})" if turn.model else "**Assistant**", ""]
+    if include_reasoning and turn.reasoning.strip():
+        lines += ["\n".join(f"> {line}" for line in ["_Thinking_", "", *turn.reasoning.strip().splitlines()]), ""]
+    lines.append(turn.reply.strip() or "_(empty)_")
+    if turn.still_thinking:
+        lines += ["", f"_{STILL_THINKING}_"]
     if turn.interrupted:
         lines += ["", "_[interrupted]_"]
     return "\n".join(lines)
@@ -111,7 +144,11 @@ def turn_text(turn: Turn, *, include_user: bool = True) -> str:
     lines: list[str] = []
     if include_user:
         lines.append(f"User: {turn.user.strip()}")
+    if turn.reasoning.strip():
+        lines.append(thinking_text(turn.reasoning))
     lines.append(f"Assistant: {turn.reply.strip()}")
+    if turn.still_thinking:
+        lines.append(STILL_THINKING)
     if turn.interrupted:
         lines.append("[interrupted]")
     return "\n".join(lines)
@@ -125,7 +162,12 @@ def _turn_html(turn: Turn, *, include_user: bool) -> str:
             f"<div>{html.escape(turn.user.strip()).replace(chr(10), '<br>')}</div></div>"
         )
     role = f"Assistant · {html.escape(turn.model)}" if turn.model else "Assistant"
-    parts.append(f'<div class="hfchat-assistant"><div class="hfchat-role">{role}</div>{markdown_to_html(turn.reply)}')
+    thinking = thinking_block_html(turn.reasoning, open_=False)
+    parts.append(
+        f'<div class="hfchat-assistant"><div class="hfchat-role">{role}</div>{thinking}{markdown_to_html(turn.reply)}'
+    )
+    if turn.still_thinking:
+        parts.append(f'<div class="hfchat-note">{html.escape(STILL_THINKING)}</div>')
     if turn.interrupted:
         parts.append('<div class="hfchat-interrupted">⏹ interrupted</div>')
     parts.append("</div></div>")
@@ -141,7 +183,10 @@ class Reply:
     format: str = "markdown"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> MimeBundle:
-        text = self.turn.reply.strip() + ("\n[interrupted]" if self.turn.interrupted else "")
+        text = self.turn.reply.strip() + (f"\n{STILL_THINKING}" if self.turn.still_thinking else "")
+        if self.turn.reasoning.strip():
+            text = f"{thinking_text(self.turn.reasoning)}\n\n{text}"
+        text += "\n[interrupted]" if self.turn.interrupted else ""
         if self.usage:
             text += f"\n\n{self.usage}"
         data = {"text/plain": text}
@@ -165,26 +210,34 @@ class Streaming:
     model: str = ""
     cursor: bool = True
     """False once generation stopped on an error: the partial text stays, without the cursor."""
+    reasoning: str = ""
+    """The thinking so far: shown open above the answer until the answer starts, then collapsed."""
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         tail = " ▌" if self.cursor else ""
+        thinking_now = not self.text
+        plain = self.text + tail
+        if self.reasoning.strip():
+            plain = f"{thinking_text(self.reasoning)}\n\n{plain}"
+        block = thinking_block_html(self.reasoning, open_=thinking_now, still=thinking_now and self.cursor)
         return {
-            "text/plain": self.text + tail,
+            "text/plain": plain,
             "text/html": f'{_CSS}<div class="hfchat-assistant"><div class="hfchat-role">Assistant · '
-            f"{html.escape(self.model)}</div>"
+            f"{html.escape(self.model)}</div>{block}"
             f"<div style='white-space:pre-wrap'>{html.escape(self.text)}{tail}</div></div>",
         }
 
 
 # ----------------------------------------------------------------------------- transcript
-def transcript_markdown(turns: Sequence[Turn], title: str | None = None) -> str:
-    """The whole conversation as a Markdown document (what ``%hfchat export x.md`` writes)."""
+def transcript_markdown(turns: Sequence[Turn], title: str | None = None, include_reasoning: bool = False) -> str:
+    """The whole conversation as a Markdown document (what ``%hfchat export x.md`` writes); the models'
+    thinking only with ``include_reasoning`` (``%hfchat export x.md --thinking``)."""
     blocks: list[str] = [f"# {title}"] if title else []
     system = next((t.system_prompt for t in turns if t.system_prompt), None)
     if system:
         blocks.append(f"**System**\n\n{system.strip()}")
     for turn in turns:
-        blocks.append(turn_markdown(turn))
+        blocks.append(turn_markdown(turn, include_reasoning=include_reasoning))
     if not turns:
         blocks.append("_(no messages yet)_")
     return "\n\n---\n\n".join(blocks) + "\n"

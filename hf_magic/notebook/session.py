@@ -207,7 +207,9 @@ class ChatSession:
         if self.settings.system_prompt:
             messages.append(SystemMessage(content=self.settings.system_prompt))
         for turn in history:
-            messages += [HumanMessage(content=turn.user), AIMessage(content=turn.reply)]
+            # The thinking goes with the answer; the backend sends it back only as the model's template expects.
+            thought = {"reasoning_content": turn.reasoning} if turn.reasoning else {}
+            messages += [HumanMessage(content=turn.user), AIMessage(content=turn.reply, additional_kwargs=thought)]
         messages.append(HumanMessage(content=text))
         return messages
 
@@ -228,11 +230,13 @@ class ChatSession:
         spec: ModelSpec | None = None,
         on_token: Callable[[str], None] | None = None,
         progress: ProgressCallback | None = None,
+        on_reasoning: Callable[[str], None] | None = None,
         **overrides: Any,
     ) -> Turn:
         """Send ``text``, stream the reply to ``on_token`` and listeners, record and return the turn.
 
         ``key`` names the sender (a notebook cell): a turn with the same key is replaced in place.
+        ``on_reasoning`` receives the model's thinking as it comes (also sent to listeners as "reasoning" events).
         ``spec`` is loaded first (default: the session's). ``overrides`` are per-call generation settings
         (``temperature``, ``max_new_tokens``...). A KeyboardInterrupt or ``stop()`` ends the reply early: it is
         kept with ``interrupted=True``. The first reply of a newly chosen endpoint proves it: if it fails, the
@@ -248,7 +252,7 @@ class ChatSession:
         with self.exclusive("send the next message"):
             self._replying = True
             try:
-                return self._send_locked(text, key, spec, on_token, progress, overrides)
+                return self._send_locked(text, key, spec, on_token, progress, overrides, on_reasoning)
             finally:
                 self._replying = False
 
@@ -260,6 +264,7 @@ class ChatSession:
         on_token: Callable[[str], None] | None,
         progress: ProgressCallback | None,
         overrides: dict[str, Any],
+        on_reasoning: Callable[[str], None] | None = None,
     ) -> Turn:
         self._cancel.clear()
         chat_model = self._load_locked(spec or self.spec, progress)
@@ -268,6 +273,7 @@ class ChatSession:
         turn = Turn(user=text, model=self.spec.model, system_prompt=self.settings.system_prompt, key=key)
         self._emit(SessionEvent("turn_started", turn=turn))
         pieces: list[str] = []
+        thoughts: list[str] = []
         answered = False
         start = time.perf_counter()
         try:
@@ -275,6 +281,15 @@ class ChatSession:
                 if not answered:
                     answered = True
                     self._fallback = None  # the new model answered: the one it replaced can go
+                thought = chunk.additional_kwargs.get("reasoning_content")
+                if thought:
+                    if turn.time_to_first_token is None:
+                        turn.time_to_first_token = time.perf_counter() - start
+                    thoughts.append(thought)
+                    turn.reasoning = "".join(thoughts)
+                    if on_reasoning:
+                        on_reasoning(thought)
+                    self._emit(SessionEvent("reasoning", turn=turn, text=thought))
                 if chunk.content:
                     if turn.time_to_first_token is None:
                         turn.time_to_first_token = time.perf_counter() - start
@@ -285,7 +300,12 @@ class ChatSession:
                         on_token(piece)
                     self._emit(SessionEvent("token", turn=turn, text=piece))
                 if chunk.usage_metadata:
-                    turn.usage = Usage(chunk.usage_metadata["input_tokens"], chunk.usage_metadata["output_tokens"])
+                    details = chunk.usage_metadata.get("output_token_details") or {}
+                    turn.usage = Usage(
+                        chunk.usage_metadata["input_tokens"],
+                        chunk.usage_metadata["output_tokens"],
+                        details.get("reasoning"),
+                    )
                 if chunk.response_metadata.get("finish_reason"):
                     turn.finish_reason = chunk.response_metadata["finish_reason"]
                     turn.model = chunk.response_metadata.get("model_name", turn.model)
@@ -363,11 +383,12 @@ class ChatSession:
             messages += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.reply}]
         return messages
 
-    def export(self, path: str | Path) -> Path:
+    def export(self, path: str | Path, include_reasoning: bool = False) -> Path:
         """Write the transcript as Markdown (``.md``) or reloadable JSON (``.json``).
 
-        The JSON holds ``turns`` (what ``load_transcript`` reads back, with usage and timings) and
-        ``messages`` (``chat_messages()``, for other tools).
+        The JSON holds ``turns`` (what ``load_transcript`` reads back, with usage, timings and the models'
+        thinking) and ``messages`` (``chat_messages()``, for other tools). Markdown leaves the thinking out
+        unless ``include_reasoning``.
 
         Raises:
             InvalidInputError: another suffix, a folder that does not exist, or a file that cannot be written.
@@ -386,7 +407,9 @@ class ChatSession:
             }
             text = json.dumps(data, indent=2)
         elif target.suffix in (".md", ".markdown"):
-            text = transcript_markdown(self.turns, title=f"hf_magic session: {self.name}")
+            text = transcript_markdown(
+                self.turns, title=f"hf_magic session: {self.name}", include_reasoning=include_reasoning
+            )
         else:
             raise InvalidInputError(f"Cannot export to {target.name!r}: use a .md or .json file name.")
         folder = target.parent

@@ -171,7 +171,7 @@ def _logprobs(choice: Any) -> list[dict[str, Any]] | None:
 def _usage(raw: Any) -> Usage | None:
     if raw is None:
         return None
-    reasoning = _get(_get(raw, "completion_tokens_details"), "reasoning_tokens")
+    reasoning = _get(_extra(raw, "completion_tokens_details"), "reasoning_tokens")
     return Usage(
         input_tokens=int(_get(raw, "prompt_tokens") or 0),
         output_tokens=int(_get(raw, "completion_tokens") or 0),
@@ -182,16 +182,22 @@ def _usage(raw: Any) -> Usage | None:
 def _server_reasoning(message: Any) -> str:
     """Thinking a server split off itself: ``reasoning_content`` (vLLM, SGLang, DeepSeek, ``transformers
     serve``) or ``reasoning`` (OpenRouter, newer vLLM)."""
-    return str(_get(message, "reasoning_content") or _get(message, "reasoning") or "")
+    return str(_extra(message, "reasoning_content") or _extra(message, "reasoning") or "")
+
+
+def _extra(obj: Any, key: str) -> Any:
+    # huggingface_hub's output types keep fields they do not declare as attributes only, not as dict items.
+    value = getattr(obj, key, None)
+    return value if value is not None else _get(obj, key)
 
 
 def delta_from_output(output: Any) -> ChatDelta:
     """A whole ``chat_completion`` reply as one ChatDelta."""
-    choices = _get(output, "choices") or []
+    choices = _extra(output, "choices") or []
     if not choices:
         raise EndpointError("The server answered without a reply (no choices): check the server's logs.")
     choice = choices[0]
-    message = _get(choice, "message")
+    message = _extra(choice, "message")
     tool_calls, invalid = parse_output_tool_calls(_get(message, "tool_calls"))
     # A server that does not split the thinking off writes it inline, in <think> tags.
     inline, answer = split_reasoning(_get(message, "content") or "")
@@ -201,7 +207,7 @@ def delta_from_output(output: Any) -> ChatDelta:
         tool_calls=tool_calls,
         invalid_tool_calls=invalid,
         finish_reason=_get(choice, "finish_reason") or "stop",
-        usage=_usage(_get(output, "usage")),
+        usage=_usage(_extra(output, "usage")),
         logprobs=_logprobs(choice),
         model_name=_get(output, "model") or None,
     )
@@ -228,13 +234,13 @@ class StreamAssembler:
 
     def push(self, chunk: Any) -> ChatDelta | None:
         self.model_name = _get(chunk, "model") or self.model_name
-        self.usage = _usage(_get(chunk, "usage")) or self.usage
-        choices = _get(chunk, "choices") or []
+        self.usage = _usage(_extra(chunk, "usage")) or self.usage
+        choices = _extra(chunk, "choices") or []
         if not choices:
             return None
         choice = choices[0]
         self.finish_reason = _get(choice, "finish_reason") or self.finish_reason
-        delta = _get(choice, "delta")
+        delta = _extra(choice, "delta")
         text = _get(delta, "content") or ""
         chunks = [
             {

@@ -14,7 +14,7 @@ TEMPLATES = Path(__file__).parent.parent / "data" / "chat_templates"
 # Each family's markers: (added as ordinary tokens, added as special tokens).
 FAMILY_TOKENS: dict[str, tuple[list[str], list[str]]] = {
     "qwen3_style": (["<think>", "</think>", "<tool_call>", "</tool_call>"], []),
-    "r1_style": (["<think>", "</think>", "<｜User｜>", "<｜Assistant｜>"], ["<｜end▁of▁sentence｜>"]),
+    "r1_style": (["<think>", "</think>", "<|User|>", "<|Assistant|>"], ["<|end_of_sentence|>"]),
     "gpt_oss_style": (
         [],
         ["<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|constrain|>", "<|return|>", "<|call|>"],
@@ -23,7 +23,7 @@ FAMILY_TOKENS: dict[str, tuple[list[str], list[str]]] = {
     "llama3_style": ([], ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|python_tag|>"]),
 }
 # The end-of-reply marker each family's model generates last.
-FAMILY_EOS = {"r1_style": "<｜end▁of▁sentence｜>", "gpt_oss_style": "<|return|>", "llama3_style": "<|eot_id|>"}
+FAMILY_EOS = {"r1_style": "<|end_of_sentence|>", "gpt_oss_style": "<|return|>", "llama3_style": "<|eot_id|>"}
 
 
 @lru_cache(maxsize=1)
