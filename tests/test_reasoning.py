@@ -88,7 +88,7 @@ def test_a_tag_inside_an_answer_is_text_and_plain_replies_pass_unchanged():
 
 
 # ---------------------------------------------------------------------------- gpt-oss channels
-@pytest.mark.parametrize("pieces", every_split(HARMONY)[::7] + [list(HARMONY)])
+@pytest.mark.parametrize("pieces", [*every_split(HARMONY)[::7], list(HARMONY)])
 def test_gpt_oss_analysis_is_thinking_and_final_is_the_answer(pieces):
     _, reasoning, text = feed(HarmonyParser(), pieces)
     assert (reasoning, text) == ("User wants 2+2. Easy.", "The answer is 4.")

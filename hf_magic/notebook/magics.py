@@ -426,8 +426,8 @@ class HfChatMagics(Magics):
     def hfchat(self, line: str, cell: str | None = None) -> None:
         """Chat with a Hugging Face model: the cell body is your message.
 
-        Line magic: ``%hfchat history | reset | usage | export PATH [--thinking] | load PATH | unload | status | models |
-        panel | debug [on|off]``, each with an optional ``--session NAME``.
+        Line magic: ``%hfchat history | reset | usage | export PATH [--thinking] | load PATH | unload | status |
+        models | panel | debug [on|off]``, each with an optional ``--session NAME``.
         """
         try:
             if cell is None:
