@@ -78,6 +78,8 @@ class HarmonyParser:
         held, self._held = self._held, ""
         if not self._in_header:
             self._route(end, held)
+            if self._recipient and not self._call_body.strip():
+                self._call_body = "<cut before its arguments>"  # not a call with no arguments: an invalid one
             self._close_message()
         elif held and "<|" not in held:
             end.text += held  # plain text that never became a message
