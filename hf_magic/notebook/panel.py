@@ -24,7 +24,7 @@ from ..progress import ProgressEvent
 from .model_catalog import ModelChoice, describe_choice, fit_summary, hub_search, local_choices
 from .model_spec import ModelSpec
 from .progress_views import ProgressState, format_bytes
-from .render import markdown_to_html
+from .render import STILL_THINKING, THINKING_CSS, markdown_to_html, thinking_block_html
 from .session import ChatSession, get_session
 from .turns import SessionEvent, Settings, Turn
 
@@ -375,11 +375,20 @@ class ChatPanel:
         self.max_new_tokens = _number_field("Max tokens", "model default")
         self.top_p = _number_field("Top p", "model default")
         self.repetition_penalty = _number_field("Rep. penalty", "model default")
+        self.thinking = widgets.ToggleButtons(
+            options=[("Model default", "default"), ("Think", "on"), ("No thinking", "off")],
+            value="default",
+            description="Thinking",
+            tooltips=["The model's own default", "Ask a reasoning model to think first", "Ask it to answer directly"],
+            style={"button_width": "auto"},
+        )
+        self.thinking.add_class("hf-magic-think")
         settings_tab = widgets.VBox(
             [
                 self.system_prompt,
                 widgets.HBox([self.temperature, self.max_new_tokens]),
                 widgets.HBox([self.top_p, self.repetition_penalty]),
+                self.thinking,
                 widgets.HTML('<span class="hfm-note">Empty fields keep the model\'s own defaults.</span>'),
             ]
         )
@@ -430,7 +439,7 @@ class ChatPanel:
         )
         self.root = widgets.VBox(
             [
-                widgets.HTML(_CSS),
+                widgets.HTML(_CSS + f"<style>{THINKING_CSS}</style>"),
                 widgets.HBox([self.header, self.status], layout=widgets.Layout(justify_content="space-between")),
                 self.settings,
                 self.transcript,
@@ -461,7 +470,8 @@ class ChatPanel:
         pickers = (self.model_list, self.model_id, self.device, self.dtype, self.quantize, self.backend)
         for picker in (*pickers, self.endpoint_url, self.provider):
             picker.observe(self._on_picker, names="value")
-        for field in (self.system_prompt, self.temperature, self.max_new_tokens, self.top_p, self.repetition_penalty):
+        fields = (self.system_prompt, self.temperature, self.max_new_tokens, self.top_p, self.repetition_penalty)
+        for field in (*fields, self.thinking):
             field.observe(lambda _: self._apply_settings(), names="value")
 
     def _refresh_model_list(self) -> None:
@@ -478,7 +488,8 @@ class ChatPanel:
         if self._syncing:
             return
         try:
-            values = {
+            values: dict[str, Any] = {
+                "enable_thinking": {"on": True, "off": False}.get(self.thinking.value),
                 "system_prompt": self.system_prompt.value.strip() or None,
                 "temperature": _parse_number(self.temperature.value, "Temperature", float),
                 "max_new_tokens": _parse_number(self.max_new_tokens.value, "Max tokens", int),
@@ -551,7 +562,7 @@ class ChatPanel:
             if event.kind == "turn_started" and event.turn is not None:
                 self._generating, self._loading_done = True, True
                 self._start_live_turn(event.turn)
-            elif event.kind == "token" and event.turn is not None:
+            elif event.kind in ("token", "reasoning") and event.turn is not None:
                 self._stream_live_turn(event.turn)
             elif event.kind == "turn_finished":
                 self._generating = False
@@ -701,6 +712,7 @@ class ChatPanel:
             self.max_new_tokens.value = _show_number(settings.max_new_tokens)
             self.top_p.value = _show_number(settings.top_p)
             self.repetition_penalty.value = _show_number(settings.repetition_penalty)
+            self.thinking.value = {True: "on", False: "off"}.get(settings.enable_thinking, "default")  # type: ignore[arg-type]
         finally:
             self._syncing = False
 
@@ -779,6 +791,12 @@ def _turn_html(turn: Turn, *, streaming: bool) -> str:
         body += '<span class="hfm-cursor">▍</span>'
     else:
         body = markdown_to_html(turn.reply) if turn.reply.strip() else "<p><em>(empty reply)</em></p>"
+    # The thinking stays open while the model thinks and folds once the answer starts.
+    thinking = thinking_block_html(
+        turn.reasoning, open_=streaming and not turn.reply, still=streaming and not turn.reply
+    )
+    if not streaming and turn.still_thinking:
+        body += f'<div class="hfchat-note">{html.escape(STILL_THINKING)}</div>'
     facts: list[str] = []
     if not streaming:
         if turn.usage:
@@ -793,7 +811,7 @@ def _turn_html(turn: Turn, *, streaming: bool) -> str:
         f'<div class="hfm-turn {state}">'
         f'<div class="hfm-msg hfm-user"><div class="hfm-role">You</div>{user}</div>'
         f'<div class="hfm-msg hfm-assistant"><div class="hfm-role">{role}{badge}</div>'
-        f'<div class="hfm-reply">{body}</div>{meta}</div>'
+        f'{thinking}<div class="hfm-reply">{body}</div>{meta}</div>'
         "</div>"
     )
 

@@ -16,6 +16,14 @@ if TYPE_CHECKING:
 
 MimeBundle = tuple[dict[str, str], dict[str, Any]]
 
+THINKING_CSS = (
+    ".hfchat-thinking{margin:.2em 0 .4em;font-size:.9em;opacity:.8}"
+    ".hfchat-thinking summary{cursor:pointer;font-style:italic}"
+    ".hfchat-thinking-text{white-space:pre-wrap;border-left:2px dotted #999;padding-left:.6em;margin-top:.2em}"
+    ".hfchat-note{color:#b26a00;font-size:.85em}"
+)
+"""Style of the collapsible thinking block, shared by cell outputs and the panel."""
+
 _CSS = (
     "<style>"
     ".hfchat-turn{margin:.3em 0}"
@@ -26,10 +34,7 @@ _CSS = (
     ".hfchat-interrupted{color:#b26a00;font-size:.85em}"
     ".hfchat-error{color:#c62828;font-weight:600}"
     ".hfchat-turn pre{padding:.5em;border-radius:4px;overflow-x:auto}"
-    ".hfchat-thinking{margin:.2em 0 .4em;font-size:.9em;opacity:.8}"
-    ".hfchat-thinking summary{cursor:pointer;font-style:italic}"
-    ".hfchat-thinking-text{white-space:pre-wrap;border-left:2px dotted #999;padding-left:.6em;margin-top:.2em}"
-    ".hfchat-note{color:#b26a00;font-size:.85em}"
+    f"{THINKING_CSS}"
     "</style>"
 )
 
