@@ -16,6 +16,7 @@ from hf_magic.local.harmony import HarmonyParser
 from hf_magic.local.reply_format import TemplateReplyParser, reply_parser_for, thinking_template_kwargs
 from hf_magic.reasoning import ThinkTagParser
 from tests.support.reasoning_models import (
+    THINK_RESPONSE_TEMPLATE,
     family_tokenizer,
     prewritten_think_tokenizer,
     script_replies,
@@ -42,23 +43,6 @@ SCRIPTS = {
     "llama3_style": '{"name": "get_weather", "parameters": {"city": "Paris"}}',
 }
 THINKS = {"qwen3_style", "r1_style", "gpt_oss_style"}
-
-# A response_template of the declarative kind transformers reads (written for these tests).
-THINK_RESPONSE_TEMPLATE = {
-    "defaults": {"role": "assistant"},
-    "start_anchor": "<|im_start|>assistant\n",
-    "fields": {
-        "reasoning_content": {"open": "<think>", "close": "</think>", "content": "text"},
-        "tool_calls": {
-            "open_pattern": r"\s*<tool_call>",
-            "close": "</tool_call>",
-            "repeats": True,
-            "content": "json",
-            "transform": {"type": "function", "function": "{content}"},
-        },
-        "content": {"close_pattern": r"\s*<\|im_end\|>", "content": "text"},
-    },
-}
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,23 @@ FAMILY_TOKENS: dict[str, tuple[list[str], list[str]]] = {
     "mistral_style": ([], ["[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]"]),
     "llama3_style": ([], ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|python_tag|>"]),
 }
+# A response_template of the declarative kind transformers reads (written for these tests): <think> thinking,
+# Hermes tool calls, the answer up to <|im_end|>.
+THINK_RESPONSE_TEMPLATE = {
+    "defaults": {"role": "assistant"},
+    "start_anchor": "<|im_start|>assistant\n",
+    "fields": {
+        "reasoning_content": {"open": "<think>", "close": "</think>", "content": "text"},
+        "tool_calls": {
+            "open_pattern": r"\s*<tool_call>",
+            "close": "</tool_call>",
+            "repeats": True,
+            "content": "json",
+            "transform": {"type": "function", "function": "{content}"},
+        },
+        "content": {"close_pattern": r"\s*<\|im_end\|>", "content": "text"},
+    },
+}
 # The end-of-reply marker each family's model generates last.
 FAMILY_EOS = {"r1_style": "<|end_of_sentence|>", "gpt_oss_style": "<|return|>", "llama3_style": "<|eot_id|>"}
 
@@ -54,6 +71,19 @@ def prewritten_think_tokenizer() -> Any:
         "{{ '<|im_start|>assistant\n' }}", "{{ '<|im_start|>assistant\n<think>\n' }}"
     )
     assert tokenizer.chat_template.count("<think>") == 1
+    return tokenizer
+
+
+def thinking_by_default_tokenizer() -> Any:
+    """The qwen3_style tokenizer whose prompt pre-writes ``<think>`` unless ``enable_thinking=False`` (which
+    pre-writes an empty, closed block), carrying ``THINK_RESPONSE_TEMPLATE``."""
+    tokenizer = family_tokenizer("qwen3_style")
+    closed = "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n"
+    assert closed in tokenizer.chat_template
+    tokenizer.chat_template = tokenizer.chat_template.replace(
+        closed + "{% endif %}", closed + "{% else %}<think>\n{% endif %}"
+    )
+    tokenizer.response_template = THINK_RESPONSE_TEMPLATE
     return tokenizer
 
 
