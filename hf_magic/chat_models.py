@@ -216,6 +216,7 @@ class ChatHuggingFace(BaseChatModel):
         if self.model_id is None:
             self.model_id = self.llm.model_name
         self._params()  # validate max_tokens / temperature now, not at the first call
+        _reasoning_effort(self.reasoning_effort)
         return self
 
     @classmethod
@@ -306,7 +307,7 @@ class ChatHuggingFace(BaseChatModel):
             tool_choice=normalize_tool_choice(kwargs.get("tool_choice"), tools or []) if tools else None,
             response_format=kwargs.get("response_format"),
             thinking=_first(kwargs.get("enable_thinking"), self.enable_thinking),
-            reasoning_effort=_first(kwargs.get("reasoning_effort"), self.reasoning_effort),
+            reasoning_effort=_reasoning_effort(_first(kwargs.get("reasoning_effort"), self.reasoning_effort)),
         )
 
     # ------------------------------------------------------------------------- generation
@@ -491,6 +492,15 @@ def _is_json(text: str, markdown: bool = False) -> bool:
     except json.JSONDecodeError:
         return False
     return True
+
+
+_REASONING_EFFORTS = ("minimal", "low", "medium", "high")
+
+
+def _reasoning_effort(value: Any) -> str | None:
+    if value is None or value in _REASONING_EFFORTS:
+        return value
+    raise InvalidInputError(f"reasoning_effort must be one of {', '.join(_REASONING_EFFORTS)}, got {value!r}.")
 
 
 def _first(*values: Any) -> Any:

@@ -263,3 +263,12 @@ def test_endpoint_is_not_sent_thinking_fields_unless_asked(recorder):
     endpoint_chat(recorder.url).invoke("Hi")
     body = recorder.posts()[0].body
     assert "chat_template_kwargs" not in body and "reasoning_effort" not in body
+
+
+def test_an_unknown_reasoning_effort_is_one_clear_line():
+    from hf_magic.errors import InvalidInputError
+
+    with pytest.raises(ValueError, match="reasoning_effort must be one of"):  # pydantic wraps it at construction
+        ChatHuggingFace(llm=ReplayBackend(["4."]), reasoning_effort="max")
+    with pytest.raises(InvalidInputError, match="reasoning_effort must be one of"):
+        ChatHuggingFace(llm=ReplayBackend(["4."])).invoke("2+2?", reasoning_effort="extreme")

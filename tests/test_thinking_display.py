@@ -80,6 +80,28 @@ def test_transcript_markdown_leaves_the_thinking_out_unless_asked():
     assert "SECRET-THOUGHT" in Transcript(turns)._repr_mimebundle_()["text/html"]
 
 
+def test_notebook_view_redraws_the_block_folded_as_soon_as_the_answer_starts():
+    from hf_magic.notebook.magics import NotebookReplyView
+
+    shown: list[Any] = []
+
+    class Handle:
+        def update(self, obj: Any) -> None:
+            shown.append(obj)
+
+    def display(obj: Any, display_id: bool = False) -> Handle:
+        shown.append(obj)
+        return Handle()
+
+    view = NotebookReplyView("m", True, display)
+    view.reasoning("Two plus")
+    view.reasoning(" two.")  # within the refresh interval: not redrawn
+    view.token("Four.")  # the first answer piece always redraws, folding the block
+    pages = [obj._repr_mimebundle_()["text/html"] for obj in shown]
+    assert '<details class="hfchat-thinking" open>' in pages[0]
+    assert '<details class="hfchat-thinking">' in pages[-1] and "Two plus two." in pages[-1] and "Four." in pages[-1]
+
+
 # ----------------------------------------------------------------------------------- session
 def test_session_records_thinking_apart_and_tells_listeners_as_it_comes():
     session = replay_session(THINKING_REPLY)
