@@ -22,15 +22,7 @@ from tests.support.reasoning_models import (
     script_replies,
     tiny_chat_llm,
 )
-
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city.",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
+from tests.test_tool_calls import WEATHER
 
 # Each family's reply: thinking "Rain likely.", then a call of get_weather(city="Paris").
 SCRIPTS = {

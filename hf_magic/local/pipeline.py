@@ -206,10 +206,8 @@ class HuggingFacePipeline(BaseLLM):
         return join_deltas([delta async for delta in self.astream_chat(request)])
 
     def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
-        input_ids, splitter = self._chat_input_ids(request)
-        params = self.default_params().merged(request.params)
-        keep_special = splitter.parser.keeps_special_tokens
-        deltas = self._stream_ids(input_ids, params, self._logits_processors(request, params), keep_special)
+        input_ids, params, processors, splitter = self._prepare(request)
+        deltas = self._stream_ids(input_ids, params, processors, splitter.parser.keeps_special_tokens)
         # Thinking is split off first; then tool-call text is held back and arrives parsed on the last delta.
         deltas = split_stream(deltas, splitter)
         if _parses_tool_calls(request) and not splitter.parser.reads_tool_calls:
@@ -217,14 +215,19 @@ class HuggingFacePipeline(BaseLLM):
         return deltas
 
     def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
-        input_ids, splitter = self._chat_input_ids(request)
-        params = self.default_params().merged(request.params)
-        keep_special = splitter.parser.keeps_special_tokens
-        deltas = self._astream_ids(input_ids, params, self._logits_processors(request, params), keep_special)
-        deltas = asplit_stream(deltas, splitter)
+        input_ids, params, processors, splitter = self._prepare(request)
+        deltas = asplit_stream(
+            self._astream_ids(input_ids, params, processors, splitter.parser.keeps_special_tokens), splitter
+        )
         if _parses_tool_calls(request) and not splitter.parser.reads_tool_calls:
             return aattach_tool_calls(deltas, _tool_names(request))
         return deltas
+
+    def _prepare(self, request: ChatRequest) -> tuple[list[int], GenerationParams, list[Any], ReplySplitter]:
+        """The prompt's ids, the generation settings, the logits processors and the reply's splitter."""
+        input_ids, splitter = self._chat_input_ids(request)
+        params = self.default_params().merged(request.params)
+        return input_ids, params, self._logits_processors(request, params), splitter
 
     def _chat_input_ids(self, request: ChatRequest) -> tuple[list[int], ReplySplitter]:
         """The prompt's token ids, and the splitter that will read the reply to it.
