@@ -17,14 +17,14 @@ from langchain_core.messages import (
 from pydantic import BaseModel
 
 from hf_magic import ChatDelta, ChatHuggingFace, InvalidInputError, Usage
-from hf_magic.chat_models import (
-    StructuredOutputCutError,
+from hf_magic.chat_format import (
     convert_delta_to_chunk,
     convert_delta_to_message,
     convert_message_to_dict,
     convert_messages,
     normalize_tool_choice,
 )
+from hf_magic.errors import StructuredOutputCutError
 from tests.support.replay_backend import ReplayBackend
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
@@ -169,3 +169,39 @@ def test_broken_json_that_the_limit_did_not_cut_keeps_the_parsers_own_error():
     with pytest.raises(OutputParserException) as info:
         structured.invoke("Tell me a joke about cats.")
     assert not isinstance(info.value, StructuredOutputCutError)
+
+
+def test_standard_image_blocks_become_openai_image_url_parts_once_for_every_backend():
+    content = [
+        "Describe",
+        {"type": "text", "text": "these"},
+        {"type": "image", "url": "https://example.com/a.png"},
+        {"type": "image", "base64": "iVBORw0KGgo=", "mime_type": "image/png"},
+        {"type": "image", "source_type": "base64", "data": "/9j/4AAQ", "mime_type": "image/jpeg"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/b.png"}},
+    ]
+    converted = convert_messages([HumanMessage(content=content), AIMessage("plain text stays")])  # type: ignore[arg-type]
+    assert converted[0]["content"] == [
+        {"type": "text", "text": "Describe"},
+        {"type": "text", "text": "these"},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/b.png"}},
+    ]
+    assert converted[1] == {"role": "assistant", "content": "plain text stays"}
+
+
+def test_a_tool_call_without_an_id_gets_one_so_its_result_can_be_paired():
+    message = AIMessage("", tool_calls=[{"name": "get_weather", "args": {}, "id": None}])
+    assert convert_message_to_dict(message)["tool_calls"][0]["id"] == "call_0"
+
+
+def test_stream_deltas_hands_on_the_backends_typed_deltas():
+    model = ChatHuggingFace(llm=ReplayBackend(["Hel", "lo"], finish_reason="stop"))
+    deltas = list(model.stream_deltas([HumanMessage("hi")], max_new_tokens=4))
+    assert [delta.text for delta in deltas] == ["Hel", "lo", ""]
+    assert deltas[-1].finish_reason == "stop" and isinstance(deltas[-1].usage, Usage)
+    chunks = list(model.stream([HumanMessage("hi")]))
+    assert "".join(str(chunk.content) for chunk in chunks) == "Hello"
+    assert chunks[-1].response_metadata["finish_reason"] == "stop"

@@ -19,7 +19,8 @@ from hf_magic import (
     StreamInterruptedError,
 )
 from hf_magic.backend import ChatRequest
-from hf_magic.remote.endpoint import completion_args, models_url, parse_output_tool_calls, to_openai_messages
+from hf_magic.remote.request_args import completion_args, models_url
+from hf_magic.remote.responses import parse_output_tool_calls
 from tests.support.http_recorder import Reply, chunk, completion
 
 WEATHER_TOOL = {
@@ -82,33 +83,6 @@ def test_completion_args_sampling_stop_seed_logprobs_and_extras():
         "top_logprobs": 2,
         "extra_body": {"top_k": 5, "repetition_penalty": 1.1},
     }
-
-
-def test_to_openai_messages_converts_standard_image_blocks():
-    messages = [
-        {
-            "role": "user",
-            "content": [
-                "Describe",
-                {"type": "text", "text": "these"},
-                {"type": "image", "url": "https://example.com/a.png"},
-                {"type": "image", "base64": "iVBORw0KGgo=", "mime_type": "image/png"},
-                {"type": "image", "source_type": "base64", "data": "/9j/4AAQ", "mime_type": "image/jpeg"},
-                {"type": "image_url", "image_url": {"url": "https://example.com/b.png"}},
-            ],
-        },
-        {"role": "assistant", "content": "plain text stays"},
-    ]
-    converted = to_openai_messages(messages)
-    assert converted[0]["content"] == [
-        {"type": "text", "text": "Describe"},
-        {"type": "text", "text": "these"},
-        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}},
-        {"type": "image_url", "image_url": {"url": "https://example.com/b.png"}},
-    ]
-    assert converted[1] == messages[1]
 
 
 def test_parse_output_tool_calls_string_dict_and_malformed_arguments():

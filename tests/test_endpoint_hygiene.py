@@ -10,7 +10,7 @@ from langchain_core.load import dumpd, dumps
 
 from hf_magic import ChatHuggingFace, EndpointError, HuggingFaceEndpoint
 from hf_magic.backend import ChatRequest
-from hf_magic.remote.endpoint import is_huggingface_url
+from hf_magic.remote.request_args import is_huggingface_url
 from tests.support.http_recorder import Reply, chunk
 
 EXPLICIT = "hf_explicitSECRETtoken0001"

@@ -10,7 +10,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 
 from hf_magic import ChatHuggingFace, HuggingFaceEndpoint
 from hf_magic.backend import ChatDelta, Usage, join_deltas
-from hf_magic.chat_models import convert_delta_to_chunk, convert_delta_to_message, convert_message_to_dict
+from hf_magic.chat_format import convert_delta_to_chunk, convert_delta_to_message, convert_message_to_dict
 from hf_magic.local.harmony import HarmonyParser
 from hf_magic.local.tool_calls import parse_tool_calls
 from hf_magic.reasoning import ReplyParser, ReplySplitter, ThinkTagParser, split_reasoning, split_stream

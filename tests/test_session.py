@@ -203,3 +203,21 @@ def test_a_prompt_over_the_context_window_is_refused_before_any_prefill(
     assert loaded.chat_model is model and loaded.turns == turns
     with pytest.raises(ContextWindowError):  # the text-completion path has the same guard
         llm.invoke("word " * 9000)
+
+
+def test_a_turn_records_usage_finish_reason_and_model_from_the_backends_typed_deltas(monkeypatch) -> None:
+    from hf_magic.backend import Usage
+    from hf_magic.chat_models import ChatHuggingFace
+    from hf_magic.notebook import session as session_module
+    from tests.support.replay_backend import ReplayBackend
+
+    backend = ReplayBackend(["Bon", "jour"], finish_reason="stop", output_tokens=2, model_name="replayed-model")
+    monkeypatch.setattr(session_module, "load_chat_model", lambda spec, progress: ChatHuggingFace(llm=backend))
+    session = ChatSession("typed-deltas")
+    tokens: list[str] = []
+    turn = session.send("Hello", on_token=tokens.append)
+    assert tokens == ["Bon", "jour"] and turn.reply == "Bonjour"
+    assert turn.usage == Usage(input_tokens=20, output_tokens=2)
+    assert turn.finish_reason == "stop" and turn.model == "replayed-model"
+    session.send("Again")
+    assert session.usage_total() == Usage(input_tokens=40, output_tokens=4)  # each turn keeps its own copy

@@ -301,7 +301,7 @@ def test_history_with_tool_calls_and_results_renders_and_answers(chat_model, def
     from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
     from hf_magic.backend import ChatRequest
-    from hf_magic.chat_models import convert_messages
+    from hf_magic.chat_format import convert_messages
 
     get_weather, _ = _weather_tools()
     history = [

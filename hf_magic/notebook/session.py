@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -14,10 +13,11 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from ..backend import Usage
+from ..backend import ChatDelta, Usage
 from ..chat_models import ChatHuggingFace
 from ..errors import HfMagicError, InvalidInputError
 from ..progress import ProgressCallback, ProgressEvent
+from . import transcript
 from .model_spec import ModelSpec, load_chat_model
 from .turns import SessionEvent, SessionListener, Settings, Turn
 
@@ -277,38 +277,31 @@ class ChatSession:
         answered = False
         start = time.perf_counter()
         try:
-            for chunk in self._stream(chat_model, messages, kwargs):
+            for delta in self._stream(chat_model, messages, kwargs):
                 if not answered:
                     answered = True
                     self._fallback = None  # the new model answered: the one it replaced can go
-                thought = chunk.additional_kwargs.get("reasoning_content")
-                if thought:
+                if delta.reasoning:
                     if turn.time_to_first_token is None:
                         turn.time_to_first_token = time.perf_counter() - start
-                    thoughts.append(thought)
+                    thoughts.append(delta.reasoning)
                     turn.reasoning = "".join(thoughts)
                     if on_reasoning:
-                        on_reasoning(thought)
-                    self._emit(SessionEvent("reasoning", turn=turn, text=thought))
-                if chunk.content:
+                        on_reasoning(delta.reasoning)
+                    self._emit(SessionEvent("reasoning", turn=turn, text=delta.reasoning))
+                if delta.text:
                     if turn.time_to_first_token is None:
                         turn.time_to_first_token = time.perf_counter() - start
-                    piece = str(chunk.content)
-                    pieces.append(piece)
+                    pieces.append(delta.text)
                     turn.reply = "".join(pieces)
                     if on_token:
-                        on_token(piece)
-                    self._emit(SessionEvent("token", turn=turn, text=piece))
-                if chunk.usage_metadata:
-                    details = chunk.usage_metadata.get("output_token_details") or {}
-                    turn.usage = Usage(
-                        chunk.usage_metadata["input_tokens"],
-                        chunk.usage_metadata["output_tokens"],
-                        details.get("reasoning"),
-                    )
-                if chunk.response_metadata.get("finish_reason"):
-                    turn.finish_reason = chunk.response_metadata["finish_reason"]
-                    turn.model = chunk.response_metadata.get("model_name", turn.model)
+                        on_token(delta.text)
+                    self._emit(SessionEvent("token", turn=turn, text=delta.text))
+                if delta.usage is not None:
+                    turn.usage = replace(delta.usage)  # the turn's own copy: totals add these up
+                if delta.finish_reason:
+                    turn.finish_reason = delta.finish_reason
+                    turn.model = delta.model_name or turn.model
                 if self._cancel.is_set():
                     turn.interrupted = True
                     break
@@ -338,8 +331,10 @@ class ChatSession:
         return turn
 
     @staticmethod
-    def _stream(chat_model: ChatHuggingFace, messages: list[BaseMessage], kwargs: dict[str, Any]) -> Iterator[Any]:
-        stream = chat_model.stream(messages, **kwargs)
+    def _stream(
+        chat_model: ChatHuggingFace, messages: list[BaseMessage], kwargs: dict[str, Any]
+    ) -> Iterator[ChatDelta]:
+        stream = chat_model.stream_deltas(messages, **kwargs)
         try:
             yield from stream
         finally:
@@ -376,12 +371,7 @@ class ChatSession:
     def chat_messages(self, turns: list[Turn] | None = None) -> list[dict[str, str]]:
         """The conversation (default: the whole transcript) as chat messages, ``{"role", "content"}`` with the
         system prompt first when set: what ``tokenizer.apply_chat_template`` and OpenAI-style clients read."""
-        messages = []
-        if self.settings.system_prompt:
-            messages.append({"role": "system", "content": self.settings.system_prompt})
-        for turn in self.turns if turns is None else turns:
-            messages += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.reply}]
-        return messages
+        return transcript.chat_messages(self.turns if turns is None else turns, self.settings.system_prompt)
 
     def export(self, path: str | Path, include_reasoning: bool = False) -> Path:
         """Write the transcript as Markdown (``.md``) or reloadable JSON (``.json``).
@@ -393,39 +383,14 @@ class ChatSession:
         Raises:
             InvalidInputError: another suffix, a folder that does not exist, or a file that cannot be written.
         """
-        from .render import transcript_markdown
-
-        target = Path(path).expanduser()
-        if target.suffix == ".json":
-            turns = list(self.turns)
-            data = {
-                "session": self.name,
-                "spec": asdict(self.spec),
-                "settings": asdict(self.settings),
-                "turns": [turn.to_dict() for turn in turns],
-                "messages": self.chat_messages(turns),
-            }
-            text = json.dumps(data, indent=2)
-        elif target.suffix in (".md", ".markdown"):
-            text = transcript_markdown(
-                self.turns, title=f"hf_magic session: {self.name}", include_reasoning=include_reasoning
-            )
-        else:
-            raise InvalidInputError(f"Cannot export to {target.name!r}: use a .md or .json file name.")
-        folder = target.parent
-        if not folder.is_dir():
-            raise InvalidInputError(
-                f"Cannot export to {str(target)!r}: the folder {str(folder)!r} does not exist; "
-                "create it first or pick another path."
-            )
-        try:
-            target.write_text(text)
-        except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise InvalidInputError(
-                f"Cannot write {str(target)!r} ({reason}): pick a file in a folder you can write to."
-            ) from exc
-        return target
+        return transcript.export(
+            path,
+            list(self.turns),
+            name=self.name,
+            spec=asdict(self.spec),
+            settings=asdict(self.settings),
+            include_reasoning=include_reasoning,
+        )
 
     def load_transcript(self, path: str | Path) -> None:
         """Replace the transcript with one exported as JSON (the loaded model is kept).
@@ -433,20 +398,11 @@ class ChatSession:
         Raises:
             InvalidInputError: no such file, not an export, or a reply is being generated.
         """
-        source = Path(path).expanduser()
-        try:
-            data = json.loads(source.read_text())
-            turns = [Turn.from_dict(item) for item in data["turns"]]
-        except FileNotFoundError as exc:
-            raise InvalidInputError(f"No file at {str(source)!r}: check the path.") from exc
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise InvalidInputError(f"{source.name} is not a transcript exported by `%hfchat export x.json`.") from exc
-        except OSError as exc:
-            raise InvalidInputError(f"Cannot read {str(source)!r} ({exc.strerror or type(exc).__name__}).") from exc
+        turns, system_prompt = transcript.read(path)
         with self.exclusive("load a transcript"):
             self.turns = turns
-            if data.get("settings", {}).get("system_prompt") is not None:
-                self.settings = replace(self.settings, system_prompt=data["settings"]["system_prompt"])
+            if system_prompt is not None:
+                self.settings = replace(self.settings, system_prompt=system_prompt)
             self._drop_kv_cache()
             self._emit(SessionEvent("transcript_loaded"))
 

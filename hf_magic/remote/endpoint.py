@@ -5,348 +5,31 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from typing import Any, TypeVar
-from urllib.parse import urlparse
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx2
 from huggingface_hub import AsyncInferenceClient, InferenceClient, get_token
 from huggingface_hub.errors import TextGenerationError
-from huggingface_hub.utils import hf_raise_for_status
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.llms import LLM
-from langchain_core.messages import convert_to_openai_data_block, is_data_content_block
-from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, parse_tool_call
 from langchain_core.outputs import GenerationChunk
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 
 from .. import config
-from ..backend import ChatDelta, ChatRequest, GenerationParams, Usage
-from ..errors import EndpointError, InvalidInputError, StreamInterruptedError
-from ..reasoning import ThinkTagParser, split_reasoning
+from ..backend import ChatDelta, ChatRequest, GenerationParams
+from ..errors import InvalidInputError, StreamInterruptedError
 from ..text_completion import astream_chunks, stream_chunks
-from .endpoint_errors import EndpointTarget, endpoint_error, retry_delay
-
-logger = logging.getLogger(__name__)
+from .clients import DirectAsyncInferenceClient, DirectInferenceClient
+from .endpoint_errors import EndpointTarget, endpoint_error
+from .request_args import completion_args, is_huggingface_url, models_url, thinking_fields, without_past_thinking
+from .responses import StreamAssembler, delta_from_output
+from .retries import Retries
 
 SUPPORTED_TASKS = ("text-generation", "conversational", "text2text-generation", "summarization")
 
-# Hosts run by Hugging Face: the only ones a Hugging Face token is ever sent to.
-_HF_DOMAINS = ("huggingface.co", "hf.co", "huggingface.cloud", "hf.space")
-
 # A transport failure while a reply streams in: the reply is cut, what arrived is kept.
 _STREAM_CUT_ERRORS = (httpx2.TransportError, httpx2.StreamError, TextGenerationError, json.JSONDecodeError)
-
-_T = TypeVar("_T")
-
-
-def is_huggingface_url(url: str) -> bool:
-    """True for Hugging Face's own hosts (the hub, the router, Inference Endpoints) and ``HF_ENDPOINT``."""
-    parsed = urlparse(url)
-    host = (parsed.hostname or "").lower()
-    if any(host == domain or host.endswith("." + domain) for domain in _HF_DOMAINS):
-        return parsed.scheme == "https"
-    hub = urlparse(config.hub_endpoint())
-    return (parsed.scheme, host, parsed.port) == (hub.scheme, (hub.hostname or "").lower(), hub.port)
-
-
-def models_url(endpoint_url: str) -> str:
-    """The OpenAI ``/v1/models`` route of a server given by its base or chat-completions URL."""
-    base = endpoint_url.rstrip("/")
-    base = base.removesuffix("/chat/completions")
-    return f"{base}/models" if base.endswith("/v1") else f"{base}/v1/models"
-
-
-# ----------------------------------------------------------------------------- converters
-def to_openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Messages as OpenAI expects them: langchain's standard data blocks (images as ``url`` /
-    ``base64`` / ``source_type`` blocks) become ``image_url`` parts; everything else passes through."""
-    return [_openai_message(message) for message in messages]
-
-
-def _openai_message(message: dict[str, Any]) -> dict[str, Any]:
-    if "reasoning_content" in message:
-        # Servers re-render past turns with their own template; some refuse thinking sent back (DeepSeek's API).
-        message = {key: value for key, value in message.items() if key != "reasoning_content"}
-    content = message.get("content")
-    if not isinstance(content, list):
-        return message
-    parts = []
-    for block in content:
-        if isinstance(block, str):
-            parts.append({"type": "text", "text": block})
-        elif isinstance(block, dict) and is_data_content_block(block):
-            parts.append(convert_to_openai_data_block(block))
-        else:
-            parts.append(block)
-    return {**message, "content": parts}
-
-
-def completion_args(params: GenerationParams) -> dict[str, Any]:
-    """``chat_completion`` keyword arguments for ``params``; unset values are left to the server.
-
-    ``top_k`` and ``repetition_penalty`` are not part of the OpenAI API: they go in ``extra_body``
-    only when set, so servers that reject unknown fields are not sent them by default.
-    """
-    args: dict[str, Any] = {"max_tokens": params.max_new_tokens or config.DEFAULT_MAX_NEW_TOKENS}
-    extra: dict[str, Any] = {}
-    if params.greedy and (params.temperature is not None or params.do_sample is not None):
-        args["temperature"] = 0.0
-    elif not params.greedy:
-        if params.temperature is not None:
-            args["temperature"] = params.temperature
-        if params.top_p is not None:
-            args["top_p"] = params.top_p
-        if params.top_k is not None:
-            extra["top_k"] = params.top_k
-    if params.repetition_penalty is not None:
-        extra["repetition_penalty"] = params.repetition_penalty
-    if params.stop:
-        args["stop"] = list(params.stop)
-    if params.seed is not None:
-        args["seed"] = params.seed
-    if params.logprobs:
-        args["logprobs"] = True
-        if params.top_logprobs is not None:
-            args["top_logprobs"] = params.top_logprobs
-    if extra:
-        args["extra_body"] = extra
-    return args
-
-
-def parse_output_tool_calls(raw_calls: list[Any] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """A reply's tool calls as (valid, invalid): arguments that are not a JSON object are invalid, not an error."""
-    valid: list[dict[str, Any]] = []
-    invalid: list[dict[str, Any]] = []
-    for index, call in enumerate(raw_calls or []):
-        raw = _raw_tool_call(call, index)
-        try:
-            parsed = parse_tool_call(raw, return_id=True)
-        except Exception as exc:  # langchain raises OutputParserException on bad JSON
-            invalid.append(make_invalid_tool_call(raw, str(exc)))
-            continue
-        if parsed is None or not isinstance(parsed.get("args"), dict):
-            invalid.append(make_invalid_tool_call(raw, "Tool call arguments are not a JSON object."))
-        else:
-            valid.append(parsed)
-    return valid, invalid
-
-
-def _raw_tool_call(call: Any, index: int) -> dict[str, Any]:
-    # TGI sends arguments as an object, OpenAI-compatible servers as a JSON string.
-    function = _get(call, "function") or {}
-    arguments = _get(function, "arguments")
-    if not isinstance(arguments, str):
-        arguments = json.dumps(arguments if arguments is not None else {})
-    return {
-        "id": _get(call, "id") or f"call_{index}",
-        "type": "function",
-        "function": {"name": _get(function, "name") or "", "arguments": arguments},
-    }
-
-
-def _get(obj: Any, key: str) -> Any:
-    return obj.get(key) if isinstance(obj, Mapping) else getattr(obj, key, None)
-
-
-def _logprobs(choice: Any) -> list[dict[str, Any]] | None:
-    content = _get(_get(choice, "logprobs"), "content")
-    if not content:
-        return None
-    return [
-        {
-            "token": _get(item, "token"),
-            "logprob": _get(item, "logprob"),
-            "top_logprobs": [
-                {"token": _get(top, "token"), "logprob": _get(top, "logprob")}
-                for top in _get(item, "top_logprobs") or []
-            ],
-        }
-        for item in content
-    ]
-
-
-def _usage(raw: Any) -> Usage | None:
-    if raw is None:
-        return None
-    reasoning = _get(_extra(raw, "completion_tokens_details"), "reasoning_tokens")
-    return Usage(
-        input_tokens=int(_get(raw, "prompt_tokens") or 0),
-        output_tokens=int(_get(raw, "completion_tokens") or 0),
-        reasoning_tokens=int(reasoning) if reasoning is not None else None,
-    )
-
-
-def _server_reasoning(message: Any) -> str:
-    """Thinking a server split off itself: ``reasoning_content`` (vLLM, SGLang, DeepSeek, ``transformers
-    serve``) or ``reasoning`` (OpenRouter, newer vLLM)."""
-    return str(_extra(message, "reasoning_content") or _extra(message, "reasoning") or "")
-
-
-def _extra(obj: Any, key: str) -> Any:
-    # huggingface_hub's output types keep fields they do not declare as attributes only, not as dict items.
-    value = getattr(obj, key, None)
-    return value if value is not None else _get(obj, key)
-
-
-def delta_from_output(output: Any) -> ChatDelta:
-    """A whole ``chat_completion`` reply as one ChatDelta."""
-    choices = _extra(output, "choices") or []
-    if not choices:
-        raise EndpointError("The server answered without a reply (no choices): check the server's logs.")
-    choice = choices[0]
-    message = _extra(choice, "message")
-    tool_calls, invalid = parse_output_tool_calls(_get(message, "tool_calls"))
-    # A server that does not split the thinking off writes it inline, in <think> tags.
-    inline, answer = split_reasoning(_get(message, "content") or "")
-    return ChatDelta(
-        text=answer,
-        reasoning=_server_reasoning(message) + inline,
-        tool_calls=tool_calls,
-        invalid_tool_calls=invalid,
-        finish_reason=_get(choice, "finish_reason") or "stop",
-        usage=_usage(_extra(output, "usage")),
-        logprobs=_logprobs(choice),
-        model_name=_get(output, "model") or None,
-    )
-
-
-class StreamAssembler:
-    """Turns ``chat_completion`` stream chunks into ChatDeltas and notices a stream that was cut.
-
-    Text and tool-call chunks are passed on as they come; finish reason and usage may arrive in
-    different chunks (OpenAI sends usage after the finish reason), so both go on one last delta.
-    Thinking comes as ``reasoning_content`` / ``reasoning`` deltas, or inline in ``<think>`` tags.
-    """
-
-    def __init__(self) -> None:
-        self._think = ThinkTagParser()
-        self.text_parts: list[str] = []
-        self.finish_reason: str | None = None
-        self.usage: Usage | None = None
-        self.model_name: str | None = None
-
-    @property
-    def text(self) -> str:
-        return "".join(self.text_parts)
-
-    def push(self, chunk: Any) -> ChatDelta | None:
-        self.model_name = _get(chunk, "model") or self.model_name
-        self.usage = _usage(_extra(chunk, "usage")) or self.usage
-        choices = _extra(chunk, "choices") or []
-        if not choices:
-            return None
-        choice = choices[0]
-        self.finish_reason = _get(choice, "finish_reason") or self.finish_reason
-        delta = _extra(choice, "delta")
-        text = _get(delta, "content") or ""
-        chunks = [
-            {
-                "name": _get(_get(call, "function"), "name") or None,
-                "args": _get(_get(call, "function"), "arguments") or None,
-                "id": _get(call, "id") or None,
-                "index": _get(call, "index"),
-            }
-            for call in _get(delta, "tool_calls") or []
-        ]
-        logprobs = _logprobs(choice)
-        self.text_parts.append(text)
-        parts = self._think.push(text)
-        reasoning = _server_reasoning(delta) + parts.reasoning
-        if not parts.text and not reasoning and not chunks and not logprobs:
-            return None
-        return ChatDelta(text=parts.text, reasoning=reasoning, tool_call_chunks=chunks, logprobs=logprobs)
-
-    def finish(self, url: str) -> ChatDelta:
-        """The last delta; a stream that ended without a finish reason was cut."""
-        if self.finish_reason is None:
-            raise StreamInterruptedError(
-                f"The reply from {url} stopped mid-stream (no finish reason): the partial text is kept on the "
-                "error as partial_text; retry, and check the server's logs.",
-                partial_text=self.text,
-            )
-        held = self._think.finish()
-        return ChatDelta(
-            text=held.text,
-            reasoning=held.reasoning,
-            finish_reason=self.finish_reason,
-            usage=self.usage,
-            model_name=self.model_name,
-        )
-
-
-# --------------------------------------------------------------------------- HTTP clients
-class _DirectInferenceClient(InferenceClient):
-    """An InferenceClient for a server that is not Hugging Face's.
-
-    Requests never carry a Hugging Face token (huggingface_hub would add the one from the
-    environment), ignore ``HF_HUB_OFFLINE`` (the hub is not involved), and keep an OpenAI-shaped
-    ``response_format`` (huggingface_hub rewrites it into TGI's shape for URLs).
-    """
-
-    def __init__(self, *args: Any, http: httpx2.Client, authorization: str | None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._http = http
-        self._authorization = authorization
-        self.openai_response_format: dict[str, Any] | None = None
-
-    def _inner_post(self, request_parameters: Any, *, stream: bool = False) -> Any:
-        _prepare_direct_request(request_parameters, self._authorization, self.openai_response_format)
-        response_cm = self._http.stream(
-            "POST",
-            request_parameters.url,
-            json=request_parameters.json,
-            content=request_parameters.data,
-            headers=request_parameters.headers,
-            timeout=self.timeout,
-        )
-        if stream:
-            response = self.exit_stack.enter_context(response_cm)  # closed by close()
-            if response.status_code >= 400:
-                response.read()  # so the error can quote the server's explanation
-            hf_raise_for_status(response)
-            return response.iter_lines()
-        with response_cm as response:
-            response.read()
-            hf_raise_for_status(response)
-            return response.content
-
-
-class _DirectAsyncInferenceClient(AsyncInferenceClient):
-    """``_DirectInferenceClient`` for asyncio: its own HTTP client, closed with ``close()``."""
-
-    def __init__(self, *args: Any, authorization: str | None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._authorization = authorization
-        self.openai_response_format: dict[str, Any] | None = None
-
-    async def _get_async_client(self) -> httpx2.AsyncClient:
-        if self._async_client is None:
-            client = httpx2.AsyncClient(follow_redirects=True, timeout=None, event_hooks={"response": [_read_error]})
-            self._async_client = await self.exit_stack.enter_async_context(client)
-        return self._async_client
-
-    async def _inner_post(self, request_parameters: Any, *, stream: bool = False) -> Any:
-        _prepare_direct_request(request_parameters, self._authorization, self.openai_response_format)
-        return await super()._inner_post(request_parameters, stream=stream)
-
-
-async def _read_error(response: httpx2.Response) -> None:
-    if response.status_code >= 400:
-        await response.aread()
-
-
-def _prepare_direct_request(
-    request_parameters: Any, authorization: str | None, response_format: dict[str, Any] | None
-) -> None:
-    headers = {key: value for key, value in request_parameters.headers.items() if key.lower() != "authorization"}
-    if authorization:  # the user's own credential for their server, from server_kwargs["headers"]
-        headers["authorization"] = authorization
-    request_parameters.headers = headers
-    if response_format is not None and isinstance(request_parameters.json, dict):
-        request_parameters.json["response_format"] = response_format
 
 
 # ------------------------------------------------------------------------------ the model
@@ -527,7 +210,7 @@ class HuggingFaceEndpoint(LLM):
             return InferenceClient(**self._client_kwargs())
         if self._http is None:
             self._http = httpx2.Client(follow_redirects=True, timeout=None)
-        client = _DirectInferenceClient(
+        client = DirectInferenceClient(
             http=self._http, authorization=self._user_authorization(), **self._client_kwargs()
         )
         client.openai_response_format = request.response_format
@@ -536,7 +219,7 @@ class HuggingFaceEndpoint(LLM):
     def _async_client(self, request: ChatRequest) -> AsyncInferenceClient:
         if self.on_hub:
             return AsyncInferenceClient(**self._client_kwargs())
-        client = _DirectAsyncInferenceClient(authorization=self._user_authorization(), **self._client_kwargs())
+        client = DirectAsyncInferenceClient(authorization=self._user_authorization(), **self._client_kwargs())
         client.openai_response_format = request.response_format
         return client
 
@@ -579,48 +262,18 @@ class HuggingFaceEndpoint(LLM):
                 args["tool_choice"] = request.tool_choice
         if request.response_format is not None:
             args["response_format"] = request.response_format
-        thinking = _thinking_fields(request)
+        thinking = thinking_fields(request)
         if thinking:
             args["extra_body"] = {**args.get("extra_body", {}), **thinking}
         if stream:
             args["stream"] = True
             args["stream_options"] = {"include_usage": True}
-        args["messages"] = to_openai_messages(request.messages)
+        args["messages"] = without_past_thinking(request.messages)  # already OpenAI-shaped (chat_format)
         return args
 
     # ----------------------------------------------------------------- retries and errors
-    def _with_retries(self, send: Callable[[], _T]) -> _T:
-        attempt = 0
-        while True:
-            try:
-                return send()
-            except EndpointError:
-                raise
-            except Exception as exc:
-                time.sleep(self._retry_delay_or_raise(exc, attempt))
-                attempt += 1
-
-    def _retry_delay_or_raise(self, exc: Exception, attempt: int) -> float:
-        """Seconds to wait before retrying after ``exc`` (429 / 503), or the one-line EndpointError for it."""
-        delay = retry_delay(exc, attempt) if attempt < self.max_retries else None
-        if delay is None:
-            raise self._error(exc) from exc
-        logger.info("%s answered %s; retrying in %.1f s", self._target().url, type(exc).__name__, delay)
-        return delay
-
-    async def _awith_retries(self, send: Callable[[], Awaitable[_T]]) -> _T:
-        attempt = 0
-        while True:
-            try:
-                return await send()
-            except EndpointError:
-                raise
-            except Exception as exc:
-                await asyncio.sleep(self._retry_delay_or_raise(exc, attempt))
-                attempt += 1
-
-    def _error(self, exc: BaseException) -> EndpointError:
-        return endpoint_error(exc, self._target(), self._secrets())
+    def _retries(self) -> Retries:
+        return Retries(self.max_retries, self._target(), self._secrets())
 
     def _interrupted(self, exc: BaseException, assembler: StreamAssembler) -> StreamInterruptedError:
         cause = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
@@ -637,7 +290,7 @@ class HuggingFaceEndpoint(LLM):
         args = self._request_args(request, stream=False)
         client = self._sync_client(request)
         try:
-            output = self._with_retries(lambda: client.chat_completion(model=self.served_model(), **args))
+            output = self._retries().call(lambda: client.chat_completion(model=self.served_model(), **args))
         finally:
             client.close()
         return delta_from_output(output)
@@ -647,7 +300,7 @@ class HuggingFaceEndpoint(LLM):
         served = await asyncio.to_thread(self.served_model)
         client = self._async_client(request)
         try:
-            output = await self._awith_retries(lambda: client.chat_completion(model=served, **args))
+            output = await self._retries().acall(lambda: client.chat_completion(model=served, **args))
         finally:
             await client.close()
         return delta_from_output(output)
@@ -657,7 +310,7 @@ class HuggingFaceEndpoint(LLM):
         client = self._sync_client(request)
         assembler = StreamAssembler()
         try:
-            chunks = self._with_retries(lambda: client.chat_completion(model=self.served_model(), **args))
+            chunks = self._retries().call(lambda: client.chat_completion(model=self.served_model(), **args))
             try:
                 for chunk in chunks:
                     delta = assembler.push(chunk)
@@ -675,7 +328,7 @@ class HuggingFaceEndpoint(LLM):
         client = self._async_client(request)
         assembler = StreamAssembler()
         try:
-            chunks = await self._awith_retries(lambda: client.chat_completion(model=served, **args))
+            chunks = await self._retries().acall(lambda: client.chat_completion(model=served, **args))
             try:
                 async for chunk in chunks:
                     delta = assembler.push(chunk)
@@ -739,17 +392,6 @@ class HuggingFaceEndpoint(LLM):
     ) -> AsyncIterator[GenerationChunk]:
         async for chunk in astream_chunks(self.astream_chat(self._prompt_request(prompt, stop, kwargs)), run_manager):
             yield chunk
-
-
-def _thinking_fields(request: ChatRequest) -> dict[str, Any]:
-    """The request's thinking switch the way OpenAI-compatible servers take it: ``chat_template_kwargs``
-    (vLLM, SGLang, ``transformers serve`` hand it to the model's template) and ``reasoning_effort``."""
-    fields: dict[str, Any] = {}
-    if request.thinking is not None:
-        fields["chat_template_kwargs"] = {"enable_thinking": request.thinking}
-    if request.reasoning_effort is not None:
-        fields["reasoning_effort"] = request.reasoning_effort
-    return fields
 
 
 def _input_error(exc: ValidationError) -> InvalidInputError:
