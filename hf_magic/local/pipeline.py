@@ -225,11 +225,15 @@ class HuggingFacePipeline(BaseLLM):
 
     def _prepare(self, request: ChatRequest) -> tuple[list[int], GenerationParams, list[Any], ReplySplitter]:
         """The prompt's ids, the generation settings, the logits processors and the reply's splitter."""
-        input_ids, splitter = self._chat_input_ids(request)
+        input_ids, splitter = self._chat_input(request)
         params = self.default_params().merged(request.params)
         return input_ids, params, self._logits_processors(request, params), splitter
 
-    def _chat_input_ids(self, request: ChatRequest) -> tuple[list[int], ReplySplitter]:
+    def _chat_input_ids(self, request: ChatRequest) -> list[int]:
+        """The prompt's token ids (see ``_chat_input``)."""
+        return self._chat_input(request)[0]
+
+    def _chat_input(self, request: ChatRequest) -> tuple[list[int], ReplySplitter]:
         """The prompt's token ids, and the splitter that will read the reply to it.
 
         Raises:
