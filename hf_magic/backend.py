@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
+from . import config
 from .errors import InvalidInputError
 
 
@@ -28,6 +29,12 @@ class GenerationParams:
     seed: int | None = None
     logprobs: bool = False
     top_logprobs: int | None = None
+    presence_penalty: float | None = None
+    """OpenAI's penalty on tokens already in the reply (-2..2); servers apply it, the local pipeline refuses it."""
+    frequency_penalty: float | None = None
+    """OpenAI's penalty growing with a token's count in the reply (-2..2); as ``presence_penalty``."""
+    logit_bias: dict[int, float] | None = None
+    """Added to these token ids' logits before sampling (-100..100), as OpenAI's ``logit_bias``."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens is not None and (
@@ -42,6 +49,12 @@ class GenerationParams:
             raise InvalidInputError(f"temperature must be >= 0, got {self.temperature!r}: use 0 for greedy decoding.")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise InvalidInputError(f"top_p must be in (0, 1], got {self.top_p!r}.")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            if value is not None and not -2 <= value <= 2:
+                raise InvalidInputError(f"{name} must be in [-2, 2], got {value!r}.")
+        if self.logit_bias is not None:
+            object.__setattr__(self, "logit_bias", _checked_logit_bias(self.logit_bias))
 
     def merged(self, override: GenerationParams) -> GenerationParams:
         """These params with every field that ``override`` sets taken from it."""
@@ -56,6 +69,11 @@ class GenerationParams:
         return replace(self, **changes)
 
     @property
+    def token_budget(self) -> int:
+        """The most tokens a reply may have: ``max_new_tokens``, else the one default every backend uses."""
+        return self.max_new_tokens or config.DEFAULT_MAX_NEW_TOKENS
+
+    @property
     def greedy(self) -> bool:
         """True when decoding is deterministic: explicit ``temperature=0`` or ``do_sample=False``."""
         if self.temperature == 0:
@@ -63,6 +81,27 @@ class GenerationParams:
         if self.do_sample is not None:
             return not self.do_sample
         return self.temperature is None
+
+
+def _checked_logit_bias(bias: Any) -> dict[int, float]:
+    """``bias`` with int token ids (JSON gives them as strings) and float biases in OpenAI's range."""
+    example = "e.g. logit_bias={50256: -100}"
+    if not isinstance(bias, dict):
+        raise InvalidInputError(f"logit_bias must map token ids to biases, got {type(bias).__name__}: {example}.")
+    checked: dict[int, float] = {}
+    for token, value in bias.items():
+        try:
+            token_id, amount = int(token), float(value)
+        except (TypeError, ValueError):
+            raise InvalidInputError(
+                f"logit_bias entry {token!r}: {value!r} is not token id: number; {example}."
+            ) from None
+        if token_id < 0 or not -100 <= amount <= 100:
+            raise InvalidInputError(
+                f"logit_bias entry {token!r}: {value!r} is out of range (ids >= 0, biases -100..100)."
+            )
+        checked[token_id] = amount
+    return checked
 
 
 @dataclass

@@ -41,7 +41,7 @@ def convert_message_to_dict(message: BaseMessage) -> dict[str, Any]:
             f"Messages of type {type(message).__name__} are not supported: use SystemMessage, HumanMessage, "
             "AIMessage or ToolMessage."
         )
-    converted: dict[str, Any] = convert_to_openai_messages(message)  # type: ignore[assignment]
+    converted: dict[str, Any] = convert_to_openai_messages(message)
     for index, call in enumerate(converted.get("tool_calls") or []):
         # Templates and servers pair a tool result with its call by id: a call made without one still needs one.
         call["id"] = call.get("id") or f"call_{index}"
@@ -87,7 +87,7 @@ def convert_delta_to_message(delta: ChatDelta) -> AIMessage:
         additional_kwargs=_reasoning_kwargs(delta),
         tool_calls=delta.tool_calls,
         invalid_tool_calls=delta.invalid_tool_calls,
-        usage_metadata=delta.usage.as_usage_metadata() if delta.usage else None,  # type: ignore[arg-type]
+        usage_metadata=delta.usage.as_usage_metadata() if delta.usage else None,
         response_metadata=_response_metadata(delta),
     )
 

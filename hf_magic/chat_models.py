@@ -7,7 +7,7 @@ session) and ``_stream`` turns into message chunks. Drop-in compatible with lang
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from typing import Any, Literal
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -18,7 +18,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .backend import ChatBackend, ChatDelta, ChatRequest, GenerationParams
 from .chat_format import (
@@ -28,7 +28,7 @@ from .chat_format import (
     convert_messages,
     normalize_tool_choice,
 )
-from .errors import InvalidInputError
+from .errors import InvalidInputError, input_error
 from .structured_output import StructuredMethod, structured_output
 
 
@@ -60,7 +60,7 @@ class ChatHuggingFace(BaseChatModel):
     frequency_penalty: float | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    logit_bias: dict[int, int] | None = None
+    logit_bias: dict[int, float] | None = None
     n: int | None = None
     enable_thinking: bool | None = None
     """Ask a reasoning model to think (True) or not (False); passed to chat templates and servers that take it."""
@@ -70,6 +70,12 @@ class ChatHuggingFace(BaseChatModel):
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     model_config = ConfigDict(populate_by_name=True, arbitrary_types_allowed=True, protected_namespaces=())
+
+    def __init__(self, **kwargs: Any) -> None:
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            raise input_error(exc, "ChatHuggingFace") from exc
 
     @model_validator(mode="after")
     def _check_backend(self) -> ChatHuggingFace:
@@ -163,6 +169,9 @@ class ChatHuggingFace(BaseChatModel):
             stop=tuple(stops or ()),
             logprobs=bool(logprobs if logprobs is not None else self.logprobs),
             top_logprobs=_first(pick("top_logprobs"), self.top_logprobs),
+            presence_penalty=_first(pick("presence_penalty"), self.presence_penalty),
+            frequency_penalty=_first(pick("frequency_penalty"), self.frequency_penalty),
+            logit_bias=_first(pick("logit_bias"), self.logit_bias),
         )
 
     def _request(self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any) -> ChatRequest:
@@ -225,7 +234,7 @@ class ChatHuggingFace(BaseChatModel):
 
     def stream_deltas(
         self, messages: Sequence[BaseMessage], stop: list[str] | None = None, **kwargs: Any
-    ) -> Iterator[ChatDelta]:
+    ) -> Generator[ChatDelta, None, None]:
         """The reply to ``messages`` as the backend's typed deltas: text as it comes, then usage, finish reason
         and tool calls on the last one. ``kwargs`` are per-call settings, as for ``invoke``. What ``stream``
         yields as message chunks; closing the iterator stops generation at the next token.

@@ -30,11 +30,6 @@ def cache_dir() -> Path:
     return Path(xdg).expanduser() / "hf_magic"
 
 
-def hub_offline() -> bool:
-    """True when the user asked huggingface_hub to stay offline (``HF_HUB_OFFLINE``)."""
-    return _truthy(os.environ.get("HF_HUB_OFFLINE")) or _truthy(os.environ.get("TRANSFORMERS_OFFLINE"))
-
-
 def hub_endpoint() -> str:
     """The hub base URL huggingface_hub talks to (``HF_ENDPOINT``), read when needed, not at import."""
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")

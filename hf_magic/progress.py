@@ -61,6 +61,10 @@ class _EventTqdm(auto_tqdm):
 
     _callback: ProgressCallback = _ignore
     _stage: Stage = "download"
+    # No TMonitor thread: it only nudges bars drawn on a terminal, and tqdm starts it while holding its class
+    # lock. When that new thread's start-up garbage-collects another bar, the bar's close() waits for the same
+    # lock and every download thread hangs (seen in the panel's download test).
+    monitor_interval = 0
     _ids = iter(range(1, 1 << 62))
     _ids_lock = threading.Lock()
 

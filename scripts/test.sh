@@ -12,6 +12,10 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
 pytest=(.venv/bin/python -m pytest -p no:cacheprovider)
+if [ $# -eq 0 ]; then
+    echo "== mypy (configured in pyproject.toml)"
+    .venv/bin/python -m mypy
+fi
 "${pytest[@]}" "$@"
 if [ $# -eq 0 ]; then
     # The whole suite also proves exact KV-cache reuse under other CPUs' kernels: oneDNN capped below AMX (no

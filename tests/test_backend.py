@@ -59,3 +59,25 @@ def test_join_deltas_keeps_text_usage_and_finish_reason():
     assert joined.text == "Hello"
     assert joined.finish_reason == "stop"
     assert joined.usage == Usage(3, 2)
+
+
+def test_logit_bias_keys_become_token_ids_and_bad_entries_are_one_line():
+    assert GenerationParams(logit_bias={"42": -100, 7: 5}).logit_bias == {42: -100.0, 7: 5.0}
+    for bad in ({"x": 1}, {3: 101}, {-1: 0}, [1, 2]):
+        with pytest.raises(InvalidInputError) as caught:
+            GenerationParams(logit_bias=bad)  # type: ignore[arg-type]
+        assert "logit_bias" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["presence_penalty", "frequency_penalty"])
+def test_openai_penalties_are_checked_against_their_range(name):
+    assert getattr(GenerationParams(**{name: -2.0}), name) == -2.0
+    with pytest.raises(InvalidInputError, match=rf"{name} must be in \[-2, 2\]"):
+        GenerationParams(**{name: 3.0})
+
+
+def test_token_budget_is_the_one_default_when_unset():
+    from hf_magic.config import DEFAULT_MAX_NEW_TOKENS
+
+    assert GenerationParams().token_budget == DEFAULT_MAX_NEW_TOKENS
+    assert GenerationParams(max_new_tokens=7).token_budget == 7

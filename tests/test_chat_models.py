@@ -205,3 +205,12 @@ def test_stream_deltas_hands_on_the_backends_typed_deltas():
     chunks = list(model.stream([HumanMessage("hi")]))
     assert "".join(str(chunk.content) for chunk in chunks) == "Hello"
     assert chunks[-1].response_metadata["finish_reason"] == "stop"
+
+
+def test_a_bad_constructor_argument_is_one_line_not_pydantics_report():
+    with pytest.raises(InvalidInputError, match="n > 1 is not supported") as caught:
+        ChatHuggingFace(llm=ReplayBackend([]), n=3)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(InvalidInputError, match="Invalid temperature for ChatHuggingFace") as caught:
+        ChatHuggingFace(llm=ReplayBackend([]), temperature="hot")
+    assert "\n" not in str(caught.value)

@@ -7,6 +7,7 @@ import socket
 import time
 
 import pytest
+from huggingface_hub.errors import TextGenerationError
 from langchain_core.messages import AIMessageChunk, HumanMessage
 from pydantic import BaseModel
 
@@ -19,7 +20,8 @@ from hf_magic import (
     StreamInterruptedError,
 )
 from hf_magic.backend import ChatRequest
-from hf_magic.remote.request_args import completion_args, models_url
+from hf_magic.remote.clients import chat_payload, parse_stream_line
+from hf_magic.remote.request_args import chat_completions_url, completion_args, models_url
 from hf_magic.remote.responses import parse_output_tool_calls
 from tests.support.http_recorder import Reply, chunk, completion
 
@@ -498,3 +500,37 @@ def test_real_reply_without_a_tool_call(recorder):
     result = structured.invoke("Ann is 31.")
     assert result["parsed"] is None
     assert result["raw"].content.startswith("Paris, France")
+
+
+# ------------------------------------------------------------------- the client for other servers
+def test_chat_completions_url_for_each_way_of_writing_endpoint_url():
+    expected = "http://127.0.0.1:8000/v1/chat/completions"
+    for url in ("http://127.0.0.1:8000", "http://127.0.0.1:8000/", "http://127.0.0.1:8000/v1", expected):
+        assert chat_completions_url(url) == expected
+    assert chat_completions_url("https://host/proxy?key=1") == "https://host/proxy/v1/chat/completions?key=1"
+
+
+def test_chat_payload_names_a_model_drops_unset_arguments_and_merges_extra_body():
+    payload = chat_payload(None, [{"role": "user", "content": "hi"}], max_tokens=8, seed=None, extra_body={"top_k": 3})
+    assert payload == {"model": "dummy", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8, "top_k": 3}
+    assert next(iter(chat_payload("m", []))) == "model"  # first, so a proxy can route on it
+
+
+def test_stream_lines_parse_into_chunks_until_done():
+    assert parse_stream_line('data: {"choices": []}') == {"choices": []}
+    assert parse_stream_line("") is None and parse_stream_line(": keep-alive") is None
+    with pytest.raises(StopIteration):
+        parse_stream_line("data: [DONE]")
+    with pytest.raises(TextGenerationError, match="overloaded"):
+        parse_stream_line('data: {"error": "overloaded"}')
+
+
+def test_openai_penalties_and_logit_bias_are_sent_as_openai_fields(recorder):
+    from langchain_core.messages import HumanMessage
+
+    args = completion_args(GenerationParams(presence_penalty=0.5, frequency_penalty=-0.5, logit_bias={42: -100}))
+    assert (args["presence_penalty"], args["frequency_penalty"], args["logit_bias"]) == (0.5, -0.5, {"42": -100.0})
+    chat = ChatHuggingFace(llm=HuggingFaceEndpoint(endpoint_url=recorder.url), presence_penalty=0.25)
+    chat.invoke([HumanMessage("hi")], logit_bias={7: 3})
+    body = recorder.posts()[-1].body
+    assert body["presence_penalty"] == 0.25 and body["logit_bias"] == {"7": 3.0}

@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 
 from hf_magic import DefaultModelMissingError, ModelNotFoundError, ProgressEvent, config
@@ -71,7 +72,7 @@ def test_missing_wheel_names_the_install_command(monkeypatch):
 
 
 def test_unknown_hub_id_offline_says_why_and_what_is_available(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
     with pytest.raises(ModelNotFoundError) as info:
         resolve_model_path("nobody-here/no-such-model")
     message = str(info.value)

@@ -63,6 +63,8 @@ def test_unload_and_reload_extension():
     assert "hfchat" not in shell.magics_manager.magics["cell"]
     shell.run_line_magic("load_ext", "hf_magic")
     assert "hfchat" in shell.magics_manager.magics["cell"]
+    live = [c for c in shell.configurables if type(c).__name__ == "HfChatMagics"]
+    assert len(live) == 1 and shell.magics_manager.magics["cell"]["hfchat"].__self__ is live[0]
 
 
 def test_config_sets_defaults(ip, magics):
@@ -77,7 +79,7 @@ def test_all_options_parse(magics):
         "--temperature 0.5 --max-new-tokens 9 --quantize 4bit --device cpu --dtype bfloat16 --session s "
         "--new --no-stream -o out --format text -i"
     )
-    options = magics.parse_options(line)
+    options = magics.parse_cell_options(line)
     assert options.model == "org/name" and options.system == "Be brief" and options.max_new_tokens == 9
     assert options.new and options.no_stream and options.interpolate and options.output == "out"
     assert options.quantize == "4bit" and options.format == "text" and options.temperature == 0.5
@@ -95,11 +97,11 @@ def test_help_documents_the_options(magics):
 
 def test_spec_from_options_keeps_unspecified_fields(magics):
     current = ModelSpec(model="a/b", quantize="4bit")
-    options = magics.parse_options("--dtype float32")
+    options = magics.parse_cell_options("--dtype float32")
     assert spec_from_options(current, options) == ModelSpec(model="a/b", quantize="4bit", dtype="float32")
-    options = magics.parse_options("--quantize none")
+    options = magics.parse_cell_options("--quantize none")
     assert spec_from_options(current, options).quantize is None
-    options = magics.parse_options("--endpoint-url http://127.0.0.1:9")
+    options = magics.parse_cell_options("--endpoint-url http://127.0.0.1:9")
     assert spec_from_options(ModelSpec(), options).backend == "endpoint"
 
 
@@ -192,6 +194,17 @@ def test_export_into_a_folder_that_does_not_exist_is_one_line(ip, capsys):
 def test_history_of_an_empty_session(ip, capsys):
     ip.run_line_magic("hfchat", f"history --session {session_name()}")
     assert "(no messages yet)" in capsys.readouterr().out
+
+
+def test_models_lists_the_embedded_model_with_its_folder_and_size(ip, capsys):
+    from hf_magic.local.loading import ensure_default_model
+
+    folder = ensure_default_model()
+    ip.run_line_magic("hfchat", "models")
+    out = capsys.readouterr().out
+    assert "Models available without the network" in out
+    line = next(line for line in out.splitlines() if line.strip().startswith("default"))
+    assert "embedded" in line and "MB" in line and str(folder) in line
 
 
 def test_debug_toggles_tracebacks(ip, magics, capsys):

@@ -19,3 +19,52 @@ def test_every_public_name_resolves() -> None:
     for name in hf_magic.__all__:
         assert getattr(hf_magic, name) is not None, name
     assert set(hf_magic.__all__) <= set(dir(hf_magic))
+
+
+def test_the_readme_layout_table_lists_every_module_and_only_modules_that_exist() -> None:
+    import re
+    from pathlib import Path
+
+    root = Path(hf_magic.__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"^\| `(hf_magic/[\w/]*(?:\.py)?)` \|", layout, flags=re.MULTILINE))
+    modules = {path.relative_to(root).as_posix() for path in (root / "hf_magic").rglob("*.py")}
+    # a subpackage is listed by its folder ("hf_magic/local/"), which stands for its __init__.py
+    tree = {name.removesuffix("__init__.py") if name.count("/") > 1 else name for name in modules}
+    assert sorted(tree - listed) == [], "modules missing from README.md's layout table"
+    assert sorted(listed - tree) == [], "README.md's layout table names modules that do not exist"
+
+
+def test_the_views_never_import_the_backends() -> None:
+    # magics, panel and their drawing reach local/ and remote/ only through ChatSession and model_catalog
+    import ast
+    from pathlib import Path
+
+    notebook = Path(hf_magic.__file__).parent / "notebook"
+    views = ("magics", "panel", "panel_view", "render", "progress_views", "units")
+    for view in views:
+        tree = ast.parse((notebook / f"{view}.py").read_text())
+        parents = {1: "hf_magic.notebook.", 2: "hf_magic."}  # what "from ." and "from .." stand for here
+        imported = [
+            parents.get(node.level, "") + (node.module or "")
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+        ]
+        imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        reaching = [name for name in imported if name.startswith(("hf_magic.local", "hf_magic.remote"))]
+        assert reaching == [], f"notebook/{view}.py imports {reaching}: ask the session or model_catalog instead"
+
+
+def test_architecture_md_draws_every_module_in_its_tree() -> None:
+    from pathlib import Path
+
+    root = Path(hf_magic.__file__).parent.parent
+    tree = (root / "ARCHITECTURE.md").read_text().split("## The tree, by stack", 1)[1].split("\n## ", 1)[0]
+    drawn = {line.split()[0] for line in tree.splitlines() if line.strip().endswith(".py") or ".py " in line}
+    missing = [
+        path.relative_to(root).as_posix()
+        for path in (root / "hf_magic").rglob("*.py")
+        if path.name != "__init__.py" and path.name not in drawn
+    ]
+    assert missing == [], "ARCHITECTURE.md's tree lacks these modules"

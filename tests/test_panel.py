@@ -6,6 +6,7 @@ import json
 import threading
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 
 from hf_magic import ChatPanel
@@ -100,12 +101,11 @@ def test_token_status_says_set_and_never_shows_the_token(monkeypatch: pytest.Mon
 
 
 def test_hub_search_is_offered_only_when_the_hub_may_be_asked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
     offline = ChatPanel(ChatSession("panel-offline"))
     assert offline.search_row.layout.display == "none"
     offline.close()
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     online = ChatPanel(ChatSession("panel-online"))
     assert online.search_row.layout.display == "flex"
     online.close()
@@ -127,6 +127,26 @@ def test_generation_fields_write_the_session_settings(panel: ChatPanel) -> None:
     assert panel.session.settings.max_new_tokens == 32  # the bad value was not applied
     panel.max_new_tokens.value = "48"
     assert panel.error.value == "" and panel.session.settings.max_new_tokens == 48
+
+
+def test_settings_changed_elsewhere_show_in_the_fields_and_are_kept_whole(panel: ChatPanel) -> None:
+    panel.temperature.value = "0.5"
+    changed = Settings(system_prompt="Be brief.", temperature=0.2, max_new_tokens=64, top_p=0.8)
+    panel.session.settings = changed  # what a %%hfchat cell's -s / --temperature do
+    panel.session.reset()  # a conversation event redraws the fields from the session
+    fields = (panel.system_prompt, panel.temperature, panel.max_new_tokens, panel.top_p, panel.repetition_penalty)
+    assert [field.value for field in fields] == ["Be brief.", "0.2", "64", "0.8", ""]
+    # writing the fields one by one applied each value the session already had: nothing reverted midway
+    assert panel.session.settings == changed and panel.error.value == ""
+
+
+def test_a_bad_field_keeps_its_error_while_another_field_changes(panel: ChatPanel) -> None:
+    panel.top_p.value = "most"
+    panel.temperature.value = "0.3"
+    assert "Top p must be a number" in panel.error.value
+    assert panel.session.settings.temperature == 0.3 and panel.session.settings.top_p is None
+    panel.top_p.value = ""
+    assert panel.error.value == ""
 
 
 def test_a_model_that_cannot_load_shows_one_line_and_the_panel_stays_usable(panel: ChatPanel) -> None:
@@ -212,8 +232,9 @@ def test_send_streams_the_reply_into_the_transcript(shared_session: ChatSession)
     assert turn.user == "What is the capital of France?" and turn.reply.strip()
     assert streamed and all("hfm-streaming" in html for html in streamed)
     assert "hfm-done" in panel.transcript.children[0].value
-    assert f"{turn.usage.input_tokens} in + {turn.usage.output_tokens} out tokens" in panel.usage.value
-    assert "context:" in panel.usage.value and "/8192" in panel.usage.value
+    # the panel's usage line is the one under a %%hfchat cell
+    assert f"in {turn.usage.input_tokens} · out {turn.usage.output_tokens}" in panel.usage.value
+    assert "context " in panel.usage.value and "/8192" in panel.usage.value
     assert "● loaded" in panel.status.value
     assert not panel.send_button.disabled and panel.stop_button.disabled
     panel.close()
@@ -356,10 +377,11 @@ def test_load_downloads_from_a_hub_with_byte_and_weight_progress(olah_env) -> No
         assert panel.session.loaded and panel.session.spec.model == olah_env.repo_id
         assert panel.model_list.value == olah_env.repo_id and panel.model_id.value == ""  # now listed as cached
         assert "hub cache" in panel.model_list.label and "cached" in panel.model_info.value
-        rows = [row.children[1].value for row in panel.progress_box.children]
-        download = next(text for text in rows if "Downloading" in text)
-        assert "MB / " in download  # bytes: done / total
-        assert any("Loading weights" in text for text in rows), rows
+        # the bars a %%hfchat cell draws: one per file, the total download, one per loading stage
+        rows = {row.children[0].description: row.children[1].value for row in panel.progress_box.children}
+        assert "MB/" in rows["Total download"]  # bytes: done/total
+        assert any(name.startswith("model-0000") for name in rows), rows  # a weight file (its name cut to fit)
+        assert any("Loading weights" in name for name in rows), rows
         assert all(row.children[0].bar_style == "success" for row in panel.progress_box.children)
         assert "● loaded" in panel.status.value and not panel.unload_button.disabled
         panel.unload_button.click()

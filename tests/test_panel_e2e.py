@@ -45,7 +45,7 @@ def test_panel_in_jupyterlab(jupyter_lab: JupyterLab, lab_page: Any) -> None:
     assert reply.strip()
     assert "● loaded" in page.inner_text(f"{PANEL} .hfm-status")
     usage = page.inner_text(f"{PANEL} .hfm-usage")
-    assert re.search(r"last: \d+ in \+ \d+ out tokens", usage) and "context:" in usage
+    assert re.search(r"in \d+ · out \d+ · total \d+", usage) and "context " in usage
     assert page.locator(f"{PANEL} .hf-magic-progress").count() >= 1  # the weight-loading bar of the first load
 
     # 2. Raise max tokens in the Generation settings, ask for a long reply with Shift+Enter, stop it mid-stream.

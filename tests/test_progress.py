@@ -6,17 +6,12 @@ import io
 
 import pytest
 
-from hf_magic.notebook.progress_views import ProgressState, TerminalProgress, WidgetProgress, format_bytes
+from hf_magic.notebook.progress_views import ProgressState, TerminalProgress, WidgetProgress
 from hf_magic.progress import ProgressEvent
 
 
 def download(bar_id: int, name: str, current: float, total: float, done: bool = False) -> ProgressEvent:
     return ProgressEvent("download", name, current, total, unit="B", done=done, bar_id=bar_id)
-
-
-def test_format_bytes():
-    assert format_bytes(999) == "999 B"
-    assert format_bytes(270_100_000) == "270.1 MB"
 
 
 def test_state_sums_download_bytes_over_files():
@@ -128,3 +123,42 @@ def test_widget_progress_from_download_threads_displays_one_box():
     widgets_shown = [o for o in captured.outputs if "application/vnd.jupyter.widget-view+json" in o.data]
     assert len(widgets_shown) == 1
     assert captured.outputs[-1].data["text/plain"].startswith("✓ Downloaded 32 files (320 B)")
+
+
+def test_widget_progress_in_a_container_draws_there_and_stays_complete():
+    import ipywidgets as widgets
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    InteractiveShell.instance()
+    box = widgets.VBox()
+    with capture_output() as captured:
+        view = WidgetProgress(box)  # how the panel shows a load in its Model tab
+        view(download(1, "a.safetensors", 40, 100))
+        first_line = box.children[0]
+        view(ProgressEvent("download", "Fetching 2 files", 0, 2, bar_id=9))  # hub's counter: no bar of its own
+        view(download(2, "b.safetensors", 10, 100))
+        view(ProgressEvent("load", "Loading weights", 3, 10, bar_id=3))
+        view.close()
+    assert captured.outputs == []  # nothing displayed outside the container
+    descriptions = [line.children[0].description for line in box.children]
+    assert descriptions == ["a.safetensors", "b.safetensors", "Loading weights", "Total download"]
+    assert box.children[0] is first_line  # rows added later leave the drawn ones in place
+    assert all(line.children[0].bar_style == "success" for line in box.children)
+
+
+def test_forwarding_bars_start_no_monitor_thread(monkeypatch):
+    # tqdm starts its TMonitor under its class lock; a bar collected during that thread's start-up deadlocks
+    import threading
+
+    from tqdm import std
+
+    from hf_magic.progress import event_tqdm
+
+    monkeypatch.setattr(std.tqdm, "monitor", None)  # as in a fresh process: no monitor running yet
+    before = {thread for thread in threading.enumerate() if isinstance(thread, std.TMonitor)}
+    events: list[ProgressEvent] = []
+    with event_tqdm(events.append, "download")(total=3, desc="a.bin") as bar:
+        bar.update(2)
+    started = {thread for thread in threading.enumerate() if isinstance(thread, std.TMonitor)} - before
+    assert started == set() and events[-1].done and events[-1].current == 2

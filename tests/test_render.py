@@ -66,7 +66,7 @@ def test_text_format_reply_has_only_plain_text():
 def test_interrupted_reply_is_marked():
     data, metadata = Reply(make_turn(interrupted=True))._repr_mimebundle_()
     assert "[interrupted]" in data["text/plain"]
-    assert "interrupted" in data["text/html"]
+    assert "■ stopped" in data["text/html"] and "hfm-stopped" in data["text/html"]
     assert metadata["hf_magic"]["interrupted"] is True
 
 
@@ -94,4 +94,35 @@ def test_usage_report_totals():
 def test_error_line_is_one_red_line():
     data = ErrorLine("Model missing: run x.")._repr_mimebundle_()
     assert data["text/plain"] == "Error: Model missing: run x."
-    assert "hfchat-error" in data["text/html"]
+    assert "hfm-error" in data["text/html"]
+
+
+def test_turn_html_draws_a_finished_turn_as_chat_bubbles_with_its_facts():
+    from hf_magic.notebook.render import turn_html
+
+    drawn = turn_html(make_turn(user="<b>hi</b>", model="default"))
+    assert drawn.startswith('<div class="hfm-turn hfm-done">')
+    assert "&lt;b&gt;hi&lt;/b&gt;" in drawn and "<b>hi</b>" not in drawn  # the user's text is escaped
+    assert "SmolLM2-135M-Instruct" in drawn  # the embedded model's aliases are named by its real name
+    assert "11 tokens" in drawn and "10.0 tok/s" in drawn and "1.5 s" in drawn
+    assert "<pre" in drawn  # the reply is Markdown, code highlighted
+
+
+def test_turn_html_while_streaming_and_once_stopped():
+    from hf_magic.notebook.render import turn_html
+
+    streaming = turn_html(make_turn(reply="Once", usage=None), streaming=True)
+    assert "hfm-streaming" in streaming and "hfm-cursor" in streaming and "hfm-meta" not in streaming
+    stopped = turn_html(make_turn(reply="Once upon", interrupted=True), include_user=False, meta=False)
+    assert "hfm-stopped" in stopped and "■ stopped" in stopped
+    assert "hfm-user" not in stopped and "hfm-meta" not in stopped
+    assert "(empty reply)" in turn_html(make_turn(reply="  "))
+
+
+def test_a_cell_reply_and_the_history_draw_turns_the_same_way():
+    turn = make_turn()
+    reply_html = Reply(turn, "usage here")._repr_mimebundle_()[0]["text/html"]
+    history_html = Transcript([turn])._repr_mimebundle_()["text/html"]
+    assert 'class="hfm-turn hfm-done"' in reply_html and 'class="hfm-turn hfm-done"' in history_html
+    assert 'class="hfm-msg hfm-user"' not in reply_html and 'class="hfm-msg hfm-user"' in history_html
+    assert '<div class="hfm-usage">usage here</div>' in reply_html

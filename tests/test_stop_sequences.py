@@ -67,3 +67,32 @@ def test_decoder_ignores_tokens_after_a_stop():
     push_text(decoder, "Hi. more")
     assert decoder.emitted == "Hi"
     assert decoder.push([ord("x")]) == ""
+
+
+def _words_decode(calls: list[int]):
+    """A SentencePiece-like decoder: "▁" marks a space, dropped at the start of what is decoded; records how many
+    ids each call decodes."""
+    vocab = ["▁Hello", ",", "▁wor", "ld", "!", "▁It", "'s", "▁me", "."]
+
+    def decode(ids: list[int]) -> str:
+        calls.append(len(ids))
+        return "".join(vocab[i] for i in ids).replace("▁", " ").lstrip(" ")
+
+    return decode
+
+
+def test_decoder_decodes_a_short_window_per_token_not_the_whole_reply():
+    calls: list[int] = []
+    decode = _words_decode(calls)
+    ids = list(range(9)) * 40  # 360 tokens
+    decoder = IncrementalDecoder(decode)
+    shown = "".join(decoder.push([token]) for token in ids) + decoder.finish()
+    assert shown == decode(ids)  # leading spaces kept exactly as the whole reply decodes
+    assert max(calls[:-1]) <= 2  # each push decoded the new token and the one before it, never the reply
+
+
+def test_decoder_window_keeps_stop_sequences_across_token_boundaries():
+    decoder = IncrementalDecoder(_words_decode([]), stop=["world!"])
+    pieces = [decoder.push([token]) for token in [0, 1, 2, 3, 4, 5]]
+    assert "".join(pieces) + decoder.finish() == "Hello, "
+    assert decoder.stopped and decoder.tokens_at_stop == 5

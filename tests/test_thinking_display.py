@@ -51,15 +51,15 @@ def sent(session: ChatSession) -> list[ChatRequest]:
 def test_streaming_view_shows_the_thinking_open_then_folded_once_the_answer_starts():
     thinking = Streaming("", "m", reasoning="Two plus two")._repr_mimebundle_()["text/html"]
     answering = Streaming("The answer", "m", reasoning="Two plus two")._repr_mimebundle_()["text/html"]
-    assert '<details class="hfchat-thinking" open>' in thinking and "Two plus two" in thinking
-    assert '<details class="hfchat-thinking">' in answering and "open>" not in answering
+    assert '<details class="hfm-thinking" open>' in thinking and "Two plus two" in thinking
+    assert '<details class="hfm-thinking">' in answering and "open>" not in answering
 
 
 def test_finished_reply_has_the_thinking_collapsed_above_the_markdown_answer():
     turn = Turn(user="2+2?", reply="It is **4**.", reasoning="Two <b>plus</b> two.", finish_reason="stop")
     bundle, _ = Reply(turn)._repr_mimebundle_()
     page = bundle["text/html"]
-    assert page.index('<details class="hfchat-thinking">') < page.index("<strong>4</strong>")
+    assert page.index('<details class="hfm-thinking">') < page.index("<strong>4</strong>")
     assert "Two &lt;b&gt;plus&lt;/b&gt; two." in page  # the thinking is text, never markup
     assert bundle["text/plain"].startswith("[thinking]\n  Two <b>plus</b> two.\n[/thinking]")
     assert "thinking" not in bundle["text/markdown"].lower()
@@ -98,8 +98,8 @@ def test_notebook_view_redraws_the_block_folded_as_soon_as_the_answer_starts():
     view.reasoning(" two.")  # within the refresh interval: not redrawn
     view.token("Four.")  # the first answer piece always redraws, folding the block
     pages = [obj._repr_mimebundle_()["text/html"] for obj in shown]
-    assert '<details class="hfchat-thinking" open>' in pages[0]
-    assert '<details class="hfchat-thinking">' in pages[-1] and "Two plus two." in pages[-1] and "Four." in pages[-1]
+    assert '<details class="hfm-thinking" open>' in pages[0]
+    assert '<details class="hfm-thinking">' in pages[-1] and "Two plus two." in pages[-1] and "Four." in pages[-1]
 
 
 # ----------------------------------------------------------------------------------- session
@@ -205,7 +205,7 @@ def test_panel_think_toggle_writes_the_setting_and_turns_show_the_folded_thinkin
         assert panel.wait(30)
         assert sent(session)[0].thinking is True
         page = panel.transcript.children[0].value
-        assert '<details class="hfchat-thinking">' in page and "Two plus two is four." in page
-        assert page.index("hfchat-thinking") < page.index("<strong>4</strong>")
+        assert '<details class="hfm-thinking">' in page and "Two plus two is four." in page
+        assert page.index("hfm-thinking") < page.index("<strong>4</strong>")
     finally:
         panel.close()

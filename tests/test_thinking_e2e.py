@@ -28,7 +28,7 @@ PANEL = ".hf-magic-panel"
 
 
 def _folded(page: Any, scope: str) -> bool:
-    return page.eval_on_selector(f"{scope} details.hfchat-thinking", "details => !details.open")
+    return page.eval_on_selector(f"{scope} details.hfm-thinking", "details => !details.open")
 
 
 def test_thinking_is_folded_above_the_answer(jupyter_lab: JupyterLab, lab_page: Any) -> None:
@@ -37,19 +37,19 @@ def test_thinking_is_folded_above_the_answer(jupyter_lab: JupyterLab, lab_page: 
     jupyter_lab.open_notebook(page, "thinking.ipynb")
     run_cell(page, 0)
     run_cell(page, 1)
-    page.wait_for_selector(f"{CELL_OUTPUT} details.hfchat-thinking", timeout=120_000)
+    page.wait_for_selector(f"{CELL_OUTPUT} details.hfm-thinking", timeout=120_000)
     page.wait_for_selector(f"{CELL_OUTPUT} strong", timeout=30_000)
     assert page.inner_text(f"{CELL_OUTPUT} strong") == "4"  # the answer, as Markdown
     assert _folded(page, CELL_OUTPUT)
-    assert not page.is_visible(f"{CELL_OUTPUT} .hfchat-thinking-text")
+    assert not page.is_visible(f"{CELL_OUTPUT} .hfm-thinking-text")
     assert "<think>" not in page.inner_text(CELL_OUTPUT)
 
-    page.click(f"{CELL_OUTPUT} details.hfchat-thinking summary")
+    page.click(f"{CELL_OUTPUT} details.hfm-thinking summary")
     assert not _folded(page, CELL_OUTPUT)
-    assert "Two plus two is four." in page.inner_text(f"{CELL_OUTPUT} .hfchat-thinking-text")
+    assert "Two plus two is four." in page.inner_text(f"{CELL_OUTPUT} .hfm-thinking-text")
 
     run_cell(page, 2)
-    page.wait_for_selector(f"{PANEL} .hfm-turn.hfm-done details.hfchat-thinking", timeout=120_000)
+    page.wait_for_selector(f"{PANEL} .hfm-turn.hfm-done details.hfm-thinking", timeout=120_000)
     assert _folded(page, f"{PANEL} .hfm-turn.hfm-done")
     assert page.inner_text(f"{PANEL} .hfm-turn.hfm-done .hfm-reply strong") == "4"
     assert page.locator(f"{PANEL} .hf-magic-think").count() == 1  # the Thinking toggle

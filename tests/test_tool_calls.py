@@ -9,6 +9,7 @@ import re
 import pytest
 
 from hf_magic.backend import ChatDelta
+from hf_magic.local.chat_template import to_template_messages
 from hf_magic.local.tool_calls import (
     ToolCallStream,
     attach_tool_calls,
@@ -151,7 +152,7 @@ def test_history_with_tool_calls_is_written_as_text_for_templates_that_ignore_to
         },
         {"role": "tool", "content": "sunny", "tool_call_id": "c1"},
     ]
-    adapted = with_tools_in_text(messages, [WEATHER])
+    adapted = with_tools_in_text(to_template_messages(messages), [WEATHER])
     assert adapted[0]["role"] == "system" and adapted[0]["content"].startswith("Be brief.\n\n")
     assert "get_weather" in adapted[0]["content"]
     assert "tool_calls" not in adapted[2]

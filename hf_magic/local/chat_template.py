@@ -1,4 +1,4 @@
-"""Render OpenAI-shaped messages into a prompt with the model's own chat template."""
+"""OpenAI-shaped messages in the form Hugging Face chat templates read, and the prompt the template renders."""
 
 from __future__ import annotations
 
@@ -83,11 +83,12 @@ def render_prompt(
 ) -> str:
     """The prompt text for ``messages`` (and ``tools``), ending where the assistant's reply begins.
 
+    ``messages`` are in template form already (``to_template_messages``): converted once per request.
     ``template_kwargs`` are extra chat-template variables (``enable_thinking``, ``reasoning_effort``).
     """
     if not messages:
         raise InvalidInputError("No messages to send: pass at least one message.")
-    template_messages = to_template_messages(messages)
+    template_messages = messages
     extra = template_kwargs or {}
     if getattr(tokenizer, "chat_template", None) is None:
         return _plain_prompt(template_messages)

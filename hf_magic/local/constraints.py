@@ -68,7 +68,7 @@ def forced_tool_names(tools: list[dict[str, Any]] | None, tool_choice: str | dic
         return names
     if isinstance(tool_choice, dict):
         name = (tool_choice.get("function") or {}).get("name") or tool_choice.get("name")
-        if name not in names:
+        if not isinstance(name, str) or name not in names:
             raise InvalidInputError(f"tool_choice names {name!r}, which is not a bound tool: choose one of {names}.")
         return [name]
     raise InvalidInputError(f"Unsupported tool_choice {tool_choice!r}: use 'auto', 'none', 'required' or a tool name.")

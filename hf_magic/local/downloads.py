@@ -20,7 +20,7 @@ def _file_tqdm(progress: ProgressCallback, filename: str) -> type:
     """A tqdm class for one file: its bars are labelled with the file name, whatever the hub calls them."""
     base: Any = event_tqdm(progress, "download")
 
-    class FileTqdm(base):  # type: ignore[misc, valid-type]
+    class FileTqdm(base):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["desc"] = filename
             super().__init__(*args, **kwargs)

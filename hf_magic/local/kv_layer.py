@@ -67,7 +67,7 @@ class InPlaceLayer(DynamicLayer):
         batch, heads = key_states.shape[:2]
         keys = key_states.new_empty(batch, heads, capacity, key_states.shape[3])
         values = value_states.new_empty(batch, heads, capacity, value_states.shape[3])
-        if length:
+        if length and self.keys is not None and self.values is not None:
             keys[:, :, :length].copy_(self.keys)
             values[:, :, :length].copy_(self.values)
         self._key_buffer, self._value_buffer = keys, values

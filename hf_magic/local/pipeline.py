@@ -1,74 +1,63 @@
 """HuggingFacePipeline: a local transformers model as a langchain LLM and as a chat backend.
 
-Generation hands each new token's ids to the consumer and does nothing else per token; decoding,
-stop sequences and usage happen on the consumer's side. Sync calls generate on the calling thread (in a
-greenlet, so tokens stream out as they come); async calls generate on a worker thread so the event loop
-never runs the model. Stopping a stream stops generation at the next token.
+It turns requests into prompt token ids (chat template, tools, context-window check) and logits processors
+(grammar constraints, logprobs); ``generation.LocalGenerator`` generates and streams the reply.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-import greenlet
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.llms import BaseLLM
 from langchain_core.outputs import Generation, GenerationChunk, LLMResult
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict, PrivateAttr, ValidationError, model_validator
 
 from .. import config
-from ..backend import ChatDelta, ChatRequest, GenerationParams, Usage, join_deltas
-from ..errors import ContextWindowError, InvalidInputError
+from ..backend import ChatDelta, ChatRequest, GenerationParams, join_deltas
+from ..errors import ContextWindowError, ImageError, InvalidInputError, input_error
+from ..images import messages_have_images
 from ..progress import ProgressCallback
 from ..reasoning import ReplyParser, ReplySplitter, ThinkTagParser, asplit_stream, split_stream
 from ..text_completion import astream_chunks, stream_chunks
-from .chat_template import render_prompt
+from .chat_template import render_prompt, to_template_messages
 from .constraints import constrainer_for, grammar_spec
+from .generation import LocalGenerator, eos_token_ids
 from .kv_cache import ConversationCache
 from .loading import default_device, is_default_model, load_model_and_tokenizer, resolve_model_path, torch_device
 from .logprobs import LogprobsRecorder
 from .reply_format import reply_parser_for, thinking_template_kwargs
-from .stop_sequences import IncrementalDecoder
 from .tool_calls import aattach_tool_calls, attach_tool_calls, prompt_messages
+from .vision import TASK as VISION_TASK
+from .vision import VisionPrompt, is_vision_language, render_vision_prompt
 
-DEFAULT_BATCH_SIZE = 2
-SUPPORTED_TASKS = ("text-generation",)
+SUPPORTED_TASKS = ("text-generation", VISION_TASK)
 
 _END = object()
-_GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "do_sample", "seed")
+_GENERATION_KEYS = (
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "repetition_penalty",
+    "do_sample",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+)
 
 
-class _QueueStreamer:
-    """A ``generate`` streamer that hands generated token ids to ``deliver`` and does nothing else,
-    so streaming costs generation almost nothing."""
+@dataclass(frozen=True)
+class LoadedModel:
+    """A loaded model and its tokenizer: the two things of a transformers pipeline generation uses; for a
+    vision-language model also its processor (whose tokenizer ``tokenizer`` is)."""
 
-    def __init__(self, deliver: Callable[[Any], None]) -> None:
-        self._deliver = deliver
-        self._prompt_seen = False
-
-    def put(self, value: Any) -> None:
-        if not self._prompt_seen:  # generate() first echoes the prompt
-            self._prompt_seen = True
-            return
-        self._deliver(value.reshape(-1).tolist())
-
-    def end(self) -> None:
-        return None
-
-
-class _CancelCriteria:
-    """Stops generation once ``event`` is set (Stop button, interrupt, stop sequence found)."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self._event = event
-
-    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-        import torch
-
-        return torch.full((input_ids.shape[0],), self._event.is_set(), dtype=torch.bool, device=input_ids.device)
+    model: Any
+    tokenizer: Any
+    processor: Any = None
 
 
 class HuggingFacePipeline(BaseLLM):
@@ -81,21 +70,39 @@ class HuggingFacePipeline(BaseLLM):
     """
 
     pipeline: Any = None
+    """What holds the model and its tokenizer (``.model``, ``.tokenizer``): a ``LoadedModel`` from ``from_model_id``,
+    or a transformers text-generation pipeline passed in. Never called: ``LocalGenerator`` generates."""
     model_id: str | None = None
     model_kwargs: dict[str, Any] | None = None
     pipeline_kwargs: dict[str, Any] | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None
+    """Accepted for compatibility, and only as 1: prompts are generated one at a time."""
     reuse_kv_cache: bool = True
     """Keep the conversation's KV cache between calls and prefill only the new tokens (with the last reply,
     which was decoded one token at a time, and the last partial prefill chunk). It changes speed, never a reply:
     prompts are prefilled in position-aligned chunks either way, so a reused turn computes exactly what a fresh
-    prefill computes (``kv_cache.py``)."""
+    prefill computes (``kv_cache.py``). In a conversation with images, a turn with a new image prefills in one
+    pass (``vision.py``), so later turns that reuse it match a fresh prefill up to the kernels' rounding."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _lock_owner: int | None = PrivateAttr(default=None)
     _kv_cache: ConversationCache = PrivateAttr(default_factory=ConversationCache)
+    _local_generator: LocalGenerator | None = PrivateAttr(default=None)
+
+    def __init__(self, **kwargs: Any) -> None:
+        try:
+            super().__init__(**kwargs)
+        except ValidationError as exc:
+            raise input_error(exc, "HuggingFacePipeline") from exc
+
+    @model_validator(mode="after")
+    def _check_batch_size(self) -> HuggingFacePipeline:
+        if self.batch_size not in (None, 1):
+            raise InvalidInputError(
+                f"batch_size={self.batch_size} is not supported: prompts are generated one at a time (each streams "
+                "and reuses the conversation's KV cache); leave batch_size out."
+            )
+        return self
 
     @classmethod
     def from_model_id(
@@ -107,7 +114,7 @@ class HuggingFacePipeline(BaseLLM):
         device_map: str | dict[str, Any] | None = None,
         model_kwargs: dict[str, Any] | None = None,
         pipeline_kwargs: dict[str, Any] | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         progress: ProgressCallback | None = None,
         **kwargs: Any,
     ) -> HuggingFacePipeline:
@@ -115,45 +122,50 @@ class HuggingFacePipeline(BaseLLM):
 
         Args:
             model_id: what to load; ``None`` or ``"default"`` is the embedded SmolLM2-135M-Instruct.
-            task: only ``"text-generation"`` (chat models are causal LMs).
+            task: ``"text-generation"``, or ``"image-text-to-text"`` for a vision-language model; a VLM is
+                recognised from its config and loaded with its processor whichever is given.
             backend: accepted for compatibility; only transformers (``"default"``/``"pt"``) is supported.
             device: ``-1``/``"cpu"``, a CUDA index or a torch device string; ``None`` (with no ``device_map``) is
                 the GPU when there is one, else the CPU, as transformers' ``pipeline`` chooses.
             device_map: passed to ``from_pretrained`` (e.g. ``"auto"``); excludes ``device``.
             model_kwargs: passed to ``from_pretrained`` (``quantization_config``, ``dtype``...).
             pipeline_kwargs: default generation settings (``max_new_tokens``, ``do_sample``...).
+            batch_size: only 1 (or None): prompts are generated one at a time, so each streams and reuses the
+                conversation's KV cache.
             progress: receives download / conversion / weight-loading events.
 
         Raises:
-            InvalidInputError: an unsupported task or backend, both ``device`` and ``device_map``, or a device
-                this machine does not have.
+            InvalidInputError: an unsupported task, backend or batch size, both ``device`` and ``device_map``,
+                or a device this machine does not have.
             ModelNotFoundError, QuantizationError: see ``hf_magic.loading``.
         """
-        from transformers import pipeline as make_pipeline
-
         if task not in SUPPORTED_TASKS:
-            raise InvalidInputError(f"Task {task!r} is not supported: use task='text-generation'.")
+            raise InvalidInputError(
+                f"Task {task!r} is not supported: use task='text-generation' (or 'image-text-to-text' for a VLM)."
+            )
         if backend not in ("default", "pt", "transformers"):
             raise InvalidInputError(f"Backend {backend!r} is not supported: use the default transformers backend.")
         if device is not None and device_map is not None:
             raise InvalidInputError("Pass either device or device_map, not both.")
-        params = _params_from_kwargs(pipeline_kwargs or {})  # validate before the (slow) load
-        del params
+        _supported(_params_from_kwargs(pipeline_kwargs or {}))  # validate before the (slow) load
         if device is not None:
             device = torch_device(device)  # a device that is not here fails now, before a download or a load
         elif device_map is None:
             device = default_device()
         path = resolve_model_path(model_id, progress)
+        vision = is_vision_language(path)
+        if task == VISION_TASK and not vision:
+            raise InvalidInputError(
+                f"{model_id!r} is not a vision-language model: load it with task='text-generation', or pick a VLM."
+            )
         model, tokenizer = load_model_and_tokenizer(
-            path, device=device, device_map=device_map, model_kwargs=model_kwargs, progress=progress
+            path, device=device, device_map=device_map, model_kwargs=model_kwargs, progress=progress, vision=vision
         )
-        # Where loading put it: transformers' pipeline would move a model without a device map to the GPU (when
-        # device="cpu" was asked for), and cannot place a model that has one.
-        placed = {} if getattr(model, "hf_device_map", None) else {"device": model.device}
-        pipe = make_pipeline(task, model=model, tokenizer=tokenizer, batch_size=batch_size, **placed)
+        # A VLM comes with its processor, whose tokenizer decodes the replies.
+        loaded = LoadedModel(model, tokenizer.tokenizer, tokenizer) if vision else LoadedModel(model, tokenizer)
         name = config.DEFAULT_MODEL_NAME if is_default_model(model_id) else model_id
         return cls(
-            pipeline=pipe,
+            pipeline=loaded,
             model_id=name,
             model_kwargs=model_kwargs,
             pipeline_kwargs=pipeline_kwargs,
@@ -185,9 +197,27 @@ class HuggingFacePipeline(BaseLLM):
         return self.pipeline.tokenizer
 
     @property
+    def processor(self) -> Any:
+        """A vision-language model's processor (``None`` for a text model)."""
+        return getattr(self.pipeline, "processor", None)
+
+    @property
+    def reads_images(self) -> bool:
+        """Whether the model is a vision-language model, loaded with its processor."""
+        return self.processor is not None
+
+    @property
+    def last_prefill_note(self) -> str | None:
+        """Why the latest turn prefilled in full though a cache was kept (a new image), else ``None``."""
+        return self._kv_cache.last_note
+
+    @property
     def context_length(self) -> int | None:
-        """The model's maximum sequence length, when its config says."""
-        value = getattr(self.model.config, "max_position_embeddings", None)
+        """The model's maximum sequence length, when its config says (a VLM's: its language model's)."""
+        model_config = self.model.config
+        value = getattr(model_config, "max_position_embeddings", None)
+        if value is None and hasattr(model_config, "get_text_config"):
+            value = getattr(model_config.get_text_config(), "max_position_embeddings", None)
         return int(value) if value else None
 
     def default_params(self) -> GenerationParams:
@@ -206,8 +236,11 @@ class HuggingFacePipeline(BaseLLM):
         return join_deltas([delta async for delta in self.astream_chat(request)])
 
     def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
-        input_ids, params, processors, splitter = self._prepare(request)
-        deltas = self._stream_ids(input_ids, params, processors, splitter.parser.keeps_special_tokens)
+        params = _supported(self.default_params().merged(request.params))
+        prompt = self._chat_prompt(request)
+        splitter = self._reply_splitter(request, prompt)
+        keep = splitter.parser.keeps_special_tokens
+        deltas = self._stream_ids(prompt.input_ids, params, self._logits_processors(request, params), prompt, keep)
         # Thinking is split off first; then tool-call text is held back and arrives parsed on the last delta.
         deltas = split_stream(deltas, splitter)
         if _parses_tool_calls(request) and not splitter.parser.reads_tool_calls:
@@ -215,49 +248,65 @@ class HuggingFacePipeline(BaseLLM):
         return deltas
 
     def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
-        input_ids, params, processors, splitter = self._prepare(request)
-        deltas = asplit_stream(
-            self._astream_ids(input_ids, params, processors, splitter.parser.keeps_special_tokens), splitter
-        )
+        params = _supported(self.default_params().merged(request.params))
+        prompt = self._chat_prompt(request)
+        splitter = self._reply_splitter(request, prompt)
+        keep = splitter.parser.keeps_special_tokens
+        deltas = self._astream_ids(prompt.input_ids, params, self._logits_processors(request, params), prompt, keep)
+        split = asplit_stream(deltas, splitter)
         if _parses_tool_calls(request) and not splitter.parser.reads_tool_calls:
-            return aattach_tool_calls(deltas, _tool_names(request))
-        return deltas
+            return aattach_tool_calls(split, _tool_names(request))
+        return split
 
-    def _prepare(self, request: ChatRequest) -> tuple[list[int], GenerationParams, list[Any], ReplySplitter]:
-        """The prompt's ids, the generation settings, the logits processors and the reply's splitter."""
-        input_ids, splitter = self._chat_input(request)
-        params = self.default_params().merged(request.params)
-        return input_ids, params, self._logits_processors(request, params), splitter
-
-    def _chat_input_ids(self, request: ChatRequest) -> list[int]:
-        """The prompt's token ids (see ``_chat_input``)."""
-        return self._chat_input(request)[0]
-
-    def _chat_input(self, request: ChatRequest) -> tuple[list[int], ReplySplitter]:
-        """The prompt's token ids, and the splitter that will read the reply to it.
-
-        Raises:
-            ContextWindowError: the prompt leaves no room for a reply token in the model's context window.
-        """
-        prompt = self._render_prompt(request.messages, request)
-        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        self._check_fits(ids, lambda: self._history_tokens(request))
-        if grammar_spec(request.tools, request.tool_choice, request.response_format) is not None:
-            parser: ReplyParser = ThinkTagParser()  # the grammar writes JSON from the first token: no thinking
+    def _reply_splitter(self, request: ChatRequest, prompt: VisionPrompt) -> ReplySplitter:
+        """What reads the reply to ``prompt``: thinking, answer and, in some formats, tool calls."""
+        if self.reads_images or grammar_spec(request.tools, request.tool_choice, request.response_format):
+            # A grammar writes JSON from the first token, so nothing is thinking; VLM replies: <think> tags only.
+            parser: ReplyParser = ThinkTagParser()
         else:
-            parser = reply_parser_for(self.tokenizer, prompt, request.tools if _parses_tool_calls(request) else None)
-        return ids, ReplySplitter(parser, self._count_tokens)
+            text = self.tokenizer.decode(prompt.input_ids)  # the prompt as the template wrote it, markers included
+            parser = reply_parser_for(self.tokenizer, text, request.tools if _parses_tool_calls(request) else None)
+        return ReplySplitter(parser, self._count_tokens)
 
     def _count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _render_prompt(self, chat_messages: list[dict[str, Any]], request: ChatRequest) -> str:
-        tools = request.tools if request.tool_choice != "none" else None
-        messages, tools = prompt_messages(self.tokenizer, chat_messages, tools)
-        return render_prompt(self.tokenizer, messages, tools, thinking_template_kwargs(self.tokenizer, request))
+    def _chat_input_ids(self, request: ChatRequest) -> list[int]:
+        """The prompt's token ids.
+
+        Raises:
+            ContextWindowError: the prompt leaves no room for a reply token in the model's context window.
+        """
+        return self._chat_prompt(request).input_ids
+
+    def _chat_prompt(self, request: ChatRequest) -> VisionPrompt:
+        """The prompt's token ids and, for a VLM, its processed images.
+
+        Raises:
+            ContextWindowError: the prompt (images included, as the processor resized them) leaves no room for a
+                reply token in the model's context window.
+            ImageError: an image for a model that reads text only, or one that cannot be read.
+        """
+        if self.reads_images:
+            tools = request.tools if request.tool_choice != "none" else None
+            prompt = render_vision_prompt(self.processor, self.model, request.messages, tools)
+            self._check_fits(prompt.input_ids, lambda: self._history_tokens(request), prompt.image_tokens)
+            return prompt
+        if messages_have_images(request.messages):
+            raise ImageError(
+                f"{self.model_name} reads text only and cannot see images: load a vision-language model "
+                "(e.g. HuggingFaceTB/SmolVLM-256M-Instruct), or send text only."
+            )
+        ids = self._render_ids(request.messages, request)
+        self._check_fits(ids, lambda: self._history_tokens(request))
+        return VisionPrompt(input_ids=ids)
 
     def _render_ids(self, chat_messages: list[dict[str, Any]], request: ChatRequest) -> list[int]:
-        prompt = self._render_prompt(chat_messages, request)
+        tools = request.tools if request.tool_choice != "none" else None
+        if self.reads_images:
+            return render_vision_prompt(self.processor, self.model, chat_messages, tools).input_ids
+        messages, tools = prompt_messages(self.tokenizer, to_template_messages(chat_messages), tools)
+        prompt = render_prompt(self.tokenizer, messages, tools, thinking_template_kwargs(self.tokenizer, request))
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
     def _history_tokens(self, request: ChatRequest) -> int | None:
@@ -269,14 +318,21 @@ class HuggingFacePipeline(BaseLLM):
             return None
         return len(self._render_ids(earlier, request))
 
-    def _check_fits(self, input_ids: list[int], history_tokens: Callable[[], int | None] | None = None) -> None:
+    def _check_fits(
+        self,
+        input_ids: list[int],
+        history_tokens: Callable[[], int | None] | None = None,
+        image_tokens: int | None = None,
+    ) -> None:
         """Refuse a prompt that cannot fit, before any prefill: a prompt past the window would prefill for
         minutes and then fail or answer garbage, and cutting it silently would answer a different question."""
         window = self.context_length
         if window is None or len(input_ids) + 1 <= window:
             return
         history = history_tokens() if history_tokens is not None else None
-        raise ContextWindowError(len(input_ids), window, model=self.model_name, history_tokens=history)
+        raise ContextWindowError(
+            len(input_ids), window, model=self.model_name, history_tokens=history, image_tokens=image_tokens
+        )
 
     def _logits_processors(self, request: ChatRequest, params: GenerationParams) -> list[Any]:
         """Logprob recording and grammar constraints for one generation (none unless asked for).
@@ -289,9 +345,9 @@ class HuggingFacePipeline(BaseLLM):
             processors.append(LogprobsRecorder(params.top_logprobs or 0))  # before the mask: the model's own
         spec = grammar_spec(request.tools, request.tool_choice, request.response_format)
         if spec is not None:
-            constrainer = constrainer_for(self.model, self.tokenizer, _eos_token_ids(self.model, self.tokenizer))
+            constrainer = constrainer_for(self.model, self.tokenizer, eos_token_ids(self.model, self.tokenizer))
             # The grammar closes the JSON before the budget runs out, so it needs the budget.
-            budget = params.max_new_tokens or config.DEFAULT_MAX_NEW_TOKENS
+            budget = params.token_budget
             processors.append(constrainer.logits_processor(spec, budget))
         return processors
 
@@ -318,7 +374,7 @@ class HuggingFacePipeline(BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        params = self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop}))
+        params = _supported(self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop})))
         input_ids = self.tokenizer(prompt)["input_ids"]
         self._check_fits(input_ids)
         yield from stream_chunks(self._stream_ids(input_ids, params), run_manager)
@@ -330,7 +386,7 @@ class HuggingFacePipeline(BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        params = self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop}))
+        params = _supported(self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop})))
         input_ids = self.tokenizer(prompt)["input_ids"]
         self._check_fits(input_ids)
         async for chunk in astream_chunks(self._astream_ids(input_ids, params), run_manager):
@@ -342,179 +398,30 @@ class HuggingFacePipeline(BaseLLM):
         input_ids: list[int],
         params: GenerationParams,
         processors: list[Any] | None = None,
+        prompt: VisionPrompt | None = None,
         keep_special: bool = False,
     ) -> Iterator[ChatDelta]:
-        """Generate on the calling thread, inside a greenlet that hands over each token as it comes.
-
-        Why not a worker thread: torch's OpenMP pool belongs to the thread that runs it, and once two
-        pools outnumber the cores libgomp stops spin-waiting between kernels, which cost ~30% of decode
-        speed on 2 cores (see benchmarks/). A greenlet keeps generation on this thread's pool, and
-        Ctrl-C raised during generation reaches the caller as usual.
-        """
-        if self._lock.locked() and self._lock_owner == threading.get_ident():
-            raise InvalidInputError(
-                "A reply from this model is still streaming in this thread: finish or close that stream first."
-            )
-        cancel = threading.Event()
-
-        def hand_over(ids: list[int]) -> None:
-            greenlet.getcurrent().parent.switch(ids)  # resumes the consumer; returns when it wants more
-
-        generation = greenlet.greenlet(lambda: self._run_generate(input_ids, params, hand_over, cancel, processors))
-        decoder = self._decoder(params, keep_special)
-        try:
-            while (ids := generation.switch()) is not None:
-                text = decoder.push(ids)
-                if decoder.stopped:
-                    cancel.set()  # generation ends at its next step
-                if text:
-                    yield ChatDelta(text=text)
-            yield self._final_delta(decoder, input_ids, params, processors)
-        finally:
-            if not generation.dead:  # the consumer stopped early: unwind generate() now, releasing the model
-                cancel.set()
-                generation.throw()
-
-    async def _astream_ids(
-        self,
-        input_ids: list[int],
-        params: GenerationParams,
-        processors: list[Any] | None = None,
-        keep_special: bool = False,
-    ) -> AsyncIterator[ChatDelta]:
-        """``_stream_ids`` for an event loop: the loop only decodes, generation stays on its thread."""
-        loop = asyncio.get_running_loop()
-        tokens: asyncio.Queue[Any] = asyncio.Queue()
-        cancel = threading.Event()
-
-        def deliver(item: Any) -> None:
-            try:
-                loop.call_soon_threadsafe(tokens.put_nowait, item)
-            except RuntimeError:  # the loop closed under us: nobody is listening any more
-                cancel.set()
-
-        def run() -> None:
-            try:
-                self._run_generate(input_ids, params, deliver, cancel, processors)
-            except BaseException as exc:  # handed to the consumer, which re-raises it
-                deliver(exc)
-            finally:
-                deliver(_END)
-
-        # An event loop must never run the model: generation gets a thread of its own here.
-        threading.Thread(target=run, name="hf_magic-generate", daemon=True).start()
-        decoder = self._decoder(params, keep_special)
-        try:
-            while True:
-                items = [await tokens.get()]
-                while not tokens.empty():
-                    items.append(tokens.get_nowait())
-                text, finished = _consume(decoder, items)
-                if decoder.stopped:
-                    cancel.set()
-                if text:
-                    yield ChatDelta(text=text)
-                if finished:
-                    break
-            yield self._final_delta(decoder, input_ids, params, processors)
-        finally:
-            cancel.set()  # on cancellation the worker stops at its next token and releases the model
-
-    def _decoder(self, params: GenerationParams, keep_special: bool = False) -> IncrementalDecoder:
-        tokenizer = self.tokenizer
-        eos_ids = _eos_token_ids(self.model, tokenizer)
-
-        def decode(ids: list[int]) -> str:
-            if keep_special:  # the reply's format is written in special tokens; only the end marker goes
-                return tokenizer.decode([i for i in ids if i not in eos_ids], skip_special_tokens=False)
-            return tokenizer.decode(ids, skip_special_tokens=True)
-
-        return IncrementalDecoder(decode, params.stop)
-
-    def _final_delta(
-        self,
-        decoder: IncrementalDecoder,
-        input_ids: list[int],
-        params: GenerationParams,
-        processors: list[Any] | None = None,
-    ) -> ChatDelta:
-        tail = decoder.finish()
-        generated = decoder.tokens_at_stop if decoder.tokens_at_stop is not None else len(decoder.token_ids)
-        eos_ids = _eos_token_ids(self.model, self.tokenizer)
-        hit_eos = bool(decoder.token_ids) and decoder.token_ids[-1] in eos_ids
-        limit = params.max_new_tokens or config.DEFAULT_MAX_NEW_TOKENS
-        finish_reason = "length" if not decoder.stopped and not hit_eos and generated >= limit else "stop"
-        recorder = next((p for p in processors or [] if isinstance(p, LogprobsRecorder)), None)
-        logprobs = None
-        if recorder is not None:
-            content_ids = decoder.token_ids[:generated]
-            if content_ids and content_ids[-1] in eos_ids:  # OpenAI lists the reply's tokens, not the end marker
-                content_ids = content_ids[:-1]
-            logprobs = recorder.entries(content_ids, self.tokenizer.decode)
-        return ChatDelta(
-            text=tail,
-            finish_reason=finish_reason,
-            usage=Usage(input_tokens=len(input_ids), output_tokens=generated),
-            logprobs=logprobs,
-            model_name=self.model_name,
+        return self._generator().stream(
+            input_ids, params, processors, reuse_cache=self.reuse_kv_cache, prompt=prompt, keep_special=keep_special
         )
 
-    def _run_generate(
+    def _astream_ids(
         self,
         input_ids: list[int],
         params: GenerationParams,
-        deliver: Callable[[list[int]], None],
-        cancel: threading.Event,
         processors: list[Any] | None = None,
-    ) -> None:
-        """Run ``model.generate``, handing each new token's ids to ``deliver``; stops once ``cancel`` is set."""
-        import torch
-        from transformers import LogitsProcessorList, StoppingCriteriaList
+        prompt: VisionPrompt | None = None,
+        keep_special: bool = False,
+    ) -> AsyncIterator[ChatDelta]:
+        return self._generator().astream(
+            input_ids, params, processors, reuse_cache=self.reuse_kv_cache, prompt=prompt, keep_special=keep_special
+        )
 
-        generate_kwargs = self._generate_kwargs(params)
-        if processors:  # grammar masks and logprob recording, only when a request asks
-            generate_kwargs["logits_processor"] = LogitsProcessorList(processors)
-        with self._lock:  # one generation at a time per model
-            self._lock_owner = threading.get_ident()
-            try:
-                if cancel.is_set():
-                    return
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
-                ids = torch.tensor([input_ids], device=self.model.device)
-                with torch.inference_mode():
-                    # Prefill only what the last generation did not see (a failed one leaves no cache).
-                    lease = self._kv_cache.take(self.model, input_ids, reuse=self.reuse_kv_cache)
-                    output = self.model.generate(
-                        input_ids=ids,
-                        attention_mask=torch.ones_like(ids),
-                        streamer=_QueueStreamer(deliver),
-                        stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
-                        **(lease.generate_kwargs() if lease else {}),
-                        **generate_kwargs,
-                    )
-                if lease is not None and self.reuse_kv_cache:
-                    self._kv_cache.keep(
-                        self.model, lease, getattr(output, "sequences", output)[0].tolist(), len(input_ids)
-                    )
-            finally:
-                self._lock_owner = None
-
-    def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
-        """Keyword arguments for ``model.generate``; unset params keep the model's generation config."""
-        kwargs: dict[str, Any] = {"max_new_tokens": params.max_new_tokens or config.DEFAULT_MAX_NEW_TOKENS}
-        pad = self.tokenizer.pad_token_id
-        kwargs["pad_token_id"] = pad if pad is not None else self.tokenizer.eos_token_id
-        if params.greedy and (params.temperature is not None or params.do_sample is not None):
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        elif not params.greedy:
-            kwargs["do_sample"] = True
-            for name in ("temperature", "top_p", "top_k"):
-                if getattr(params, name) is not None:
-                    kwargs[name] = getattr(params, name)
-        if params.repetition_penalty is not None:
-            kwargs["repetition_penalty"] = params.repetition_penalty
-        return kwargs
+    def _generator(self) -> LocalGenerator:
+        """The generator for this pipeline's model, made on first use (``pipeline`` is set by then)."""
+        if self._local_generator is None or self._local_generator.model is not self.model:
+            self._local_generator = LocalGenerator(self.model, self.tokenizer, self.model_name, self._kv_cache)
+        return self._local_generator
 
 
 def _parses_tool_calls(request: ChatRequest) -> bool:
@@ -525,24 +432,19 @@ def _tool_names(request: ChatRequest) -> list[str]:
     return [tool["function"]["name"] for tool in request.tools or []]
 
 
-def _consume(decoder: IncrementalDecoder, items: list[Any]) -> tuple[str, bool]:
-    """Feed queued items to the decoder: the new text, and whether generation has ended."""
-    pieces = []
-    for item in items:
-        if item is _END:
-            return "".join(pieces), True
-        if isinstance(item, BaseException):
-            raise item
-        pieces.append(decoder.push(item))
-    return "".join(pieces), False
+def _supported(params: GenerationParams) -> GenerationParams:
+    """``params``, after refusing what local generation cannot do (rather than ignoring it).
 
-
-def _eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids = getattr(model.generation_config, "eos_token_id", None)
-    found = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
-    if tokenizer.eos_token_id is not None:
-        found.add(tokenizer.eos_token_id)
-    return found
+    Raises:
+        InvalidInputError: ``presence_penalty`` or ``frequency_penalty`` (transformers has neither).
+    """
+    for name in ("presence_penalty", "frequency_penalty"):
+        if getattr(params, name) is not None:
+            raise InvalidInputError(
+                f"{name} is not supported by the local pipeline: use repetition_penalty (e.g. 1.1, transformers' "
+                "penalty on tokens already generated), or an endpoint, which sends it to the server."
+            )
+    return params
 
 
 def _params_from_kwargs(kwargs: dict[str, Any]) -> GenerationParams:

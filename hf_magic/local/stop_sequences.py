@@ -30,8 +30,13 @@ def held_back_length(text: str, stop: Sequence[str]) -> int:
 class IncrementalDecoder:
     """Accumulates generated token ids and yields the new, safe-to-show text after each push.
 
+    Each push decodes only a short window: the tokens since the last point where the text was stable (a
+    complete character), with the token before it for context, so leading spaces and merges decode as they
+    do in the whole reply. That keeps a reply of n tokens at O(n) decoding work, where re-decoding the whole
+    reply per token was O(n^2). The same scheme as text-generation-inference's streaming decode.
+
     Args:
-        decode: turns the ids generated so far into text (the tokenizer's ``decode``).
+        decode: turns token ids into text (the tokenizer's ``decode``).
         stop: stop sequences; after one appears, ``stopped`` is True and nothing more is emitted.
     """
 
@@ -39,39 +44,63 @@ class IncrementalDecoder:
         self._decode = decode
         self._stop = [s for s in stop if s]
         self.token_ids: list[int] = []
-        self.emitted = ""
         self.stopped = False
         self.tokens_at_stop: int | None = None
+        self._prefix_offset = 0  # the window starts here: the token before the last stable point
+        self._read_offset = 0  # the text of tokens before this is known
+        self._pending = ""  # decoded, not shown yet: it may be the start of a stop sequence
+        self._shown: list[str] = []
+
+    @property
+    def emitted(self) -> str:
+        """Everything shown so far."""
+        return "".join(self._shown)
 
     def push(self, ids: Sequence[int]) -> str:
         """Add newly generated ids; return the text that can be shown now."""
         if self.stopped:
             return ""
         self.token_ids.extend(ids)
-        text = self._decode(self.token_ids)
-        if text.endswith("\ufffd"):  # a multi-byte character is still incomplete
+        new = self._new_text(final=False)
+        if not new:
             return ""
-        if self._stop:
-            cut, found = trim_at_stop(text, self._stop)
-            if found:
-                self.stopped = True
-                self.tokens_at_stop = len(self.token_ids)
-                return self._advance(cut)
-            text = text[: len(text) - held_back_length(text, self._stop)]
-        return self._advance(text)
+        self._pending += new
+        if not self._stop:
+            return self._show(len(self._pending))
+        cut, found = trim_at_stop(self._pending, self._stop)
+        if found:
+            self.stopped = True
+            self.tokens_at_stop = len(self.token_ids)
+            return self._show(len(cut), drop_rest=True)
+        # A stop sequence never starts in shown text (its possible start is held back), so the pending text is
+        # all that needs searching.
+        return self._show(len(self._pending) - held_back_length(self._pending, self._stop))
 
     def finish(self) -> str:
         """Flush what was held back once generation has ended."""
         if self.stopped:
             return ""
-        text = self._decode(self.token_ids).rstrip("\ufffd")
-        return self._advance(trim_at_stop(text, self._stop)[0])
+        self._pending += self._new_text(final=True)
+        return self._show(len(trim_at_stop(self._pending, self._stop)[0]), drop_rest=True)
 
-    def _advance(self, text: str) -> str:
-        if not text.startswith(self.emitted):
-            # Decoding is not always prefix-stable (a space merged with the next token): never
-            # take back what was shown, only append what is new past it.
+    def _new_text(self, final: bool) -> str:
+        """The text the tokens past ``_read_offset`` add; "" while it ends mid-character (unless ``final``)."""
+        if len(self.token_ids) == self._read_offset:
             return ""
-        delta = text[len(self.emitted) :]
-        self.emitted = text
-        return delta
+        window = self.token_ids[self._prefix_offset :]
+        known = self._decode(self.token_ids[self._prefix_offset : self._read_offset]) if self._read_offset else ""
+        text = self._decode(window)
+        if final:
+            text = text.rstrip("\ufffd")
+        elif text.endswith("\ufffd") or len(text) <= len(known) or not text.startswith(known):
+            # Half a multi-byte character, or text that is not stable yet (a merge still undecided): wait for
+            # more tokens, the window grows until it is.
+            return ""
+        self._prefix_offset, self._read_offset = self._read_offset, len(self.token_ids)
+        return text[len(known) :]  # at the end, an unstable window's text past the known part is the best there is
+
+    def _show(self, end: int, drop_rest: bool = False) -> str:
+        shown, self._pending = self._pending[:end], "" if drop_rest else self._pending[end:]
+        if shown:
+            self._shown.append(shown)
+        return shown

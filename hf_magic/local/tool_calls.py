@@ -170,23 +170,18 @@ def tools_system_prompt(tools: list[dict[str, Any]]) -> str:
 
 
 def tool_call_text(calls: list[dict[str, Any]]) -> str:
-    """OpenAI-shaped ``tool_calls`` of an assistant message written the way the tools prompt asks for."""
+    """An assistant message's ``tool_calls`` (template form: arguments a dict, or the raw text sent when it was
+    not JSON) written the way the tools prompt asks for."""
     blocks = []
     for call in calls:
         function = call.get("function", {})
-        arguments = function.get("arguments")
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments) if arguments else {}
-            except json.JSONDecodeError:
-                pass  # keep the raw text: the model sees what was actually sent
-        body = json.dumps({"name": function.get("name"), "arguments": arguments}, ensure_ascii=False)
+        body = json.dumps({"name": function.get("name"), "arguments": function.get("arguments")}, ensure_ascii=False)
         blocks.append(f"{TOOL_CALL_OPEN}\n{body}\n{TOOL_CALL_CLOSE}")
     return "\n".join(blocks)
 
 
 def with_tools_in_text(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """``messages`` rewritten for a template that ignores tools: the tools described in the system
+    """``messages`` (template form) rewritten for a template that ignores tools: the tools described in the system
     message, earlier tool calls written into the assistant text, tool results wrapped in tags."""
     adapted: list[dict[str, Any]] = []
     for message in messages:
@@ -211,7 +206,7 @@ def with_tools_in_text(messages: list[dict[str, Any]], tools: list[dict[str, Any
 def prompt_messages(
     tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-    """The messages and tools to render: unchanged when the chat template handles tools itself,
+    """The messages (template form) and tools to render: unchanged when the chat template handles tools itself,
     otherwise rewritten by ``with_tools_in_text`` (tools are then described in the system message)."""
     if tools and template_ignores_tools(tokenizer):
         return with_tools_in_text(messages, tools), None
@@ -224,7 +219,7 @@ _PROBE_TOOL = {
     "type": "function",
     "function": {"name": "probe_tool", "description": "Probe.", "parameters": {"type": "object", "properties": {}}},
 }
-_PROBE_CALL = {"id": "call_probe", "type": "function", "function": {"name": "probe_tool", "arguments": "{}"}}
+_PROBE_CALL = {"id": "call_probe", "type": "function", "function": {"name": "probe_tool", "arguments": {}}}
 
 
 def template_ignores_tools(tokenizer: Any) -> bool:
@@ -238,7 +233,11 @@ def template_ignores_tools(tokenizer: Any) -> bool:
 
 def template_ignores_tool_calls(tokenizer: Any) -> bool:
     """True when the chat template drops an assistant message's ``tool_calls``."""
-    plain = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""}, {"role": "user", "content": "Ok"}]
+    plain: list[dict[str, Any]] = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "Ok"},
+    ]
     with_call = [plain[0], {**plain[1], "tool_calls": [_PROBE_CALL]}, plain[2]]
     try:
         return render_prompt(tokenizer, with_call) == render_prompt(tokenizer, plain)

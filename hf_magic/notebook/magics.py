@@ -11,6 +11,7 @@ import string
 import sys
 import time
 import traceback
+from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TextIO
@@ -22,38 +23,69 @@ from IPython.utils.process import arg_split
 from langchain_core.messages import AIMessage
 from traitlets import Bool, Enum, Float, Integer, Unicode
 
+from ..config import DEFAULT_MAX_NEW_TOKENS
 from ..errors import ContextWindowError, HfMagicError, InvalidInputError
+from .cell_errors import CellErrors, fix_prompt
+from .cell_images import ImageFields, option_images
+from .code_blocks import code_cell_text
 from .model_spec import ModelSpec
-from .progress_views import ProgressView, format_bytes, make_progress_view
+from .progress_views import ProgressView, make_progress_view
 from .render import (
     STILL_THINKING,
     ErrorLine,
     InfoTable,
     Reply,
+    SentImages,
     Streaming,
     Transcript,
     UsageReport,
     thinking_text,
     usage_line,
 )
+from .restore import notebook_turns, read_notebook, running_notebook
 from .session import ChatSession, all_sessions, get_session
 from .turns import Turn
+from .units import format_bytes
+from .variables import describe_value
 
 _STREAM_REFRESH_SECONDS = 0.05
 """Redraw the streaming reply at most this often: one display update per token floods the frontend."""
 
-SUBCOMMANDS = ("history", "reset", "usage", "export", "load", "unload", "status", "models", "panel", "debug")
+SUBCOMMANDS = (
+    "history",
+    "reset",
+    "usage",
+    "export",
+    "load",
+    "unload",
+    "status",
+    "models",
+    "panel",
+    "debug",
+    "fix",
+    "restore",
+)
 
 
 # ------------------------------------------------------------------------ pure helpers
 _FIELD = re.compile(r"(?<!\{)\{([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[[^\[\]{}]+\])*)\}(?!\})")
 
 
-def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
-    """Replace ``{name}``, ``{name.attr}`` and ``{name[key]}`` with values from ``namespace``.
+def interpolate(
+    text: str,
+    namespace: Mapping[str, Any],
+    render: Callable[[Any], str] = str,
+    used: dict[str, str] | None = None,
+) -> str:
+    """Replace ``{name}``, ``{name.attr}`` and ``{name[key]}`` with ``render(value)`` of values from ``namespace``
+    (``cell_images.ImageFields`` takes images out of the text).
 
     Brace-safe: anything else (dict literals, JSON, ``{unknown}``, ``{{escaped}}``) is left as written,
-    so pasting code into an interpolated cell does not break it.
+    so pasting code into an interpolated cell does not break it. An ``HfMagicError`` a value raises (``{Err[9]}``
+    of a cell that raised nothing) propagates. ``used``, when given, receives each field and the text it became.
+
+    Raises:
+        HfMagicError: raised by a namespace value (see ``CellErrors``).
     """
     formatter = string.Formatter()
 
@@ -63,9 +95,14 @@ def interpolate(text: str, namespace: Mapping[str, Any]) -> str:
             return match.group(0)
         try:
             value, _ = formatter.get_field(match.group(1), (), namespace)
+        except HfMagicError:
+            raise
         except (AttributeError, KeyError, IndexError, TypeError, ValueError):
             return match.group(0)
-        return str(value)
+        rendered = render(value)
+        if used is not None:
+            used[match.group(1)] = rendered
+        return rendered
 
     return _FIELD.sub(substitute, text)
 
@@ -121,7 +158,7 @@ def reply_message(turn: Turn) -> AIMessage:
     return AIMessage(
         content=turn.reply,
         additional_kwargs={"reasoning_content": turn.reasoning} if turn.reasoning else {},
-        usage_metadata=turn.usage.as_usage_metadata() if turn.usage else None,  # type: ignore[arg-type]
+        usage_metadata=turn.usage.as_usage_metadata() if turn.usage else None,
         response_metadata={
             "model_name": turn.model,
             "finish_reason": turn.finish_reason,
@@ -302,7 +339,7 @@ class HfChatMagics(Magics):
     )
     provider = Unicode(None, allow_none=True, help="Inference provider for backend='endpoint'.").tag(config=True)
     system_prompt = Unicode(None, allow_none=True, help="System prompt of new sessions.").tag(config=True)
-    max_new_tokens = Integer(512, allow_none=True, help="Longest reply, in tokens.").tag(config=True)
+    max_new_tokens = Integer(DEFAULT_MAX_NEW_TOKENS, allow_none=True, help="Longest reply, in tokens.").tag(config=True)
     temperature = Float(None, allow_none=True, help="Sampling temperature; unset or 0 is greedy.").tag(config=True)
     history_limit = Integer(None, allow_none=True, help="Most recent turns sent with each message (None: all).").tag(
         config=True
@@ -319,6 +356,8 @@ class HfChatMagics(Magics):
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.last_error: BaseException | None = None
+        self.cell_errors = CellErrors()
+        """The errors of this kernel's cells (``post_run_cell`` feeds it): ``{Err[n]}`` and ``%hfchat fix``."""
 
     # ------------------------------------------------------------------------- context
     @property
@@ -344,7 +383,7 @@ class HfChatMagics(Magics):
         if fresh and not session.loaded and not session.turns:
             session.spec = ModelSpec(
                 model=self.model,
-                backend=self.backend,
+                backend="endpoint" if self.backend == "endpoint" else "pipeline",
                 endpoint_url=self.endpoint_url or None,
                 provider=self.provider or None,
             )
@@ -377,7 +416,7 @@ class HfChatMagics(Magics):
     def _progress_view(self) -> ProgressView:
         return make_progress_view(self.notebook)
 
-    def parse_options(self, line: str) -> argparse.Namespace:
+    def parse_cell_options(self, line: str) -> argparse.Namespace:
         """The ``%%hfchat`` line as options; quotes are removed the shell way (``-s "You're nice"``)."""
         try:
             argv = arg_split(line, posix=True, strict=True)
@@ -420,20 +459,42 @@ class HfChatMagics(Magics):
     @argument("--no-think", dest="think", action="store_const", const=False, help="Ask it to answer directly.")
     @argument("--no-stream", action="store_true", help="Show the reply only when it is complete.")
     @argument("-o", "--output", default=None, metavar="VAR", help="Store the reply (an AIMessage) in VAR.")
-    @argument("--format", choices=["markdown", "text"], default=None, help="Render the reply as Markdown or text.")
-    @argument("-i", "--interpolate", action="store_true", help="Replace {name} with user variables (brace-safe).")
+    @argument(
+        "-f",
+        "--format",
+        choices=["markdown", "text", "code"],
+        default=None,
+        help="Render the reply as Markdown or text; code: also put its code blocks into a new cell below.",
+    )
+    @argument(
+        "-i",
+        "--interpolate",
+        action="store_true",
+        help="Replace {name}, {In[n]}, {Out[n]} and {Err[n]} (cell n's exception) with their values, brace-safe; "
+        "DataFrames and arrays become bounded tables and previews; a PIL image or matplotlib Figure is sent as an "
+        "image.",
+    )
+    @argument(
+        "--image",
+        action="append",
+        default=None,
+        metavar="PATH_OR_URL",
+        help="Send an image with the message (repeatable); needs a vision-language model or endpoint.",
+    )
     @line_cell_magic
     def hfchat(self, line: str, cell: str | None = None) -> None:
         """Chat with a Hugging Face model: the cell body is your message.
 
         Line magic: ``%hfchat history | reset | usage | export PATH [--thinking] | load PATH | unload | status |
-        models | panel | debug [on|off]``, each with an optional ``--session NAME``.
+        models | panel | debug [on|off] | fix | restore [NOTEBOOK]``, each with an optional ``--session NAME``.
+        ``fix`` sends the last error and its cell's code and puts the corrected code into a new cell;
+        ``restore`` rebuilds the conversation from a saved notebook's ``%%hfchat`` outputs (default: this one).
         """
         try:
             if cell is None:
                 self._run_subcommand(parse_subcommand(line))
             else:
-                self._run_cell(self.parse_options(line), cell)
+                self._run_cell(self.parse_cell_options(line), cell)
         except HfMagicError as exc:
             self._error(exc)
         except KeyboardInterrupt:
@@ -441,15 +502,20 @@ class HfChatMagics(Magics):
         except Exception as exc:  # keep the kernel's session alive whatever happened
             self._error(exc)
 
-    def _run_cell(self, options: argparse.Namespace, cell: str) -> None:
+    def _run_cell(self, options: argparse.Namespace, cell: str, *, may_interpolate: bool = True) -> None:
         session = self._session(options.session)
         # Every option is checked before anything changes (reset, system prompt, load): a typo costs nothing.
         check_options(options)
         spec_from_options(session.spec, options)  # a bad --dtype, --backend... (ModelSpec checks itself)
         # The cell's trailing newline is not part of the message (small models answer it differently).
         text = cell.strip()
-        if options.interpolate or self.interpolate:
-            text = interpolate(text, self.shell.user_ns if self.shell is not None else {})
+        used: dict[str, str] = {}
+        images = option_images(options.image)  # a missing file fails now, before any load
+        if may_interpolate and (options.interpolate or self.interpolate):
+            user_ns = self.shell.user_ns if self.shell is not None else {}
+            fields = ImageFields(first_number=len(images) + 1, otherwise=describe_value)
+            text = interpolate(text, ChainMap(user_ns, {"Err": self.cell_errors}), fields, used)
+            images += fields.blocks
         if not text.strip():
             raise InvalidInputError("The cell is empty: write your message below the %%hfchat line.")
         max_new_tokens = options.max_new_tokens if options.max_new_tokens is not None else self.max_new_tokens
@@ -458,15 +524,28 @@ class HfChatMagics(Magics):
         # The whole cell holds the session: a panel acting on it meanwhile waits, or is told a reply is running.
         with session.exclusive("run this cell"):
             try:
-                self._send_cell(session, options, text, cell, max_new_tokens)
+                self._send_cell(session, options, text, cell, max_new_tokens, images)
             except ContextWindowError as exc:
-                raise exc.with_remedy(
+                remedy = (
                     "shorten the cell, send fewer earlier turns (--history-limit N), "
                     "or start over (%hfchat reset, or --new)"
-                ) from exc
+                )
+                if used:  # the message grew by interpolation: say which value made it too big
+                    field, rendered = max(used.items(), key=lambda item: len(item[1]))
+                    remedy = (
+                        f"{{{field}}} is the biggest value in it ({len(rendered):,} characters): interpolate a "
+                        f"smaller part of it (e.g. {field}.head() or a slice), {remedy}"
+                    )
+                raise exc.with_remedy(remedy) from exc
 
     def _send_cell(
-        self, session: ChatSession, options: argparse.Namespace, text: str, cell: str, max_new_tokens: int | None
+        self,
+        session: ChatSession,
+        options: argparse.Namespace,
+        text: str,
+        cell: str,
+        max_new_tokens: int | None,
+        images: list[dict[str, Any]] | None = None,
     ) -> None:
         spec = spec_from_options(session.spec, options)
         if options.new:
@@ -489,10 +568,13 @@ class HfChatMagics(Magics):
             session.load(spec, progress=progress)
         finally:
             progress.close()
+        if images:
+            self._show(SentImages(images))  # what the model is asked about, above its reply
         try:
             turn = session.send(
                 text,
                 key=cell_key(cell, self._cell_id()),
+                images=images or (),
                 on_token=view.token,
                 on_reasoning=view.reasoning,
                 enable_thinking=options.think,
@@ -503,9 +585,20 @@ class HfChatMagics(Magics):
             view.fail()
             raise
         usage = usage_line(turn, session.usage_total(), session.context_fill()) if self.show_usage else ""
-        view.finish(Reply(turn, usage, fmt))
+        view.finish(Reply(turn, usage, "markdown" if fmt == "code" else fmt, session.name))
         if options.output:
+            assert self.shell is not None  # a magic always runs in a shell
             self.shell.user_ns[options.output] = reply_message(turn)
+        if fmt == "code":
+            self._code_to_new_cell(turn)
+
+    def _code_to_new_cell(self, turn: Turn) -> None:
+        """``-f code``: the reply's fenced code blocks become the next cell (below this one, not replacing it)."""
+        code = code_cell_text(turn.reply)
+        if code is None:
+            print("The reply has no code block: no cell was added.")
+        elif self.shell is not None:
+            self.shell.set_next_input(code, replace=False)
 
     # ------------------------------------------------------------------------ subcommands
     def _run_subcommand(self, command: Subcommand) -> None:
@@ -538,6 +631,36 @@ class HfChatMagics(Magics):
             self._show(models_table())
         elif command.name == "panel":
             self._panel(session)
+        elif command.name == "fix":
+            self._fix(session)
+        elif command.name == "restore":
+            self._restore(session, command.argument)
+
+    def _fix(self, session: ChatSession) -> None:
+        error = self.cell_errors.last()
+        if error is None:
+            print("No error so far: run the cell that fails, then %hfchat fix.")
+            return
+        options = self.parse_cell_options(f"--session {shlex.quote(session.name)} --format code")
+        # The message quotes code: {braces} in it are code, never interpolated.
+        self._run_cell(options, fix_prompt(error), may_interpolate=False)
+
+    def _restore(self, session: ChatSession, path: str | None) -> None:
+        if path is None:
+            found = running_notebook(self.shell.user_ns if self.shell is not None else {})
+            if found is None:
+                raise InvalidInputError(
+                    "Cannot tell which notebook this kernel runs: give its path, e.g. %hfchat restore chat.ipynb."
+                )
+            path = str(found)
+        turns = notebook_turns(read_notebook(path), session.name)
+        if not turns:
+            raise InvalidInputError(
+                f"{path} holds no saved %%hfchat reply of session {session.name!r}: save the notebook with its "
+                "outputs, or name the session with --session NAME."
+            )
+        session.restore_turns(turns, turns[-1].system_prompt, action="restore a conversation")
+        print(f"Session {session.name!r}: restored {len(turns)} turns from {path}")
 
     def _debug(self, argument: str | None) -> None:
         if argument in ("on", "off"):
@@ -551,7 +674,7 @@ class HfChatMagics(Magics):
 
     def _panel(self, session: ChatSession) -> None:
         try:
-            from .panel import ChatPanel  # type: ignore[attr-defined]
+            from .panel import ChatPanel
         except ImportError as exc:
             raise HfMagicError("The chat panel is not available in this version of hf_magic.") from exc
         panel = ChatPanel(session)
@@ -590,24 +713,33 @@ def status_table(session: ChatSession) -> InfoTable:
 
 def models_table() -> InfoTable:
     """What ``%hfchat models`` shows: the embedded default model and the models in the hub cache."""
-    from ..local.loading import local_models
+    from .model_catalog import local_choices
 
     rows = []
-    for found in local_models():
+    for found in local_choices():
         size = format_bytes(float(found.size_on_disk)) if found.size_on_disk else "not converted yet"
         rows.append((found.model_id, f"{found.source}, {size}" + (f", {found.path}" if found.path else "")))
     return InfoTable("Models available without the network", rows or [("(none)", "")])
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext hf_magic``: register ``%%hfchat`` / ``%hfchat``."""
-    ipython.register_magics(HfChatMagics)
+    """``%load_ext hf_magic``: register ``%%hfchat`` / ``%hfchat``, and record the errors cells raise."""
+    magics = HfChatMagics(shell=ipython)
+    ipython.register_magics(magics)
+    ipython.events.register("post_run_cell", magics.cell_errors.record)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext hf_magic``: remove the magics (sessions and loaded models stay in memory)."""
     manager = ipython.magics_manager
+    magics = manager.registry.get(HfChatMagics.__name__)
+    if isinstance(magics, HfChatMagics):
+        try:
+            ipython.events.unregister("post_run_cell", magics.cell_errors.record)
+        except ValueError:  # registered by someone else's load, or already gone
+            pass
     for kind in ("line", "cell"):
         manager.magics[kind].pop("hfchat", None)
+    # IPython has no public way to unregister magics: the two tables above are its public traitlets; the
+    # instance it keeps in its registry is replaced by the next %load_ext.
     ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, HfChatMagics)]
-    manager.registry.pop(HfChatMagics.__name__, None)

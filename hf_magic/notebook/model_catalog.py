@@ -1,4 +1,9 @@
-"""What the panel's model picker offers: local and hub models with size, parameters, cache state and memory fit."""
+"""What the views may know of models: the picker's local and hub models (size, parameters, cache state, memory
+fit), the devices to offer, and a model's display name.
+
+This is the one notebook module that asks ``local.loading``: the magics and the panel ask it here, so the views
+never import ``local/`` or ``remote/``.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import is_offline_mode
+
 from .. import config
 from ..errors import EndpointError
 from ..local.loading import is_default_model, local_models
-from .progress_views import format_bytes
+from .units import format_bytes, format_count
 
 # Bytes per weight for the dtypes a safetensors header reports and the dtypes a user can pick.
 _DTYPE_BYTES = {
@@ -46,6 +53,7 @@ class ModelChoice:
         parameters: parameter count by safetensors dtype ("BF16" -> 134515008), when known.
         downloads: hub downloads (last 30 days), for hub search results.
         cached: True when loading needs no download.
+        path: the folder it loads from, for a local model that is already on disk.
     """
 
     model_id: str
@@ -54,6 +62,7 @@ class ModelChoice:
     parameters: dict[str, int] | None = None
     downloads: int | None = None
     cached: bool = False
+    path: Path | None = None
 
     @property
     def parameter_count(self) -> int | None:
@@ -76,7 +85,7 @@ class ModelChoice:
 
     def label(self) -> str:
         """One line for a dropdown: id, where it comes from, size, parameters, downloads."""
-        name = f"default ({config.DEFAULT_MODEL_NAME})" if is_default_model(self.model_id) else self.model_id
+        name = f"default ({display_name(self.model_id)})" if is_default_model(self.model_id) else self.model_id
         facts = [self.source]
         if self.parameter_count:
             facts.append(f"{format_count(self.parameter_count)} params")
@@ -87,11 +96,19 @@ class ModelChoice:
         return f"{name} · {' · '.join(facts)}"
 
 
-def format_count(value: float) -> str:
-    for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.1f}".rstrip("0").rstrip(".") + unit
-    return str(int(value))
+def display_name(model_id: str | None) -> str:
+    """How a reply's author is named: the embedded model's real name for its aliases, else the id as given."""
+    return config.DEFAULT_MODEL_NAME if is_default_model(model_id) else (model_id or "assistant")
+
+
+def device_options() -> list[str]:
+    """The devices a local model can be put on here: ``cpu``, each CUDA GPU, Apple's GPU."""
+    import torch
+
+    from ..local.loading import mps_available
+
+    cuda = [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    return ["cpu", *cuda, *(["mps"] if mps_available() else [])]
 
 
 def _safetensors_parameters(folder: Path | None) -> dict[str, int] | None:
@@ -101,7 +118,10 @@ def _safetensors_parameters(folder: Path | None) -> dict[str, int] | None:
     from huggingface_hub import get_local_safetensors_metadata
 
     try:
-        return dict(get_local_safetensors_metadata(folder).parameter_count) or None
+        counts: dict[str, int] = {
+            str(dtype): count for dtype, count in get_local_safetensors_metadata(folder).parameter_count.items()
+        }
+        return counts or None
     except Exception:  # not a safetensors model, or a partial download: the count is simply unknown
         return None
 
@@ -116,6 +136,7 @@ def local_choices() -> list[ModelChoice]:
             parameters=_safetensors_parameters(model.path),
             # The default is "cached" once its wheel is installed: conversion needs no network.
             cached=True,
+            path=model.path,
         )
         for model in local_models()
     ]
@@ -152,7 +173,7 @@ def hub_search(query: str, limit: int = 20) -> list[ModelChoice]:
     Raises:
         EndpointError: the hub is offline (HF_HUB_OFFLINE) or cannot be reached.
     """
-    if config.hub_offline():
+    if is_offline_mode():
         raise EndpointError("HF_HUB_OFFLINE is set, so the hub is not searched: unset it to search hub models.")
     from huggingface_hub import HfApi
 

@@ -12,17 +12,10 @@ from typing import Any, Protocol, TextIO
 
 from .. import config
 from ..progress import ProgressEvent
+from .units import format_bytes
 
 _REFRESH_SECONDS = 0.1
 """Redraw at most this often per bar: a download reports every chunk, far more than anyone can read."""
-
-
-def format_bytes(value: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(value) < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"  # pragma: no cover - loop always returns
 
 
 def _amount(current: float, total: float | None, unit: str) -> str:
@@ -39,6 +32,11 @@ class _Bar:
     total: float | None = None
     unit: str = "it"
     done: bool = False
+
+
+def _counts_files(stage: str, label: str) -> bool:
+    """huggingface_hub's "Fetching N files" counter: it repeats what the per-file byte bars say."""
+    return stage == "download" and label.startswith("Fetching")
 
 
 @dataclass
@@ -71,8 +69,8 @@ class ProgressState:
             parts.append(f"Downloaded {len(files)} file{'s' if len(files) != 1 else ''} ({format_bytes(current)})")
         for bar in self.bars.values():
             if bar.stage != "download" or bar.unit != "B":
-                if bar.stage == "download" and bar.label.startswith("Fetching"):
-                    continue  # hub's file counter repeats what the byte bars say
+                if _counts_files(bar.stage, bar.label):
+                    continue
                 parts.append(f"{bar.label or bar.stage} {_amount(bar.current, bar.total, bar.unit)}")
         parts.append(f"{time.perf_counter() - self.started:.1f} s")
         return " · ".join(parts)
@@ -170,15 +168,22 @@ class TerminalProgress:
 class WidgetProgress:
     """Progress as ipywidgets bars: one per file and a total for downloads, one per loading stage.
 
-    Nothing is displayed until the first event, so reusing a loaded model shows nothing. On close the
-    bars are replaced, through the same display handle, by a one-line summary.
+    Args:
+        container: an ipywidgets box to draw the bars into (the panel's); by default the bars are displayed
+            as a cell output of their own.
+
+    Nothing is displayed until the first event, so reusing a loaded model shows nothing. On close, bars of
+    their own output are replaced, through the same display handle, by a one-line summary; bars drawn into
+    a container stay there, complete.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, container: Any = None) -> None:
         self.state = ProgressState()
         self._handle: Any = None
+        self._container = container
         self._box: Any = None
         self._rows: dict[int, tuple[Any, Any]] = {}
+        self._lines: dict[int, Any] = {}  # each row's box, made once: re-wrapping rows would leak widgets
         self._last_draw: dict[int, float] = {}
         self._lock = threading.Lock()  # files download on several threads: one box, one display
 
@@ -186,17 +191,21 @@ class WidgetProgress:
         import ipywidgets as widgets
         from IPython.display import display
 
-        if self._box is None:
+        if self._box is None and self._container is not None:
+            self._box = self._container
+        elif self._box is None:
             self._box = widgets.VBox()
             self._handle = display(self._box, display_id=True)
         if key not in self._rows:
             bar = widgets.FloatProgress(value=0, min=0, max=1, description=description[:28])
             bar.style.description_width = "initial"
+            bar.add_class("hf-magic-progress")
             label = widgets.Label()
             self._rows[key] = (bar, label)
+            self._lines[key] = widgets.HBox([bar, label])
             # the total download bar (key -1) stays last
             keys = sorted(self._rows, key=lambda k: (k == -1, list(self._rows).index(k)))
-            self._box.children = tuple(widgets.HBox(list(self._rows[k])) for k in keys)
+            self._box.children = tuple(self._lines[k] for k in keys)
         return self._rows[key]
 
     def _draw(self, key: int, description: str, current: float, total: float | None, unit: str, done: bool) -> None:
@@ -215,6 +224,8 @@ class WidgetProgress:
 
     def _on_event(self, event: ProgressEvent) -> None:
         self.state.update(event)
+        if _counts_files(event.stage, event.label):
+            return
         self._draw(event.bar_id, event.label or event.stage, event.current, event.total, event.unit, event.done)
         if event.stage == "download" and event.unit == "B":
             current, total = self.state.download_bytes()
@@ -226,15 +237,22 @@ class WidgetProgress:
             self._close()
 
     def _close(self) -> None:
+        if self._container is not None:
+            for bar, _ in self._rows.values():  # the operation ended: every stage it reported is complete
+                bar.value, bar.bar_style = 1.0, "success"
+            return
         if self._handle is None:
             return
         self._handle.update(Summary(self.state.summary()))
         for bar, label in self._rows.values():
             bar.close()
             label.close()
+        for line in self._lines.values():
+            line.close()
         self._box.close()
         self._handle = self._box = None
         self._rows.clear()
+        self._lines.clear()
 
 
 def make_progress_view(notebook: bool, stream: TextIO | None = None) -> ProgressView:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from .model_catalog import display_name
+
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
 
@@ -16,27 +18,29 @@ if TYPE_CHECKING:
 
 MimeBundle = tuple[dict[str, str], dict[str, Any]]
 
-THINKING_CSS = (
-    ".hfchat-thinking{margin:.2em 0 .4em;font-size:.9em;opacity:.8}"
-    ".hfchat-thinking summary{cursor:pointer;font-style:italic}"
-    ".hfchat-thinking-text{white-space:pre-wrap;border-left:2px dotted #999;padding-left:.6em;margin-top:.2em}"
-    ".hfchat-note{color:#b26a00;font-size:.85em}"
-)
-"""Style of the collapsible thinking block, shared by cell outputs and the panel."""
-
-_CSS = (
-    "<style>"
-    ".hfchat-turn{margin:.3em 0}"
-    ".hfchat-role{font-weight:600;font-size:.85em;text-transform:uppercase;letter-spacing:.04em;opacity:.7}"
-    ".hfchat-user{border-left:3px solid #4a90d9;padding-left:.6em}"
-    ".hfchat-assistant{border-left:3px solid #7cb342;padding-left:.6em}"
-    ".hfchat-usage{font-size:.8em;opacity:.65;margin-top:.2em;font-family:monospace}"
-    ".hfchat-interrupted{color:#b26a00;font-size:.85em}"
-    ".hfchat-error{color:#c62828;font-weight:600}"
-    ".hfchat-turn pre{padding:.5em;border-radius:4px;overflow-x:auto}"
-    f"{THINKING_CSS}"
-    "</style>"
-)
+TURN_CSS = """<style>
+.hfm-turn { display: flex; flex-direction: column; gap: 6px; margin: 4px 2px; }
+.hfm-msg { max-width: 85%; padding: 6px 10px; border-radius: 10px; line-height: 1.45; }
+.hfm-msg p { margin: .2em 0; }
+.hfm-msg .highlight { border-radius: 6px; overflow: hidden; margin: .3em 0; }
+.hfm-msg pre { padding: .4em .6em; margin: 0; overflow-x: auto; }
+.hfm-user { align-self: flex-end; background: rgba(33, 150, 243, .18); }
+.hfm-assistant { align-self: flex-start; background: var(--jp-layout-color2, #eee); }
+.hfm-role { font-size: .72em; font-weight: 600; letter-spacing: .04em; text-transform: uppercase; opacity: .65;
+  margin-bottom: 2px; }
+.hfm-meta { font-size: .75em; opacity: .6; margin-top: 3px; font-family: var(--jp-code-font-family, monospace); }
+.hfm-badge { display: inline-block; font-size: .75em; padding: 0 6px; border-radius: 8px; background: #ffe0b2;
+  color: #8a4b00; margin-left: 6px; text-transform: none; letter-spacing: 0; }
+.hfm-cursor { animation: hfm-blink 1s steps(2, start) infinite; }
+@keyframes hfm-blink { to { visibility: hidden; } }
+.hfm-usage { font-size: .8em; opacity: .7; margin-top: .2em; font-family: var(--jp-code-font-family, monospace); }
+.hfm-error { color: var(--jp-error-color1, #c62828); font-weight: 600; }
+.hfm-thinking { margin: .1em 0 .3em; font-size: .9em; opacity: .8; }
+.hfm-thinking summary { cursor: pointer; font-style: italic; }
+.hfm-thinking-text { white-space: pre-wrap; border-left: 2px dotted #999; padding-left: .6em; margin-top: .2em; }
+.hfm-note { color: #b26a00; font-size: .85em; }
+</style>"""
+"""The one stylesheet of a drawn turn, its usage line and an error line: cell outputs and the panel share it."""
 
 
 # ------------------------------------------------------------------------------- markdown
@@ -105,6 +109,51 @@ def _usage_metadata(turn: Turn) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------------- images
+# Inline styles: thumbnails look the same wherever they are drawn, with or without TURN_CSS.
+_THUMBNAIL_STYLE = "max-height:96px;max-width:96px;border:1px solid #ccc;border-radius:3px;margin:.2em 0"
+
+
+def images_html(images: Sequence[dict[str, Any]], size: int = 96) -> str:
+    """Thumbnails of image blocks in a row (a link for a remote URL, which is not fetched to draw it)."""
+    from ..images import block_reference, thumbnail_data_url
+
+    if not images:
+        return ""
+    cells = []
+    for block in images:
+        thumbnail = thumbnail_data_url(block, size)
+        label = html.escape(block_reference(block))
+        if thumbnail is not None:
+            cells.append(f'<img src="{thumbnail}" alt="{label}" title="{label}" style="{_THUMBNAIL_STYLE}">')
+        else:
+            cells.append(f'<a href="{label}" target="_blank">🖼 {label}</a>')
+    return f'<div class="hfm-images" style="display:flex;gap:.4em;flex-wrap:wrap">{"".join(cells)}</div>'
+
+
+def image_labels(images: Sequence[dict[str, Any]]) -> list[str]:
+    """``[image: URL]`` or ``[image: image/png (N bytes)]`` per image: how text and Markdown refer to them."""
+    from ..images import block_reference
+
+    return [f"[image: {block_reference(block)}]" for block in images]
+
+
+@dataclass
+class SentImages:
+    """Thumbnails of the images a ``%%hfchat`` cell sends, shown above its reply."""
+
+    images: list[dict[str, Any]]
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {
+            "text/plain": "\n".join(image_labels(self.images)),
+            "text/html": images_html(self.images),
+        }
+
+    def __repr__(self) -> str:
+        return "\n".join(image_labels(self.images))
+
+
 # ------------------------------------------------------------------------------- thinking
 STILL_THINKING = "The model was still thinking when the reply ended: raise --max-new-tokens for an answer."
 
@@ -118,8 +167,8 @@ def thinking_block_html(reasoning: str, *, open_: bool, still: bool = False) -> 
         return ""
     summary = "Thinking…" if still else "Thought"
     return (
-        f'<details class="hfchat-thinking"{" open" if open_ else ""}><summary>{summary}</summary>'
-        f'<div class="hfchat-thinking-text">{html.escape(reasoning.strip())}</div></details>'
+        f'<details class="hfm-thinking"{" open" if open_ else ""}><summary>{summary}</summary>'
+        f'<div class="hfm-thinking-text">{html.escape(reasoning.strip())}</div></details>'
     )
 
 
@@ -133,7 +182,7 @@ def thinking_text(reasoning: str) -> str:
 def turn_markdown(turn: Turn, *, include_user: bool = True, include_reasoning: bool = False) -> str:
     lines: list[str] = []
     if include_user:
-        lines += ["**User**", "", turn.user.strip(), ""]
+        lines += ["**User**", "", *(f"_{label}_" for label in image_labels(turn.images)), turn.user.strip(), ""]
     lines += [f"**Assistant** ({turn.model})" if turn.model else "**Assistant**", ""]
     if include_reasoning and turn.reasoning.strip():
         lines += ["\n".join(f"> {line}" for line in ["_Thinking_", "", *turn.reasoning.strip().splitlines()]), ""]
@@ -148,6 +197,7 @@ def turn_markdown(turn: Turn, *, include_user: bool = True, include_reasoning: b
 def turn_text(turn: Turn, *, include_user: bool = True) -> str:
     lines: list[str] = []
     if include_user:
+        lines += [f"User: {label}" for label in image_labels(turn.images)]
         lines.append(f"User: {turn.user.strip()}")
     if turn.reasoning.strip():
         lines.append(thinking_text(turn.reasoning))
@@ -159,24 +209,56 @@ def turn_text(turn: Turn, *, include_user: bool = True) -> str:
     return "\n".join(lines)
 
 
-def _turn_html(turn: Turn, *, include_user: bool) -> str:
-    parts = ['<div class="hfchat-turn">']
+def turn_html(turn: Turn, *, include_user: bool = True, streaming: bool = False, meta: bool = True) -> str:
+    """One turn as chat bubbles: the user's message, then the reply as Markdown, named by its model.
+
+    Args:
+        turn: the turn to draw, finished or still streaming.
+        include_user: draw the user's message too (a cell's output shows only the reply under the cell).
+        streaming: the reply is still coming: a cursor after it and no facts yet.
+        meta: a line of facts under a finished reply (tokens, speed, duration); off where a usage line says it.
+
+    The outer ``div`` carries ``hfm-turn`` and its state, ``hfm-streaming``, ``hfm-stopped`` or ``hfm-done``.
+    """
+    parts = [f'<div class="hfm-turn {_turn_state(turn, streaming)}">']
     if include_user:
-        parts.append(
-            '<div class="hfchat-user"><div class="hfchat-role">User</div>'
-            f"<div>{html.escape(turn.user.strip()).replace(chr(10), '<br>')}</div></div>"
-        )
-    role = f"Assistant · {html.escape(turn.model)}" if turn.model else "Assistant"
-    thinking = thinking_block_html(turn.reasoning, open_=False)
+        user = html.escape(turn.user.strip()).replace("\n", "<br>")
+        images = images_html(turn.images)
+        parts.append(f'<div class="hfm-msg hfm-user"><div class="hfm-role">You</div>{images}{user}</div>')
+    badge = '<span class="hfm-badge">■ stopped</span>' if turn.interrupted else ""
+    if streaming:
+        body = (markdown_to_html(turn.reply) if turn.reply else "") + '<span class="hfm-cursor">▍</span>'
+    else:
+        body = markdown_to_html(turn.reply) if turn.reply.strip() else "<p><em>(empty reply)</em></p>"
+    # The thinking stays open while the model thinks and folds once the answer starts.
+    thinking_now = streaming and not turn.reply
+    thinking = thinking_block_html(turn.reasoning, open_=thinking_now, still=thinking_now)
+    if not streaming and turn.still_thinking:
+        body += f'<div class="hfm-note">{html.escape(STILL_THINKING)}</div>'
+    facts = _turn_facts(turn) if meta and not streaming else []
+    facts_html = f'<div class="hfm-meta">{" · ".join(facts)}</div>' if facts else ""
     parts.append(
-        f'<div class="hfchat-assistant"><div class="hfchat-role">{role}</div>{thinking}{markdown_to_html(turn.reply)}'
+        f'<div class="hfm-msg hfm-assistant"><div class="hfm-role">{html.escape(display_name(turn.model))}{badge}'
+        f'</div>{thinking}<div class="hfm-reply">{body}</div>{facts_html}</div></div>'
     )
-    if turn.still_thinking:
-        parts.append(f'<div class="hfchat-note">{html.escape(STILL_THINKING)}</div>')
-    if turn.interrupted:
-        parts.append('<div class="hfchat-interrupted">⏹ interrupted</div>')
-    parts.append("</div></div>")
     return "".join(parts)
+
+
+def _turn_state(turn: Turn, streaming: bool) -> str:
+    if streaming:
+        return "hfm-streaming"
+    return "hfm-stopped" if turn.interrupted else "hfm-done"
+
+
+def _turn_facts(turn: Turn) -> list[str]:
+    facts: list[str] = []
+    if turn.usage:
+        facts.append(f"{turn.usage.output_tokens} tokens")
+        if turn.tokens_per_second is not None:
+            facts.append(f"{turn.tokens_per_second:.1f} tok/s")
+    if turn.duration is not None:
+        facts.append(f"{'stopped after ' if turn.interrupted else ''}{turn.duration:.1f} s")
+    return facts
 
 
 @dataclass
@@ -186,6 +268,7 @@ class Reply:
     turn: Turn
     usage: str = ""
     format: str = "markdown"
+    session: str = "default"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> MimeBundle:
         text = self.turn.reply.strip() + (f"\n{STILL_THINKING}" if self.turn.still_thinking else "")
@@ -198,10 +281,17 @@ class Reply:
         if self.format == "markdown":
             markdown = turn_markdown(self.turn, include_user=False).split("\n\n", 1)[1]
             data["text/markdown"] = markdown + (f"\n\n`{self.usage}`" if self.usage else "")
-            body = _turn_html(self.turn, include_user=False)
-            usage = f'<div class="hfchat-usage">{html.escape(self.usage)}</div>' if self.usage else ""
-            data["text/html"] = _CSS + body + usage
-        return data, {"hf_magic": _usage_metadata(self.turn)}
+            body = turn_html(self.turn, include_user=False, meta=False)
+            usage = f'<div class="hfm-usage">{html.escape(self.usage)}</div>' if self.usage else ""
+            data["text/html"] = TURN_CSS + body + usage
+        # The exchange itself rides along in the metadata, so that a saved notebook gives it back exactly.
+        exchange = {
+            "user": self.turn.user,
+            "reply": self.turn.reply,
+            "reasoning": self.turn.reasoning,
+            "system_prompt": self.turn.system_prompt,
+        }
+        return data, {"hf_magic": {**_usage_metadata(self.turn), **exchange, "session": self.session}}
 
     def __repr__(self) -> str:
         return self._repr_mimebundle_()[0]["text/plain"]
@@ -216,7 +306,7 @@ class Streaming:
     cursor: bool = True
     """False once generation stopped on an error: the partial text stays, without the cursor."""
     reasoning: str = ""
-    """The thinking so far: shown open above the answer until the answer starts, then collapsed."""
+    """The thinking so far: shown open above the answer until the answer starts, then folded."""
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         tail = " ▌" if self.cursor else ""
@@ -225,11 +315,12 @@ class Streaming:
         if self.reasoning.strip():
             plain = f"{thinking_text(self.reasoning)}\n\n{plain}"
         block = thinking_block_html(self.reasoning, open_=thinking_now, still=thinking_now and self.cursor)
+        # Plain text, not Markdown: this is redrawn many times a second; the finished Reply renders Markdown once.
         return {
             "text/plain": plain,
-            "text/html": f'{_CSS}<div class="hfchat-assistant"><div class="hfchat-role">Assistant · '
-            f"{html.escape(self.model)}</div>{block}"
-            f"<div style='white-space:pre-wrap'>{html.escape(self.text)}{tail}</div></div>",
+            "text/html": f'{TURN_CSS}<div class="hfm-turn hfm-streaming"><div class="hfm-msg hfm-assistant">'
+            f'<div class="hfm-role">{html.escape(display_name(self.model))}</div>{block}'
+            f"<div class=\"hfm-reply\" style='white-space:pre-wrap'>{html.escape(self.text)}{tail}</div></div></div>",
         }
 
 
@@ -257,12 +348,12 @@ class Transcript:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         plain = "\n\n".join(turn_text(turn) for turn in self.turns) or "(no messages yet)"
-        body = "<hr>".join(_turn_html(turn, include_user=True) for turn in self.turns) or "<em>(no messages yet)</em>"
+        body = "".join(turn_html(turn) for turn in self.turns) or "<em>(no messages yet)</em>"
         heading = f"<h4>{html.escape(self.title)}</h4>" if self.title else ""
         return {
             "text/plain": plain,
             "text/markdown": transcript_markdown(self.turns, title=self.title),
-            "text/html": _CSS + heading + body,
+            "text/html": TURN_CSS + heading + body,
         }
 
     def __repr__(self) -> str:
@@ -335,7 +426,7 @@ class ErrorLine:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         return {
             "text/plain": f"Error: {self.message}",
-            "text/html": f'{_CSS}<div class="hfchat-error">⚠ {html.escape(self.message)}</div>',
+            "text/html": f'{TURN_CSS}<div class="hfm-error">⚠ {html.escape(self.message)}</div>',
         }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -110,12 +110,13 @@ class ChatSession:
         if self.chat_model is not None and spec == self._loaded_spec:
             self.spec = spec
             return self.chat_model
-        if self._fallback is not None and self._fallback[0] is not None and self._fallback[1] == spec:
+        previous_model, previous_spec = self._fallback or (None, None)
+        if previous_model is not None and previous_spec == spec:
             # Back to the model an untried endpoint replaced: it is still in memory.
-            self.chat_model, self.spec = self._fallback
+            self.chat_model, self.spec = previous_model, spec
             self._loaded_spec, self._fallback = spec, None
             self._emit(SessionEvent("model_loaded"))
-            return self.chat_model
+            return previous_model
 
         def report(event: ProgressEvent) -> None:
             if progress:
@@ -199,7 +200,9 @@ class ChatSession:
                 return self.turns[:index]
         return list(self.turns)
 
-    def build_messages(self, text: str, key: str | None = None) -> list[BaseMessage]:
+    def build_messages(
+        self, text: str, key: str | None = None, images: Sequence[dict[str, Any]] = ()
+    ) -> list[BaseMessage]:
         history = self.history_before(key)
         if self.settings.history_limit is not None:
             history = history[-self.settings.history_limit :] if self.settings.history_limit > 0 else []
@@ -209,8 +212,11 @@ class ChatSession:
         for turn in history:
             # The thinking goes with the answer; the backend sends it back only as the model's template expects.
             thought = {"reasoning_content": turn.reasoning} if turn.reasoning else {}
-            messages += [HumanMessage(content=turn.user), AIMessage(content=turn.reply, additional_kwargs=thought)]
-        messages.append(HumanMessage(content=text))
+            messages += [
+                HumanMessage(content=turn.user_content()),
+                AIMessage(content=turn.reply, additional_kwargs=thought),
+            ]
+        messages.append(HumanMessage(content=Turn(user=text, images=list(images)).user_content()))
         return messages
 
     def stop(self) -> None:
@@ -230,10 +236,12 @@ class ChatSession:
         spec: ModelSpec | None = None,
         on_token: Callable[[str], None] | None = None,
         progress: ProgressCallback | None = None,
+        images: Sequence[dict[str, Any]] = (),
         on_reasoning: Callable[[str], None] | None = None,
         **overrides: Any,
     ) -> Turn:
-        """Send ``text``, stream the reply to ``on_token`` and listeners, record and return the turn.
+        """Send ``text`` (after ``images``: image content blocks, ``hf_magic.images.image_block``), stream the reply
+        to ``on_token`` and listeners, record and return the turn.
 
         ``key`` names the sender (a notebook cell): a turn with the same key is replaced in place.
         ``on_reasoning`` receives the model's thinking as it comes (also sent to listeners as "reasoning" events).
@@ -252,7 +260,7 @@ class ChatSession:
         with self.exclusive("send the next message"):
             self._replying = True
             try:
-                return self._send_locked(text, key, spec, on_token, progress, overrides, on_reasoning)
+                return self._send_locked(text, key, spec, on_token, progress, overrides, list(images), on_reasoning)
             finally:
                 self._replying = False
 
@@ -264,13 +272,15 @@ class ChatSession:
         on_token: Callable[[str], None] | None,
         progress: ProgressCallback | None,
         overrides: dict[str, Any],
+        images: list[dict[str, Any]] | None = None,
         on_reasoning: Callable[[str], None] | None = None,
     ) -> Turn:
         self._cancel.clear()
         chat_model = self._load_locked(spec or self.spec, progress)
-        messages = self.build_messages(text, key)
+        messages = self.build_messages(text, key, images or ())
         kwargs = {**self.settings.call_kwargs(), **{k: v for k, v in overrides.items() if v is not None}}
         turn = Turn(user=text, model=self.spec.model, system_prompt=self.settings.system_prompt, key=key)
+        turn.images = list(images or [])
         self._emit(SessionEvent("turn_started", turn=turn))
         pieces: list[str] = []
         thoughts: list[str] = []
@@ -368,7 +378,7 @@ class ChatSession:
         return (last.usage.total_tokens if last and last.usage else 0), self.context_length
 
     # ------------------------------------------------------------------------ persistence
-    def chat_messages(self, turns: list[Turn] | None = None) -> list[dict[str, str]]:
+    def chat_messages(self, turns: list[Turn] | None = None) -> list[dict[str, Any]]:
         """The conversation (default: the whole transcript) as chat messages, ``{"role", "content"}`` with the
         system prompt first when set: what ``tokenizer.apply_chat_template`` and OpenAI-style clients read."""
         return transcript.chat_messages(self.turns if turns is None else turns, self.settings.system_prompt)
@@ -399,8 +409,16 @@ class ChatSession:
             InvalidInputError: no such file, not an export, or a reply is being generated.
         """
         turns, system_prompt = transcript.read(path)
-        with self.exclusive("load a transcript"):
-            self.turns = turns
+        self.restore_turns(turns, system_prompt, action="load a transcript")
+
+    def restore_turns(self, turns: list[Turn], system_prompt: str | None = None, action: str = "restore turns") -> None:
+        """Replace the transcript with ``turns`` (and the system prompt, when given); the loaded model is kept.
+
+        Raises:
+            InvalidInputError: a reply is being generated.
+        """
+        with self.exclusive(action):
+            self.turns = list(turns)
             if system_prompt is not None:
                 self.settings = replace(self.settings, system_prompt=system_prompt)
             self._drop_kv_cache()

@@ -10,13 +10,19 @@ from ..errors import InvalidInputError
 from .turns import Turn
 
 
-def chat_messages(turns: list[Turn], system_prompt: str | None) -> list[dict[str, str]]:
-    """``turns`` as ``{"role", "content"}`` chat messages, the system prompt first when set."""
-    messages = []
+def chat_messages(turns: list[Turn], system_prompt: str | None) -> list[dict[str, Any]]:
+    """``turns`` as ``{"role", "content"}`` chat messages, the system prompt first when set. A message with images
+    has OpenAI content parts, each image an ``image_url`` (a data URL when embedded)."""
+    from ..images import to_openai_image_part
+
+    messages: list[dict[str, Any]] = []
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
     for turn in turns:
-        messages += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.reply}]
+        user: Any = turn.user
+        if turn.images:
+            user = [*(to_openai_image_part(block) for block in turn.images), {"type": "text", "text": turn.user}]
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": turn.reply}]
     return messages
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .. import config
 from ..backend import Usage
 from ..progress import ProgressEvent
 
@@ -17,7 +18,7 @@ class Settings:
 
     system_prompt: str | None = None
     temperature: float | None = None
-    max_new_tokens: int | None = 512
+    max_new_tokens: int | None = config.DEFAULT_MAX_NEW_TOKENS
     top_p: float | None = None
     repetition_penalty: float | None = None
     history_limit: int | None = None
@@ -49,6 +50,15 @@ class Turn:
     started_at: float = field(default_factory=time.time)
     time_to_first_token: float | None = None
     duration: float | None = None
+    images: list[dict[str, Any]] = field(default_factory=list)
+    """Image content blocks sent with ``user`` (``hf_magic.images``), in order, before the text."""
+
+    def user_content(self) -> str | list[str | dict[Any, Any]]:
+        """The user's message as chat-message content: the text, or the images then the text."""
+        if not self.images:
+            return self.user
+        parts: list[str | dict[Any, Any]] = [*self.images, {"type": "text", "text": self.user}]
+        return parts
 
     @property
     def still_thinking(self) -> bool:
@@ -65,8 +75,11 @@ class Turn:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        from ..images import exportable_block
+
         data = asdict(self)
         data["usage"] = self.usage.as_usage_metadata() if self.usage else None
+        data["images"] = [exportable_block(block) for block in self.images]  # embedded as data URLs
         return data
 
     @classmethod

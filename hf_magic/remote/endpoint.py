@@ -18,9 +18,10 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
 
 from .. import config
 from ..backend import ChatDelta, ChatRequest, GenerationParams
-from ..errors import InvalidInputError, StreamInterruptedError
+from ..errors import InvalidInputError, StreamInterruptedError, input_error
+from ..images import embed_local_images
 from ..text_completion import astream_chunks, stream_chunks
-from .clients import DirectAsyncInferenceClient, DirectInferenceClient
+from .clients import AsyncDirectChatClient, DirectChatClient
 from .endpoint_errors import EndpointTarget, endpoint_error
 from .request_args import completion_args, is_huggingface_url, models_url, thinking_fields, without_past_thinking
 from .responses import StreamAssembler, delta_from_output
@@ -86,7 +87,7 @@ class HuggingFaceEndpoint(LLM):
         try:
             super().__init__(**kwargs)
         except ValidationError as exc:
-            raise _input_error(exc) from exc
+            raise input_error(exc, "HuggingFaceEndpoint") from exc
 
     @model_validator(mode="before")
     @classmethod
@@ -199,29 +200,33 @@ class HuggingFaceEndpoint(LLM):
         headers = self.server_kwargs.get("headers") or {}
         return next((value for key, value in headers.items() if key.lower() == "authorization"), None)
 
-    def _client_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"model": self.model, "timeout": self.timeout, **self.server_kwargs}
-        if self.on_hub:
-            kwargs.update(token=self._token(), provider=self.provider)
-        return kwargs
+    def _hub_client_kwargs(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "timeout": self.timeout,
+            "token": self._token(),
+            "provider": self.provider,
+            **self.server_kwargs,
+        }
 
-    def _sync_client(self, request: ChatRequest) -> InferenceClient:
+    def _direct_client_kwargs(self) -> dict[str, Any]:
+        # Only the user's own headers and cookies: never a Hugging Face token, and bill_to is Hugging Face's.
+        kwargs = {key: self.server_kwargs[key] for key in ("headers", "cookies") if self.server_kwargs.get(key)}
+        return {"timeout": self.timeout, **kwargs}
+
+    def _sync_client(self) -> InferenceClient | DirectChatClient:
         if self.on_hub:
-            return InferenceClient(**self._client_kwargs())
-        if self._http is None:
+            return InferenceClient(**self._hub_client_kwargs())
+        assert self.endpoint_url is not None
+        if self._http is None:  # kept between requests: its connections are reused
             self._http = httpx2.Client(follow_redirects=True, timeout=None)
-        client = DirectInferenceClient(
-            http=self._http, authorization=self._user_authorization(), **self._client_kwargs()
-        )
-        client.openai_response_format = request.response_format
-        return client
+        return DirectChatClient(self._http, self.endpoint_url, **self._direct_client_kwargs())
 
-    def _async_client(self, request: ChatRequest) -> AsyncInferenceClient:
+    def _async_client(self) -> AsyncInferenceClient | AsyncDirectChatClient:
         if self.on_hub:
-            return AsyncInferenceClient(**self._client_kwargs())
-        client = DirectAsyncInferenceClient(authorization=self._user_authorization(), **self._client_kwargs())
-        client.openai_response_format = request.response_format
-        return client
+            return AsyncInferenceClient(**self._hub_client_kwargs())
+        assert self.endpoint_url is not None
+        return AsyncDirectChatClient(self.endpoint_url, **self._direct_client_kwargs())
 
     def served_model(self) -> str | None:
         """The model name to put in requests: ``repo_id``, or the only model a foreign server lists.
@@ -268,7 +273,9 @@ class HuggingFaceEndpoint(LLM):
         if stream:
             args["stream"] = True
             args["stream_options"] = {"include_usage": True}
-        args["messages"] = without_past_thinking(request.messages)  # already OpenAI-shaped (chat_format)
+        # OpenAI-shaped already (chat_format); a local image file becomes a data URL, which the server can read.
+        # Earlier turns' thinking stays here: servers re-render past turns with their own template.
+        args["messages"] = without_past_thinking(embed_local_images(request.messages))
         return args
 
     # ----------------------------------------------------------------- retries and errors
@@ -288,7 +295,7 @@ class HuggingFaceEndpoint(LLM):
     # ------------------------------------------------------------------------ chat backend
     def chat(self, request: ChatRequest) -> ChatDelta:
         args = self._request_args(request, stream=False)
-        client = self._sync_client(request)
+        client = self._sync_client()
         try:
             output = self._retries().call(lambda: client.chat_completion(model=self.served_model(), **args))
         finally:
@@ -298,7 +305,7 @@ class HuggingFaceEndpoint(LLM):
     async def achat(self, request: ChatRequest) -> ChatDelta:
         args = self._request_args(request, stream=False)
         served = await asyncio.to_thread(self.served_model)
-        client = self._async_client(request)
+        client = self._async_client()
         try:
             output = await self._retries().acall(lambda: client.chat_completion(model=served, **args))
         finally:
@@ -307,7 +314,7 @@ class HuggingFaceEndpoint(LLM):
 
     def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
         args = self._request_args(request, stream=True)
-        client = self._sync_client(request)
+        client = self._sync_client()
         assembler = StreamAssembler()
         try:
             chunks = self._retries().call(lambda: client.chat_completion(model=self.served_model(), **args))
@@ -325,7 +332,7 @@ class HuggingFaceEndpoint(LLM):
     async def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         args = self._request_args(request, stream=True)
         served = await asyncio.to_thread(self.served_model)
-        client = self._async_client(request)
+        client = self._async_client()
         assembler = StreamAssembler()
         try:
             chunks = await self._retries().acall(lambda: client.chat_completion(model=served, **args))
@@ -392,13 +399,3 @@ class HuggingFaceEndpoint(LLM):
     ) -> AsyncIterator[GenerationChunk]:
         async for chunk in astream_chunks(self.astream_chat(self._prompt_request(prompt, stop, kwargs)), run_manager):
             yield chunk
-
-
-def _input_error(exc: ValidationError) -> InvalidInputError:
-    """Our own validators' errors as they were raised; pydantic's as one line naming the argument."""
-    first = exc.errors()[0]
-    original = (first.get("ctx") or {}).get("error")
-    if isinstance(original, InvalidInputError):
-        return original
-    where = ".".join(str(part) for part in first.get("loc", ())) or "arguments"
-    return InvalidInputError(f"Invalid {where} for HuggingFaceEndpoint: {first.get('msg')}.")

@@ -4,7 +4,7 @@ there) and the ``chat_completion`` arguments for a request's generation settings
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlunparse
 
 from .. import config
 from ..backend import ChatRequest, GenerationParams
@@ -30,13 +30,22 @@ def models_url(endpoint_url: str) -> str:
     return f"{base}/models" if base.endswith("/v1") else f"{base}/v1/models"
 
 
+def chat_completions_url(endpoint_url: str) -> str:
+    """The ``/v1/chat/completions`` route of a server given by its base, ``/v1`` or full route URL."""
+    parsed = urlparse(endpoint_url)
+    path = parsed.path.rstrip("/")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions" if path.endswith("/v1") else "/v1/chat/completions"
+    return urlunparse(parsed._replace(path=path))
+
+
 def completion_args(params: GenerationParams) -> dict[str, Any]:
     """``chat_completion`` keyword arguments for ``params``; unset values are left to the server.
 
     ``top_k`` and ``repetition_penalty`` are not part of the OpenAI API: they go in ``extra_body``
     only when set, so servers that reject unknown fields are not sent them by default.
     """
-    args: dict[str, Any] = {"max_tokens": params.max_new_tokens or config.DEFAULT_MAX_NEW_TOKENS}
+    args: dict[str, Any] = {"max_tokens": params.token_budget}
     extra: dict[str, Any] = {}
     if params.greedy and (params.temperature is not None or params.do_sample is not None):
         args["temperature"] = 0.0
@@ -53,6 +62,11 @@ def completion_args(params: GenerationParams) -> dict[str, Any]:
         args["stop"] = list(params.stop)
     if params.seed is not None:
         args["seed"] = params.seed
+    for name in ("presence_penalty", "frequency_penalty"):  # OpenAI's own fields: sent as such when set
+        if getattr(params, name) is not None:
+            args[name] = getattr(params, name)
+    if params.logit_bias:
+        args["logit_bias"] = {str(token): bias for token, bias in params.logit_bias.items()}
     if params.logprobs:
         args["logprobs"] = True
         if params.top_logprobs is not None:

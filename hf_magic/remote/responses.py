@@ -22,10 +22,10 @@ def parse_output_tool_calls(raw_calls: list[Any] | None) -> tuple[list[dict[str,
         try:
             parsed = parse_tool_call(raw, return_id=True)
         except Exception as exc:  # langchain raises OutputParserException on bad JSON
-            invalid.append(make_invalid_tool_call(raw, str(exc)))
+            invalid.append(dict(make_invalid_tool_call(raw, str(exc))))
             continue
         if parsed is None or not isinstance(parsed.get("args"), dict):
-            invalid.append(make_invalid_tool_call(raw, "Tool call arguments are not a JSON object."))
+            invalid.append(dict(make_invalid_tool_call(raw, "Tool call arguments are not a JSON object.")))
         else:
             valid.append(parsed)
     return valid, invalid

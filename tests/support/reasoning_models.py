@@ -113,7 +113,8 @@ def script_replies(llm: Any, monkeypatch: Any, reply: str, *, eos: bool = True) 
         params: Any,
         deliver: Callable[[list[int]], None],
         cancel: Any,
-        processors: Any = None,
+        *rest: Any,
+        **options: Any,
     ) -> None:
         prompts.append(list(input_ids))
         limit = params.max_new_tokens or len(ids)
@@ -122,5 +123,7 @@ def script_replies(llm: Any, monkeypatch: Any, reply: str, *, eos: bool = True) 
                 return
             deliver([token])
 
-    monkeypatch.setattr(type(llm), "_run_generate", generate)
+    from hf_magic.local.generation import LocalGenerator
+
+    monkeypatch.setattr(LocalGenerator, "_run_generate", generate)
     return prompts
