@@ -236,11 +236,8 @@ class HuggingFacePipeline(BaseLLM):
         return join_deltas([delta async for delta in self.astream_chat(request)])
 
     def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
-        params = _supported(self.default_params().merged(request.params))
-        prompt = self._chat_prompt(request)
-        splitter = self._reply_splitter(request, prompt)
-        keep = splitter.parser.keeps_special_tokens
-        deltas = self._stream_ids(prompt.input_ids, params, self._logits_processors(request, params), prompt, keep)
+        params, prompt, processors, splitter = self._prepare(request)
+        deltas = self._stream_ids(prompt.input_ids, params, processors, prompt, splitter.parser.keeps_special_tokens)
         # Thinking is split off first; then tool-call text is held back and arrives parsed on the last delta.
         deltas = split_stream(deltas, splitter)
         if _parses_tool_calls(request) and not splitter.parser.reads_tool_calls:
@@ -248,15 +245,18 @@ class HuggingFacePipeline(BaseLLM):
         return deltas
 
     def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
-        params = _supported(self.default_params().merged(request.params))
-        prompt = self._chat_prompt(request)
-        splitter = self._reply_splitter(request, prompt)
-        keep = splitter.parser.keeps_special_tokens
-        deltas = self._astream_ids(prompt.input_ids, params, self._logits_processors(request, params), prompt, keep)
+        params, prompt, processors, splitter = self._prepare(request)
+        deltas = self._astream_ids(prompt.input_ids, params, processors, prompt, splitter.parser.keeps_special_tokens)
         split = asplit_stream(deltas, splitter)
         if _parses_tool_calls(request) and not splitter.parser.reads_tool_calls:
             return aattach_tool_calls(split, _tool_names(request))
         return split
+
+    def _prepare(self, request: ChatRequest) -> tuple[GenerationParams, VisionPrompt, list[Any], ReplySplitter]:
+        """The generation settings, the prompt, the logits processors and what reads the reply."""
+        params = _supported(self.default_params().merged(request.params))
+        prompt = self._chat_prompt(request)
+        return params, prompt, self._logits_processors(request, params), self._reply_splitter(request, prompt)
 
     def _reply_splitter(self, request: ChatRequest, prompt: VisionPrompt) -> ReplySplitter:
         """What reads the reply to ``prompt``: thinking, answer and, in some formats, tool calls."""
