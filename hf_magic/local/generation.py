@@ -73,6 +73,7 @@ class LocalGenerator:
         processors: list[Any] | None = None,
         reuse_cache: bool = True,
         prompt: VisionPrompt | None = None,
+        keep_special: bool = False,
     ) -> Iterator[ChatDelta]:
         """Generate on the calling thread, inside a greenlet that hands over each token as it comes.
 
@@ -94,7 +95,7 @@ class LocalGenerator:
         generation = greenlet.greenlet(
             lambda: self._run_generate(input_ids, params, hand_over, cancel, processors, reuse_cache, prompt, logprobs)
         )
-        decoder = self._decoder(params)
+        decoder = self._decoder(params, keep_special)
         try:
             while (ids := generation.switch()) is not None:
                 text = decoder.push(ids)
@@ -115,6 +116,7 @@ class LocalGenerator:
         processors: list[Any] | None = None,
         reuse_cache: bool = True,
         prompt: VisionPrompt | None = None,
+        keep_special: bool = False,
     ) -> AsyncIterator[ChatDelta]:
         """``stream`` for an event loop: the loop only decodes, generation stays on its thread."""
         loop = asyncio.get_running_loop()
@@ -138,7 +140,7 @@ class LocalGenerator:
 
         # An event loop must never run the model: generation gets a thread of its own here.
         threading.Thread(target=run, name="hf_magic-generate", daemon=True).start()
-        decoder = self._decoder(params)
+        decoder = self._decoder(params, keep_special)
         try:
             while True:
                 items = [await tokens.get()]
@@ -155,10 +157,15 @@ class LocalGenerator:
         finally:
             cancel.set()  # on cancellation the worker stops at its next token and releases the model
 
-    def _decoder(self, params: GenerationParams) -> IncrementalDecoder:
+    def _decoder(self, params: GenerationParams, keep_special: bool = False) -> IncrementalDecoder:
+        """Decodes the reply; ``keep_special`` for formats written in special tokens (gpt-oss channels), whose
+        end-of-reply marker still goes."""
         tokenizer = self.tokenizer
+        ends = eos_token_ids(self.model, tokenizer) if keep_special else set()
 
         def decode(ids: list[int]) -> str:
+            if keep_special:
+                return tokenizer.decode([i for i in ids if i not in ends], skip_special_tokens=False)
             return tokenizer.decode(ids, skip_special_tokens=True)
 
         return IncrementalDecoder(decode, params.stop)

@@ -20,12 +20,14 @@ from ..backend import ChatDelta, ChatRequest, GenerationParams, join_deltas
 from ..errors import ContextWindowError, ImageError, InvalidInputError, input_error
 from ..images import messages_have_images
 from ..progress import ProgressCallback
+from ..reasoning import ReplyParser, ReplySplitter, ThinkTagParser, asplit_stream, split_stream
 from ..text_completion import astream_chunks, stream_chunks
 from .chat_template import render_prompt, to_template_messages
 from .constraints import constrainer_for, grammar_spec
 from .generation import LocalGenerator, eos_token_ids
 from .kv_cache import ConversationCache
 from .loading import default_device, is_default_model, load_model_and_tokenizer, resolve_model_path, torch_device
+from .reply_format import reply_parser_for, thinking_template_kwargs
 from .tool_calls import aattach_tool_calls, attach_tool_calls, prompt_messages
 from .vision import TASK as VISION_TASK
 from .vision import VisionPrompt, is_vision_language, render_vision_prompt
@@ -233,17 +235,40 @@ class HuggingFacePipeline(BaseLLM):
         return join_deltas([delta async for delta in self.astream_chat(request)])
 
     def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
-        params = _supported(self.default_params().merged(request.params))
-        prompt = self._chat_prompt(request)
-        deltas = self._stream_ids(prompt.input_ids, params, self._logits_processors(request, params), prompt)
-        # Tool-call text is held back while streaming and arrives parsed on the last delta.
-        return attach_tool_calls(deltas, _tool_names(request)) if _parses_tool_calls(request) else deltas
+        params, prompt, processors, splitter = self._prepare(request)
+        deltas = self._stream_ids(prompt.input_ids, params, processors, prompt, splitter.parser.keeps_special_tokens)
+        # Thinking is split off first; then tool-call text is held back and arrives parsed on the last delta.
+        deltas = split_stream(deltas, splitter)
+        if _parses_tool_calls(request) and not splitter.parser.reads_tool_calls:
+            return attach_tool_calls(deltas, _tool_names(request))
+        return deltas
 
     def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        params, prompt, processors, splitter = self._prepare(request)
+        deltas = self._astream_ids(prompt.input_ids, params, processors, prompt, splitter.parser.keeps_special_tokens)
+        split = asplit_stream(deltas, splitter)
+        if _parses_tool_calls(request) and not splitter.parser.reads_tool_calls:
+            return aattach_tool_calls(split, _tool_names(request))
+        return split
+
+    def _prepare(self, request: ChatRequest) -> tuple[GenerationParams, VisionPrompt, list[Any], ReplySplitter]:
+        """The generation settings, the prompt, the logits processors and what reads the reply."""
         params = _supported(self.default_params().merged(request.params))
         prompt = self._chat_prompt(request)
-        deltas = self._astream_ids(prompt.input_ids, params, self._logits_processors(request, params), prompt)
-        return aattach_tool_calls(deltas, _tool_names(request)) if _parses_tool_calls(request) else deltas
+        return params, prompt, self._logits_processors(request, params), self._reply_splitter(request, prompt)
+
+    def _reply_splitter(self, request: ChatRequest, prompt: VisionPrompt) -> ReplySplitter:
+        """What reads the reply to ``prompt``: thinking, answer and, in some formats, tool calls."""
+        if self.reads_images or grammar_spec(request.tools, request.tool_choice, request.response_format):
+            # A grammar writes JSON from the first token, so nothing is thinking; VLM replies: <think> tags only.
+            parser: ReplyParser = ThinkTagParser()
+        else:
+            text = self.tokenizer.decode(prompt.input_ids)  # the prompt as the template wrote it, markers included
+            parser = reply_parser_for(self.tokenizer, text, request.tools if _parses_tool_calls(request) else None)
+        return ReplySplitter(parser, self._count_tokens)
+
+    def _count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _chat_input_ids(self, request: ChatRequest) -> list[int]:
         """The prompt's token ids.
@@ -280,7 +305,7 @@ class HuggingFacePipeline(BaseLLM):
         if self.reads_images:
             return render_vision_prompt(self.processor, self.model, chat_messages, tools).input_ids
         messages, tools = prompt_messages(self.tokenizer, to_template_messages(chat_messages), tools)
-        prompt = render_prompt(self.tokenizer, messages, tools)
+        prompt = render_prompt(self.tokenizer, messages, tools, thinking_template_kwargs(self.tokenizer, request))
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
     def _history_tokens(self, request: ChatRequest) -> int | None:
@@ -371,8 +396,11 @@ class HuggingFacePipeline(BaseLLM):
         params: GenerationParams,
         processors: list[Any] | None = None,
         prompt: VisionPrompt | None = None,
+        keep_special: bool = False,
     ) -> Iterator[ChatDelta]:
-        return self._generator().stream(input_ids, params, processors, reuse_cache=self.reuse_kv_cache, prompt=prompt)
+        return self._generator().stream(
+            input_ids, params, processors, reuse_cache=self.reuse_kv_cache, prompt=prompt, keep_special=keep_special
+        )
 
     def _astream_ids(
         self,
@@ -380,8 +408,11 @@ class HuggingFacePipeline(BaseLLM):
         params: GenerationParams,
         processors: list[Any] | None = None,
         prompt: VisionPrompt | None = None,
+        keep_special: bool = False,
     ) -> AsyncIterator[ChatDelta]:
-        return self._generator().astream(input_ids, params, processors, reuse_cache=self.reuse_kv_cache, prompt=prompt)
+        return self._generator().astream(
+            input_ids, params, processors, reuse_cache=self.reuse_kv_cache, prompt=prompt, keep_special=keep_special
+        )
 
     def _generator(self) -> LocalGenerator:
         """The generator for this pipeline's model, made on first use (``pipeline`` is set by then)."""

@@ -30,7 +30,18 @@ from .cell_images import ImageFields, option_images
 from .code_blocks import code_cell_text
 from .model_spec import ModelSpec
 from .progress_views import ProgressView, make_progress_view
-from .render import ErrorLine, InfoTable, Reply, SentImages, Streaming, Transcript, UsageReport, usage_line
+from .render import (
+    STILL_THINKING,
+    ErrorLine,
+    InfoTable,
+    Reply,
+    SentImages,
+    Streaming,
+    Transcript,
+    UsageReport,
+    thinking_text,
+    usage_line,
+)
 from .restore import images_left_out, notebook_turns, read_notebook, running_notebook
 from .session import ChatSession, all_sessions, get_session
 from .turns import Turn
@@ -146,6 +157,7 @@ def reply_message(turn: Turn) -> AIMessage:
     """A finished turn as the AIMessage ``-o VAR`` stores in the user's namespace."""
     return AIMessage(
         content=turn.reply,
+        additional_kwargs={"reasoning_content": turn.reasoning} if turn.reasoning else {},
         usage_metadata=turn.usage.as_usage_metadata() if turn.usage else None,
         response_metadata={
             "model_name": turn.model,
@@ -161,6 +173,8 @@ class Subcommand:
     name: str
     argument: str | None
     session: str | None
+    with_thinking: bool = False
+    """``export x.md --thinking``: the Markdown keeps the models' thinking."""
 
 
 def parse_subcommand(line: str) -> Subcommand:
@@ -180,6 +194,8 @@ def parse_subcommand(line: str) -> Subcommand:
             raise InvalidInputError("--session needs a name: %hfchat history --session NAME.")
         session = words[at + 1]
         del words[at : at + 2]
+    with_thinking = "--thinking" in words
+    words = [word for word in words if word != "--thinking"]
     if not words or words[0] not in SUBCOMMANDS:
         given = words[0] if words else ""
         raise InvalidInputError(
@@ -188,7 +204,7 @@ def parse_subcommand(line: str) -> Subcommand:
         )
     if words[0] in ("export", "load") and len(words) < 2:
         raise InvalidInputError(f"%hfchat {words[0]} needs a file path, e.g. %hfchat {words[0]} chat.json.")
-    return Subcommand(words[0], words[1] if len(words) > 1 else None, session)
+    return Subcommand(words[0], words[1] if len(words) > 1 else None, session, with_thinking)
 
 
 # --------------------------------------------------------------------------- reply views
@@ -196,6 +212,10 @@ class ReplyView(Protocol):
     """Where a reply is shown while it streams and when it is done."""
 
     def token(self, piece: str) -> None: ...
+
+    def reasoning(self, piece: str) -> None:
+        """A piece of the model's thinking, which comes before the answer."""
+        ...
 
     def finish(self, reply: Reply) -> None: ...
 
@@ -212,17 +232,27 @@ class NotebookReplyView:
         self._handle: Any = None
         self._last = 0.0
         self._text = ""
+        self._reasoning = ""
 
     def token(self, piece: str) -> None:
+        first = not self._text
         self._text += piece
+        self._refresh(force=first and bool(self._reasoning))  # the thinking block folds as the answer starts
+
+    def reasoning(self, piece: str) -> None:
+        self._reasoning += piece
+        self._refresh()
+
+    def _refresh(self, force: bool = False) -> None:
         if not self._stream:
             return
         now = time.perf_counter()
+        view = Streaming(self._text, self._model, reasoning=self._reasoning)
         if self._handle is None:
-            self._handle = self._display(Streaming(self._text, self._model), display_id=True)
+            self._handle = self._display(view, display_id=True)
             self._last = now
-        elif now - self._last >= _STREAM_REFRESH_SECONDS:
-            self._handle.update(Streaming(self._text, self._model))
+        elif force or now - self._last >= _STREAM_REFRESH_SECONDS:
+            self._handle.update(view)
             self._last = now
 
     def finish(self, reply: Reply) -> None:
@@ -233,7 +263,7 @@ class NotebookReplyView:
 
     def fail(self) -> None:
         if self._handle is not None:
-            self._handle.update(Streaming(self._text, self._model, cursor=False))
+            self._handle.update(Streaming(self._text, self._model, cursor=False, reasoning=self._reasoning))
 
 
 class TerminalReplyView:
@@ -243,6 +273,7 @@ class TerminalReplyView:
         self._stream = stream
         self._out = out
         self._wrote = False
+        self._thinking = False
 
     @property
     def out(self) -> TextIO:
@@ -250,15 +281,37 @@ class TerminalReplyView:
 
     def token(self, piece: str) -> None:
         if self._stream:
+            self._end_thinking()
             self.out.write(piece)
             self.out.flush()
             self._wrote = True
 
+    def reasoning(self, piece: str) -> None:
+        # Set apart from the answer: between [thinking] markers, each line indented.
+        if not self._stream:
+            return
+        if not self._thinking:
+            self.out.write("[thinking]\n  ")
+            self._thinking = True
+        self.out.write(piece.replace("\n", "\n  "))
+        self.out.flush()
+        self._wrote = True
+
+    def _end_thinking(self) -> None:
+        if self._thinking:
+            self.out.write("\n[/thinking]\n")
+            self._thinking = False
+
     def finish(self, reply: Reply) -> None:
         turn = reply.turn
+        self._end_thinking()
         if not self._wrote:
+            if turn.reasoning.strip():
+                self.out.write(thinking_text(turn.reasoning) + "\n")
             self.out.write(turn.reply)
         self.out.write("\n")
+        if turn.still_thinking:
+            self.out.write(STILL_THINKING + "\n")
         if turn.interrupted:
             self.out.write("[interrupted]\n")
         if reply.usage:
@@ -266,6 +319,7 @@ class TerminalReplyView:
         self.out.flush()
 
     def fail(self) -> None:
+        self._end_thinking()
         if self._wrote:
             self.out.write("\n")
             self.out.flush()
@@ -394,6 +448,15 @@ class HfChatMagics(Magics):
         "--history-limit", type=int, default=None, metavar="N", help="Send only the N most recent turns with this cell."
     )
     @argument("--new", action="store_true", help="Start a fresh conversation (the model stays loaded).")
+    @argument(
+        "--think",
+        dest="think",
+        action="store_const",
+        const=True,
+        default=None,
+        help="Ask a reasoning model to think first (enable_thinking / reasoning_effort).",
+    )
+    @argument("--no-think", dest="think", action="store_const", const=False, help="Ask it to answer directly.")
     @argument("--no-stream", action="store_true", help="Show the reply only when it is complete.")
     @argument("-o", "--output", default=None, metavar="VAR", help="Store the reply (an AIMessage) in VAR.")
     @argument(
@@ -422,8 +485,8 @@ class HfChatMagics(Magics):
     def hfchat(self, line: str, cell: str | None = None) -> None:
         """Chat with a Hugging Face model: the cell body is your message.
 
-        Line magic: ``%hfchat history | reset | usage | export PATH | load PATH | unload | status | models |
-        panel | debug [on|off] | fix | restore [NOTEBOOK]``, each with an optional ``--session NAME``.
+        Line magic: ``%hfchat history | reset | usage | export PATH [--thinking] | load PATH | unload | status |
+        models | panel | debug [on|off] | fix | restore [NOTEBOOK]``, each with an optional ``--session NAME``.
         ``fix`` sends the last error and its cell's code and puts the corrected code into a new cell;
         ``restore`` rebuilds the conversation from a saved notebook's ``%%hfchat`` outputs (default: this one).
         """
@@ -513,6 +576,8 @@ class HfChatMagics(Magics):
                 key=cell_key(cell, self._cell_id()),
                 images=images or (),
                 on_token=view.token,
+                on_reasoning=view.reasoning,
+                enable_thinking=options.think,
                 temperature=options.temperature if options.temperature is not None else self.temperature,
                 max_new_tokens=max_new_tokens,
             )
@@ -550,7 +615,7 @@ class HfChatMagics(Magics):
             self._show(UsageReport(session.turns, session.context_fill()))
         elif command.name == "export":
             assert command.argument is not None
-            target = session.export(command.argument)
+            target = session.export(command.argument, include_reasoning=command.with_thinking)
             print(f"Exported {len(session.turns)} turns to {target}")
         elif command.name == "load":
             assert command.argument is not None

@@ -24,7 +24,7 @@ from ..progress import ProgressEvent
 from .model_catalog import ModelChoice, describe_choice, device_options, fit_summary, hub_search, local_choices
 from .model_spec import ModelSpec
 from .panel_images import attached_images
-from .panel_view import AUTO, PanelView
+from .panel_view import AUTO, THINKING_CHOICES, PanelView
 from .progress_views import WidgetProgress
 from .render import usage_line
 from .session import ChatSession, get_session
@@ -240,6 +240,13 @@ class ChatPanel:
         # (show_settings) then re-applies values the session already has, and needs no guard.
         for name, field in view.setting_widgets.items():
             field.observe(partial(self._apply_setting, name), names="value")
+        view.thinking.observe(self._apply_thinking, names="value")
+
+    def _apply_thinking(self, change: dict[str, Any]) -> None:
+        """The Thinking toggle: the session's ``enable_thinking`` (None keeps the model's own default)."""
+        wanted = next(value for value, choice in THINKING_CHOICES.items() if choice == change["new"])
+        if self.session.settings.enable_thinking != wanted:
+            self.session.settings = replace(self.session.settings, enable_thinking=wanted)
 
     def _apply_setting(self, name: str, _change: Any = None) -> None:
         try:
@@ -315,7 +322,7 @@ class ChatPanel:
             if event.kind == "turn_started" and event.turn is not None:
                 self._generating, self._loading_done = True, True
                 self.view.draw_live_turn(event.turn, self.session.turns)
-            elif event.kind == "token" and event.turn is not None:
+            elif event.kind in ("token", "reasoning") and event.turn is not None:
                 self.view.draw_live_turn(event.turn, self.session.turns)
             elif event.kind == "turn_finished":
                 self._generating = False

@@ -33,6 +33,8 @@ AUTO = "auto"
 PROVIDERS = ("auto", "hf-inference", "cerebras", "fireworks-ai", "groq", "nebius", "novita", "sambanova", "together")
 
 SETTING_FIELDS = ("system_prompt", "temperature", "max_new_tokens", "top_p", "repetition_penalty")
+THINKING_CHOICES: dict[bool | None, str] = {None: "default", True: "on", False: "off"}
+"""``Settings.enable_thinking`` as the Thinking toggle's value."""
 """The ``Settings`` fields the Generation tab edits, one widget each (``PanelView.setting_widgets``)."""
 
 _NUMBER_SETTINGS: dict[str, tuple[str, type[float] | type[int]]] = {
@@ -131,11 +133,20 @@ class PanelView:
         self.max_new_tokens = _number_field("Max tokens", "model default")
         self.top_p = _number_field("Top p", "model default")
         self.repetition_penalty = _number_field("Rep. penalty", "model default")
+        self.thinking = widgets.ToggleButtons(
+            options=[("Model default", "default"), ("Think", "on"), ("No thinking", "off")],
+            value="default",
+            description="Thinking",
+            tooltips=["The model's own default", "Ask a reasoning model to think first", "Ask it to answer directly"],
+            style={"button_width": "auto"},
+        )
+        self.thinking.add_class("hf-magic-think")
         self.settings_tab = widgets.VBox(
             [
                 self.system_prompt,
                 widgets.HBox([self.temperature, self.max_new_tokens]),
                 widgets.HBox([self.top_p, self.repetition_penalty]),
+                self.thinking,
                 widgets.HTML('<span class="hfm-note">Empty fields keep the model\'s own defaults.</span>'),
             ]
         )
@@ -266,6 +277,7 @@ class PanelView:
         for name, widget in self.setting_widgets.items():
             value = getattr(settings, name)
             _set(widget, "" if value is None else str(value))
+        _set(self.thinking, THINKING_CHOICES.get(settings.enable_thinking, "default"))
 
     def show_model_choices(self, choices: Sequence[ModelChoice]) -> None:
         options = [(choice.label(), choice.model_id) for choice in choices]

@@ -44,6 +44,7 @@ def _turn(record: Mapping[str, Any], key: str | None) -> Turn:
     return Turn(
         user=str(record["user"]),
         reply=str(record["reply"]),
+        reasoning=str(record.get("reasoning") or ""),
         model=str(record.get("model") or ""),
         system_prompt=record.get("system_prompt"),
         usage=Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0)) if usage else None,

@@ -26,8 +26,17 @@ def chat_messages(turns: list[Turn], system_prompt: str | None) -> list[dict[str
     return messages
 
 
-def export(path: str | Path, turns: list[Turn], *, name: str, spec: dict[str, Any], settings: dict[str, Any]) -> Path:
-    """Write ``turns`` to ``path``: Markdown (``.md``) or JSON (``.json``, which ``read`` loads back).
+def export(
+    path: str | Path,
+    turns: list[Turn],
+    *,
+    name: str,
+    spec: dict[str, Any],
+    settings: dict[str, Any],
+    include_reasoning: bool = False,
+) -> Path:
+    """Write ``turns`` to ``path``: Markdown (``.md``) or JSON (``.json``, which ``read`` loads back). JSON keeps
+    the models' thinking; Markdown only with ``include_reasoning``.
 
     Raises:
         InvalidInputError: another suffix, a folder that does not exist, or a file that cannot be written.
@@ -45,7 +54,7 @@ def export(path: str | Path, turns: list[Turn], *, name: str, spec: dict[str, An
         }
         text = json.dumps(data, indent=2)
     elif target.suffix in (".md", ".markdown"):
-        text = transcript_markdown(turns, title=f"hf_magic session: {name}")
+        text = transcript_markdown(turns, title=f"hf_magic session: {name}", include_reasoning=include_reasoning)
     else:
         raise InvalidInputError(f"Cannot export to {target.name!r}: use a .md or .json file name.")
     folder = target.parent
