@@ -14,7 +14,7 @@ from IPython.utils.capture import capture_output
 
 from hf_magic.images import load_image
 from hf_magic.notebook.cell_images import ImageFields
-from hf_magic.notebook.magics import interpolate
+from hf_magic.notebook.cell_options import interpolate
 from hf_magic.notebook.render import SentImages, Transcript, turn_markdown, turn_text
 from hf_magic.notebook.session import ChatSession, get_session
 from hf_magic.notebook.turns import Turn

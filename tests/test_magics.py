@@ -16,13 +16,8 @@ from IPython.utils.capture import capture_output
 
 from hf_magic.errors import InvalidInputError
 from hf_magic.local.loading import cpu_computes_bf16
-from hf_magic.notebook.magics import (
-    HfChatMagics,
-    cell_key,
-    interpolate,
-    parse_subcommand,
-    spec_from_options,
-)
+from hf_magic.notebook.cell_options import cell_key, interpolate, parse_subcommand, spec_from_options
+from hf_magic.notebook.magics import HfChatMagics
 from hf_magic.notebook.model_spec import ModelSpec
 from hf_magic.notebook.session import get_session
 from hf_magic.notebook.turns import Turn

@@ -81,7 +81,7 @@ def test_transcript_markdown_leaves_the_thinking_out_unless_asked():
 
 
 def test_notebook_view_redraws_the_block_folded_as_soon_as_the_answer_starts():
-    from hf_magic.notebook.magics import NotebookReplyView
+    from hf_magic.notebook.reply_views import NotebookReplyView
 
     shown: list[Any] = []
 

@@ -1,7 +1,8 @@
 """HuggingFacePipeline: a local transformers model as a langchain LLM and as a chat backend.
 
 It turns requests into prompt token ids (chat template, tools, context-window check) and logits processors
-(grammar constraints, logprobs); ``generation.LocalGenerator`` generates and streams the reply.
+(grammar constraints, logprobs); ``generation.LocalGenerator`` generates and streams the reply. It runs past 400
+lines because it carries both interfaces (langchain's LLM, sync and async, and the backend contract) for one model.
 """
 
 from __future__ import annotations

@@ -3,326 +3,48 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
-import keyword
-import re
 import shlex
-import string
 import sys
-import time
 import traceback
 from collections import ChainMap
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Protocol, TextIO
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
-from langchain_core.messages import AIMessage
 from traitlets import Bool, Enum, Float, Integer, Unicode
 
 from ..config import DEFAULT_MAX_NEW_TOKENS
 from ..errors import ContextWindowError, HfMagicError, InvalidInputError
 from .cell_errors import CellErrors, fix_prompt
 from .cell_images import ImageFields, option_images
+from .cell_options import (
+    Subcommand,
+    cell_key,
+    check_options,
+    interpolate,
+    parse_subcommand,
+    reply_message,
+    spec_from_options,
+)
 from .code_blocks import code_cell_text
+from .info_tables import models_table, status_table
 from .model_spec import ModelSpec
 from .progress_views import ProgressView, make_progress_view
 from .render import (
-    STILL_THINKING,
     ErrorLine,
-    InfoTable,
     Reply,
     SentImages,
-    Streaming,
     Transcript,
     UsageReport,
-    thinking_text,
     usage_line,
 )
+from .reply_views import NotebookReplyView, ReplyView, TerminalReplyView
 from .restore import images_left_out, notebook_turns, read_notebook, running_notebook
 from .session import ChatSession, all_sessions, get_session
 from .turns import Turn
-from .units import format_bytes
 from .variables import describe_value
-
-_STREAM_REFRESH_SECONDS = 0.05
-"""Redraw the streaming reply at most this often: one display update per token floods the frontend."""
-
-SUBCOMMANDS = (
-    "history",
-    "reset",
-    "usage",
-    "export",
-    "load",
-    "unload",
-    "status",
-    "models",
-    "panel",
-    "debug",
-    "fix",
-    "restore",
-)
-
-
-# ------------------------------------------------------------------------ pure helpers
-_FIELD = re.compile(r"(?<!\{)\{([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[[^\[\]{}]+\])*)\}(?!\})")
-
-
-def interpolate(
-    text: str,
-    namespace: Mapping[str, Any],
-    render: Callable[[Any], str] = str,
-    used: dict[str, str] | None = None,
-) -> str:
-    """Replace ``{name}``, ``{name.attr}`` and ``{name[key]}`` with ``render(value)`` of values from ``namespace``
-    (``cell_images.ImageFields`` takes images out of the text).
-
-    Brace-safe: anything else (dict literals, JSON, ``{unknown}``, ``{{escaped}}``) is left as written,
-    so pasting code into an interpolated cell does not break it. An ``HfMagicError`` a value raises (``{Err[9]}``
-    of a cell that raised nothing) propagates. ``used``, when given, receives each field and the text it became.
-
-    Raises:
-        HfMagicError: raised by a namespace value (see ``CellErrors``).
-    """
-    formatter = string.Formatter()
-
-    def substitute(match: re.Match[str]) -> str:
-        name = re.match(r"[A-Za-z_]\w*", match.group(1))
-        if name is None or name.group(0) not in namespace:
-            return match.group(0)
-        try:
-            value, _ = formatter.get_field(match.group(1), (), namespace)
-        except HfMagicError:
-            raise
-        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
-            return match.group(0)
-        rendered = render(value)
-        if used is not None:
-            used[match.group(1)] = rendered
-        return rendered
-
-    return _FIELD.sub(substitute, text)
-
-
-def cell_key(cell: str, cell_id: str | None) -> str:
-    """What identifies "this cell" for re-run replacement: the notebook's cell id, else the cell's text."""
-    if cell_id:
-        return f"cell:{cell_id}"
-    return "text:" + hashlib.sha1(cell.strip().encode()).hexdigest()[:16]
-
-
-def spec_from_options(current: ModelSpec, options: argparse.Namespace) -> ModelSpec:
-    """The session's spec with every option the cell gave applied (unspecified options keep their value)."""
-    changes: dict[str, Any] = {}
-    if options.model is not None:
-        changes["model"] = options.model
-    if options.endpoint_url is not None:
-        changes["endpoint_url"] = options.endpoint_url or None
-        changes.setdefault("backend", "endpoint")
-    if options.backend is not None:
-        changes["backend"] = options.backend
-    if options.provider is not None:
-        changes["provider"] = options.provider
-    if options.quantize is not None:
-        changes["quantize"] = None if options.quantize == "none" else options.quantize
-    if options.device is not None:
-        changes["device"] = options.device
-    if options.dtype is not None:
-        changes["dtype"] = options.dtype
-    if changes.get("backend") == "pipeline":
-        changes.setdefault("endpoint_url", None)
-    return replace(current, **changes) if changes else current
-
-
-def check_options(options: argparse.Namespace) -> None:
-    """Refuse what argparse lets through but cannot work, in the magic's own words.
-
-    Raises:
-        InvalidInputError: ``-o`` is not a variable name, or ``--history-limit`` is negative.
-    """
-    name = options.output
-    if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
-        why = "a Python keyword" if keyword.iskeyword(name) else "not a valid variable name"
-        raise InvalidInputError(f"-o {name!r} is {why}: use a name like reply or answer_1.")
-    if options.history_limit is not None and options.history_limit < 0:
-        raise InvalidInputError(
-            f"--history-limit must be 0 or more, got {options.history_limit}: 0 sends no earlier turns."
-        )
-
-
-def reply_message(turn: Turn) -> AIMessage:
-    """A finished turn as the AIMessage ``-o VAR`` stores in the user's namespace."""
-    return AIMessage(
-        content=turn.reply,
-        additional_kwargs={"reasoning_content": turn.reasoning} if turn.reasoning else {},
-        usage_metadata=turn.usage.as_usage_metadata() if turn.usage else None,
-        response_metadata={
-            "model_name": turn.model,
-            "finish_reason": turn.finish_reason,
-            "interrupted": turn.interrupted,
-            "time_to_first_token": turn.time_to_first_token,
-        },
-    )
-
-
-@dataclass(frozen=True)
-class Subcommand:
-    name: str
-    argument: str | None
-    session: str | None
-    with_thinking: bool = False
-    """``export x.md --thinking``: the Markdown keeps the models' thinking."""
-
-
-def parse_subcommand(line: str) -> Subcommand:
-    """``history``, ``export PATH --session NAME``... as a Subcommand.
-
-    Raises:
-        InvalidInputError: an unknown subcommand or a missing path.
-    """
-    try:
-        words = shlex.split(line)
-    except ValueError as exc:
-        raise InvalidInputError(f"Cannot parse {line!r}: {exc}; check the quotes.") from exc
-    session = None
-    if "--session" in words:
-        at = words.index("--session")
-        if at + 1 >= len(words):
-            raise InvalidInputError("--session needs a name: %hfchat history --session NAME.")
-        session = words[at + 1]
-        del words[at : at + 2]
-    with_thinking = "--thinking" in words
-    words = [word for word in words if word != "--thinking"]
-    if not words or words[0] not in SUBCOMMANDS:
-        given = words[0] if words else ""
-        raise InvalidInputError(
-            f"Unknown %hfchat subcommand {given!r}: use one of {', '.join(SUBCOMMANDS)}; "
-            "to send a message use the %%hfchat cell magic."
-        )
-    if words[0] in ("export", "load") and len(words) < 2:
-        raise InvalidInputError(f"%hfchat {words[0]} needs a file path, e.g. %hfchat {words[0]} chat.json.")
-    return Subcommand(words[0], words[1] if len(words) > 1 else None, session, with_thinking)
-
-
-# --------------------------------------------------------------------------- reply views
-class ReplyView(Protocol):
-    """Where a reply is shown while it streams and when it is done."""
-
-    def token(self, piece: str) -> None: ...
-
-    def reasoning(self, piece: str) -> None:
-        """A piece of the model's thinking, which comes before the answer."""
-        ...
-
-    def finish(self, reply: Reply) -> None: ...
-
-    def fail(self) -> None:
-        """Generation stopped on an error: leave what arrived as it is."""
-        ...
-
-
-class NotebookReplyView:
-    """Streams into one output through a display handle; the final rich reply replaces it."""
-
-    def __init__(self, model: str, stream: bool, display: Callable[..., Any]) -> None:
-        self._model, self._stream, self._display = model, stream, display
-        self._handle: Any = None
-        self._last = 0.0
-        self._text = ""
-        self._reasoning = ""
-
-    def token(self, piece: str) -> None:
-        first = not self._text
-        self._text += piece
-        self._refresh(force=first and bool(self._reasoning))  # the thinking block folds as the answer starts
-
-    def reasoning(self, piece: str) -> None:
-        self._reasoning += piece
-        self._refresh()
-
-    def _refresh(self, force: bool = False) -> None:
-        if not self._stream:
-            return
-        now = time.perf_counter()
-        view = Streaming(self._text, self._model, reasoning=self._reasoning)
-        if self._handle is None:
-            self._handle = self._display(view, display_id=True)
-            self._last = now
-        elif force or now - self._last >= _STREAM_REFRESH_SECONDS:
-            self._handle.update(view)
-            self._last = now
-
-    def finish(self, reply: Reply) -> None:
-        if self._handle is None:
-            self._display(reply)
-        else:
-            self._handle.update(reply)
-
-    def fail(self) -> None:
-        if self._handle is not None:
-            self._handle.update(Streaming(self._text, self._model, cursor=False, reasoning=self._reasoning))
-
-
-class TerminalReplyView:
-    """Plain text: tokens are written as they come, the usage line after the reply."""
-
-    def __init__(self, stream: bool, out: TextIO | None = None) -> None:
-        self._stream = stream
-        self._out = out
-        self._wrote = False
-        self._thinking = False
-
-    @property
-    def out(self) -> TextIO:
-        return self._out or sys.stdout
-
-    def token(self, piece: str) -> None:
-        if self._stream:
-            self._end_thinking()
-            self.out.write(piece)
-            self.out.flush()
-            self._wrote = True
-
-    def reasoning(self, piece: str) -> None:
-        # Set apart from the answer: between [thinking] markers, each line indented.
-        if not self._stream:
-            return
-        if not self._thinking:
-            self.out.write("[thinking]\n  ")
-            self._thinking = True
-        self.out.write(piece.replace("\n", "\n  "))
-        self.out.flush()
-        self._wrote = True
-
-    def _end_thinking(self) -> None:
-        if self._thinking:
-            self.out.write("\n[/thinking]\n")
-            self._thinking = False
-
-    def finish(self, reply: Reply) -> None:
-        turn = reply.turn
-        self._end_thinking()
-        if not self._wrote:
-            if turn.reasoning.strip():
-                self.out.write(thinking_text(turn.reasoning) + "\n")
-            self.out.write(turn.reply)
-        self.out.write("\n")
-        if turn.still_thinking:
-            self.out.write(STILL_THINKING + "\n")
-        if turn.interrupted:
-            self.out.write("[interrupted]\n")
-        if reply.usage:
-            self.out.write(f"{reply.usage}\n")
-        self.out.flush()
-
-    def fail(self) -> None:
-        self._end_thinking()
-        if self._wrote:
-            self.out.write("\n")
-            self.out.flush()
 
 
 # --------------------------------------------------------------------------------- magics
@@ -690,43 +412,6 @@ class HfChatMagics(Magics):
             show()
         else:
             self._show(panel)
-
-
-def status_table(session: ChatSession) -> InfoTable:
-    """What ``%hfchat status`` shows: the session's model and where and how it runs."""
-    spec = session.spec
-    loaded_name = getattr(getattr(session.chat_model, "llm", None), "model_name", None)
-    rows = [("session", session.name), ("model", loaded_name or spec.model), ("backend", spec.backend)]
-    if spec.backend == "endpoint":
-        rows.append(("endpoint", spec.endpoint_url or spec.provider or "auto"))
-    llm = getattr(session.chat_model, "llm", None)
-    model = getattr(llm, "model", None) if spec.backend == "pipeline" else None
-    rows.append(("loaded", "yes" if session.loaded else "no"))
-    if model is not None:
-        rows.append(("device", str(getattr(model, "device", "?"))))
-        rows.append(("dtype", str(getattr(model, "dtype", "?")).replace("torch.", "")))
-        footprint = getattr(model, "get_memory_footprint", None)
-        if callable(footprint):
-            rows.append(("memory", format_bytes(float(footprint()))))
-    else:
-        rows += [(key, value) for key, value in (("device", spec.device), ("dtype", spec.dtype)) if value]
-    rows.append(("quantization", spec.quantize or "none"))
-    context = session.context_length
-    rows.append(("context length", str(context) if context else "unknown"))
-    used, _ = session.context_fill()
-    rows.append(("turns", f"{len(session.turns)} ({used} tokens in context)"))
-    return InfoTable("hf_magic status", rows)
-
-
-def models_table() -> InfoTable:
-    """What ``%hfchat models`` shows: the embedded default model and the models in the hub cache."""
-    from .model_catalog import local_choices
-
-    rows = []
-    for found in local_choices():
-        size = format_bytes(float(found.size_on_disk)) if found.size_on_disk else "not converted yet"
-        rows.append((found.model_id, f"{found.source}, {size}" + (f", {found.path}" if found.path else "")))
-    return InfoTable("Models available without the network", rows or [("(none)", "")])
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -1,5 +1,6 @@
 """ChatPanel: the controller of the ipywidgets chat window over a ChatSession (model picker, settings, transcript,
-send/stop, usage); its widgets and drawing live in ``panel_view.PanelView``.
+send/stop, usage); its widgets and drawing live in ``panel_view.PanelView``. It runs past 400 lines because each
+panel action (load, send, stop, reset, export, search, attach) is one small handler of the same controller.
 
 Entry point: ``ChatPanel(session).display()`` (what ``%hfchat panel`` runs), or ``hf_magic.ChatPanel()`` as the
 last expression of a cell. The controller runs loads, sends and searches on a worker thread, asks its

@@ -2,7 +2,8 @@
 
 The view knows no session and starts no thread: it lays out the pickers, settings, transcript and buttons, reads
 the pickers as a ``ModelSpec``, and draws turns (``render.turn_html``), progress (``WidgetProgress``), the usage
-line, the status and the error line it is given.
+line, the status and the error line it is given. It runs past 400 lines because it is the whole widget tree of one
+window, a method per section.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Turns, transcripts, usage and errors as display bundles (text/plain, text/markdown, text/html)."""
+"""Turns, transcripts, usage and errors as display bundles (text/plain, text/markdown, text/html).
+
+It runs past 400 lines because it holds one small bundle class per thing shown (reply, stream, transcript, usage,
+errors, tables), so that cells and the panel draw from one place.
+"""
 
 from __future__ import annotations
 

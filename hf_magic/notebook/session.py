@@ -1,4 +1,8 @@
-"""ChatSession: one chat model, its transcript and usage tally; what the magic and the panel share."""
+"""ChatSession: one chat model, its transcript and usage tally; what the magic and the panel share.
+
+It runs past 400 lines because its operations (load, send, stop, reset, history, restore) share one lock and one
+event stream; its records live in turns.py and its transcript files in transcript.py.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,174 @@
+"""What a ``%%hfchat`` line and cell ask for: subcommands, ``{name}`` interpolation, the spec a cell's options
+give, and the message ``-o VAR`` receives. Pure functions: nothing here needs IPython."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import keyword
+import re
+import shlex
+import string
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from langchain_core.messages import AIMessage
+
+from ..errors import HfMagicError, InvalidInputError
+from .model_spec import ModelSpec
+from .turns import Turn
+
+SUBCOMMANDS = (
+    "history",
+    "reset",
+    "usage",
+    "export",
+    "load",
+    "unload",
+    "status",
+    "models",
+    "panel",
+    "debug",
+    "fix",
+    "restore",
+)
+
+
+_FIELD = re.compile(r"(?<!\{)\{([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[[^\[\]{}]+\])*)\}(?!\})")
+
+
+def interpolate(
+    text: str,
+    namespace: Mapping[str, Any],
+    render: Callable[[Any], str] = str,
+    used: dict[str, str] | None = None,
+) -> str:
+    """Replace ``{name}``, ``{name.attr}`` and ``{name[key]}`` with ``render(value)`` of values from ``namespace``
+    (``cell_images.ImageFields`` takes images out of the text).
+
+    Brace-safe: anything else (dict literals, JSON, ``{unknown}``, ``{{escaped}}``) is left as written,
+    so pasting code into an interpolated cell does not break it. An ``HfMagicError`` a value raises (``{Err[9]}``
+    of a cell that raised nothing) propagates. ``used``, when given, receives each field and the text it became.
+
+    Raises:
+        HfMagicError: raised by a namespace value (see ``CellErrors``).
+    """
+    formatter = string.Formatter()
+
+    def substitute(match: re.Match[str]) -> str:
+        name = re.match(r"[A-Za-z_]\w*", match.group(1))
+        if name is None or name.group(0) not in namespace:
+            return match.group(0)
+        try:
+            value, _ = formatter.get_field(match.group(1), (), namespace)
+        except HfMagicError:
+            raise
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+            return match.group(0)
+        rendered = render(value)
+        if used is not None:
+            used[match.group(1)] = rendered
+        return rendered
+
+    return _FIELD.sub(substitute, text)
+
+
+def cell_key(cell: str, cell_id: str | None) -> str:
+    """What identifies "this cell" for re-run replacement: the notebook's cell id, else the cell's text."""
+    if cell_id:
+        return f"cell:{cell_id}"
+    return "text:" + hashlib.sha1(cell.strip().encode()).hexdigest()[:16]
+
+
+def spec_from_options(current: ModelSpec, options: argparse.Namespace) -> ModelSpec:
+    """The session's spec with every option the cell gave applied (unspecified options keep their value)."""
+    changes: dict[str, Any] = {}
+    if options.model is not None:
+        changes["model"] = options.model
+    if options.endpoint_url is not None:
+        changes["endpoint_url"] = options.endpoint_url or None
+        changes.setdefault("backend", "endpoint")
+    if options.backend is not None:
+        changes["backend"] = options.backend
+    if options.provider is not None:
+        changes["provider"] = options.provider
+    if options.quantize is not None:
+        changes["quantize"] = None if options.quantize == "none" else options.quantize
+    if options.device is not None:
+        changes["device"] = options.device
+    if options.dtype is not None:
+        changes["dtype"] = options.dtype
+    if changes.get("backend") == "pipeline":
+        changes.setdefault("endpoint_url", None)
+    return replace(current, **changes) if changes else current
+
+
+def check_options(options: argparse.Namespace) -> None:
+    """Refuse what argparse lets through but cannot work, in the magic's own words.
+
+    Raises:
+        InvalidInputError: ``-o`` is not a variable name, or ``--history-limit`` is negative.
+    """
+    name = options.output
+    if name is not None and (not name.isidentifier() or keyword.iskeyword(name)):
+        why = "a Python keyword" if keyword.iskeyword(name) else "not a valid variable name"
+        raise InvalidInputError(f"-o {name!r} is {why}: use a name like reply or answer_1.")
+    if options.history_limit is not None and options.history_limit < 0:
+        raise InvalidInputError(
+            f"--history-limit must be 0 or more, got {options.history_limit}: 0 sends no earlier turns."
+        )
+
+
+def reply_message(turn: Turn) -> AIMessage:
+    """A finished turn as the AIMessage ``-o VAR`` stores in the user's namespace."""
+    return AIMessage(
+        content=turn.reply,
+        additional_kwargs={"reasoning_content": turn.reasoning} if turn.reasoning else {},
+        usage_metadata=turn.usage.as_usage_metadata() if turn.usage else None,
+        response_metadata={
+            "model_name": turn.model,
+            "finish_reason": turn.finish_reason,
+            "interrupted": turn.interrupted,
+            "time_to_first_token": turn.time_to_first_token,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    name: str
+    argument: str | None
+    session: str | None
+    with_thinking: bool = False
+    """``export x.md --thinking``: the Markdown keeps the models' thinking."""
+
+
+def parse_subcommand(line: str) -> Subcommand:
+    """``history``, ``export PATH --session NAME``... as a Subcommand.
+
+    Raises:
+        InvalidInputError: an unknown subcommand or a missing path.
+    """
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise InvalidInputError(f"Cannot parse {line!r}: {exc}; check the quotes.") from exc
+    session = None
+    if "--session" in words:
+        at = words.index("--session")
+        if at + 1 >= len(words):
+            raise InvalidInputError("--session needs a name: %hfchat history --session NAME.")
+        session = words[at + 1]
+        del words[at : at + 2]
+    with_thinking = "--thinking" in words
+    words = [word for word in words if word != "--thinking"]
+    if not words or words[0] not in SUBCOMMANDS:
+        given = words[0] if words else ""
+        raise InvalidInputError(
+            f"Unknown %hfchat subcommand {given!r}: use one of {', '.join(SUBCOMMANDS)}; "
+            "to send a message use the %%hfchat cell magic."
+        )
+    if words[0] in ("export", "load") and len(words) < 2:
+        raise InvalidInputError(f"%hfchat {words[0]} needs a file path, e.g. %hfchat {words[0]} chat.json.")
+    return Subcommand(words[0], words[1] if len(words) > 1 else None, session, with_thinking)
