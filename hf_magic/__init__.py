@@ -18,6 +18,7 @@ if TYPE_CHECKING:
         EndpointError,
         GenerationCancelled,
         HfMagicError,
+        ImageError,
         InvalidInputError,
         ModelNotFoundError,
         QuantizationError,
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
         StreamInterruptedError,
         StructuredOutputCutError,
     )
+    from .images import image_block
     from .local.loading import ensure_default_model as default_model_path
     from .local.pipeline import HuggingFacePipeline
     from .notebook.panel import ChatPanel
@@ -44,6 +46,7 @@ _LAZY: dict[str, tuple[str, str]] = {
             "EndpointError",
             "GenerationCancelled",
             "HfMagicError",
+            "ImageError",
             "InvalidInputError",
             "ModelNotFoundError",
             "QuantizationError",
@@ -53,6 +56,7 @@ _LAZY: dict[str, tuple[str, str]] = {
         )
     },
     "default_model_path": ("local.loading", "ensure_default_model"),
+    "image_block": ("images", "image_block"),
     "ChatPanel": ("notebook.panel", "ChatPanel"),
     "HuggingFacePipeline": ("local.pipeline", "HuggingFacePipeline"),
     "ProgressEvent": ("progress", "ProgressEvent"),
@@ -100,6 +104,7 @@ __all__ = [
     "HfMagicError",
     "HuggingFaceEndpoint",
     "HuggingFacePipeline",
+    "ImageError",
     "InvalidInputError",
     "ModelNotFoundError",
     "ProgressEvent",
@@ -109,4 +114,5 @@ __all__ = [
     "StructuredOutputCutError",
     "Usage",
     "default_model_path",
+    "image_block",
 ]

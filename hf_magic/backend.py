@@ -108,17 +108,23 @@ def _checked_logit_bias(bias: Any) -> dict[int, float]:
 class Usage:
     input_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int | None = None
+    """How many of ``output_tokens`` the model spent thinking, where known."""
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
-    def as_usage_metadata(self) -> dict[str, int]:
-        return {
+    def as_usage_metadata(self) -> dict[str, Any]:
+        """langchain-core's ``UsageMetadata`` shape; thinking as ``output_token_details["reasoning"]``."""
+        metadata: dict[str, Any] = {
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
             "total_tokens": self.total_tokens,
         }
+        if self.reasoning_tokens is not None:
+            metadata["output_token_details"] = {"reasoning": self.reasoning_tokens}
+        return metadata
 
 
 @dataclass
@@ -130,6 +136,10 @@ class ChatRequest:
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
+    thinking: bool | None = None
+    """Ask a reasoning model to think first (True) or answer directly (False); ``None`` keeps its default."""
+    reasoning_effort: str | None = None
+    """How hard a model that takes it (gpt-oss) thinks: "low", "medium" or "high"."""
 
 
 @dataclass
@@ -138,10 +148,12 @@ class ChatDelta:
 
     ``tool_calls`` holds complete parsed calls ``{"id", "name", "args"}``; ``invalid_tool_calls``
     the ones whose arguments did not parse; ``tool_call_chunks`` partial calls from a stream.
-    ``usage`` and ``finish_reason`` come on the last delta of a reply.
+    ``usage`` and ``finish_reason`` come on the last delta of a reply. ``reasoning`` is the model's
+    thinking, kept apart from ``text`` (the answer).
     """
 
     text: str = ""
+    reasoning: str = ""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     invalid_tool_calls: list[dict[str, Any]] = field(default_factory=list)
     tool_call_chunks: list[dict[str, Any]] = field(default_factory=list)
@@ -177,8 +189,10 @@ def join_deltas(deltas: list[ChatDelta]) -> ChatDelta:
     """Collapse a stream into one reply: text concatenated, last usage and finish reason kept."""
     joined = ChatDelta()
     pieces: list[str] = []
+    thoughts: list[str] = []
     for delta in deltas:
         pieces.append(delta.text)
+        thoughts.append(delta.reasoning)
         joined.tool_calls.extend(delta.tool_calls)
         joined.invalid_tool_calls.extend(delta.invalid_tool_calls)
         if delta.logprobs:
@@ -187,4 +201,5 @@ def join_deltas(deltas: list[ChatDelta]) -> ChatDelta:
         joined.usage = delta.usage or joined.usage
         joined.model_name = delta.model_name or joined.model_name
     joined.text = "".join(pieces)
+    joined.reasoning = "".join(thoughts)
     return joined

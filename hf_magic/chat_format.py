@@ -45,6 +45,9 @@ def convert_message_to_dict(message: BaseMessage) -> dict[str, Any]:
     for index, call in enumerate(converted.get("tool_calls") or []):
         # Templates and servers pair a tool result with its call by id: a call made without one still needs one.
         call["id"] = call.get("id") or f"call_{index}"
+    reasoning = message.additional_kwargs.get("reasoning_content") if isinstance(message, AIMessage) else None
+    if isinstance(reasoning, str) and reasoning:
+        converted["reasoning_content"] = reasoning  # the backend sends it back only as the model expects
     return converted
 
 
@@ -70,10 +73,18 @@ def _response_metadata(delta: ChatDelta) -> dict[str, Any]:
     return metadata
 
 
+def _reasoning_kwargs(delta: ChatDelta) -> dict[str, Any]:
+    # Where langchain-core and its integrations carry thinking; AIMessage.content_blocks turns it into a
+    # "reasoning" block.
+    return {"reasoning_content": delta.reasoning} if delta.reasoning else {}
+
+
 def convert_delta_to_message(delta: ChatDelta) -> AIMessage:
-    """A whole backend reply as an AIMessage."""
+    """A whole backend reply as an AIMessage: ``content`` is the answer, the thinking is in
+    ``additional_kwargs["reasoning_content"]``."""
     return AIMessage(
         content=delta.text,
+        additional_kwargs=_reasoning_kwargs(delta),
         tool_calls=delta.tool_calls,
         invalid_tool_calls=delta.invalid_tool_calls,
         usage_metadata=delta.usage.as_usage_metadata() if delta.usage else None,
@@ -93,6 +104,7 @@ def convert_delta_to_chunk(delta: ChatDelta) -> AIMessageChunk:
     ]
     return AIMessageChunk(
         content=delta.text,
+        additional_kwargs=_reasoning_kwargs(delta),
         tool_call_chunks=tool_call_chunks,  # type: ignore[arg-type]
         usage_metadata=delta.usage.as_usage_metadata() if delta.usage else None,  # type: ignore[arg-type]
         response_metadata=_response_metadata(delta) if last else {},

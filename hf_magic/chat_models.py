@@ -62,6 +62,10 @@ class ChatHuggingFace(BaseChatModel):
     top_logprobs: int | None = None
     logit_bias: dict[int, float] | None = None
     n: int | None = None
+    enable_thinking: bool | None = None
+    """Ask a reasoning model to think (True) or not (False); passed to chat templates and servers that take it."""
+    reasoning_effort: str | None = None
+    """How hard gpt-oss-style models think: "minimal", "low", "medium" or "high"."""
     streaming: bool = False
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
 
@@ -85,6 +89,7 @@ class ChatHuggingFace(BaseChatModel):
         if self.model_id is None:
             self.model_id = self.llm.model_name
         self._params()  # validate max_tokens / temperature now, not at the first call
+        _reasoning_effort(self.reasoning_effort)
         return self
 
     @classmethod
@@ -177,6 +182,8 @@ class ChatHuggingFace(BaseChatModel):
             tools=tools,
             tool_choice=normalize_tool_choice(kwargs.get("tool_choice"), tools or []) if tools else None,
             response_format=kwargs.get("response_format"),
+            thinking=_first(kwargs.get("enable_thinking"), self.enable_thinking),
+            reasoning_effort=_reasoning_effort(_first(kwargs.get("reasoning_effort"), self.reasoning_effort)),
         )
 
     # ------------------------------------------------------------------------- generation
@@ -280,6 +287,15 @@ _CHAT_FIELDS = {name for name in ChatHuggingFace.model_fields if name not in ("l
     "max_new_tokens",
     "stop_sequences",
 }
+
+
+_REASONING_EFFORTS = ("minimal", "low", "medium", "high")
+
+
+def _reasoning_effort(value: Any) -> str | None:
+    if value is None or value in _REASONING_EFFORTS:
+        return value
+    raise InvalidInputError(f"reasoning_effort must be one of {', '.join(_REASONING_EFFORTS)}, got {value!r}.")
 
 
 def _first(*values: Any) -> Any:

@@ -65,7 +65,8 @@ class ContextWindowError(InvalidInputError):
     """A prompt longer than the model's context window: refused before any prefill, never truncated.
 
     ``prompt_tokens`` is the whole prompt, ``history_tokens`` the earlier messages alone (when known),
-    ``context_length`` the model's window.
+    ``context_length`` the model's window, ``image_tokens`` what the prompt's images take after the processor's
+    resizing (when there are any).
     """
 
     def __init__(
@@ -76,17 +77,24 @@ class ContextWindowError(InvalidInputError):
         model: str = "the model",
         history_tokens: int | None = None,
         remedy: str = "shorten the message, keep fewer earlier turns (history_limit), or start a new conversation",
+        image_tokens: int | None = None,
     ) -> None:
         self.prompt_tokens, self.context_length, self.history_tokens = prompt_tokens, context_length, history_tokens
-        self.model = model
+        self.model, self.image_tokens = model, image_tokens
         if history_tokens is not None and history_tokens >= context_length:
             what = (
                 f"The conversation so far is already {history_tokens:,} tokens, over the {context_length:,}-token "
                 f"context window of {model}, before the new message"
             )
         else:
+            images = (
+                f", {image_tokens:,} of them for its images after the processor's resizing (send fewer or smaller "
+                "images)"
+                if image_tokens
+                else ""
+            )
             what = (
-                f"The prompt is {prompt_tokens:,} tokens but {model} holds {context_length:,} "
+                f"The prompt is {prompt_tokens:,} tokens{images} but {model} holds {context_length:,} "
                 "(prompt plus at least one reply token)"
             )
         super().__init__(f"{what}: nothing was sent; {remedy}.")
@@ -99,6 +107,7 @@ class ContextWindowError(InvalidInputError):
             model=self.model,
             history_tokens=self.history_tokens,
             remedy=remedy,
+            image_tokens=self.image_tokens,
         )
 
 
@@ -114,6 +123,10 @@ class StructuredOutputCutError(HfMagicError, OutputParserException):
         self.observation = None
         self.llm_output = llm_output
         self.send_to_llm = False
+
+
+class ImageError(InvalidInputError):
+    """An image that cannot be sent: unreadable, unreachable, not an image, or to a model that reads text only."""
 
 
 def input_error(exc: ValidationError, owner: str) -> InvalidInputError:

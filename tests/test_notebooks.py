@@ -29,6 +29,9 @@ NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 ENDPOINT_URL_VAR = "HF_MAGIC_ENDPOINT_URL"
 """Where notebook 03 finds its OpenAI-compatible server (it starts one itself when the variable is unset)."""
 
+VISION_MODEL_VAR = "HF_MAGIC_VISION_MODEL"
+"""The vision-language model notebook 07 asks about its plot (a hub VLM when unset); here a tiny random LLaVA."""
+
 DOWNLOAD_REPO_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 """The hub id notebook 05 downloads; the mirror serves the converted default model under it."""
 
@@ -45,6 +48,14 @@ def download_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OlahMirro
         yield mirror
 
 
+@pytest.fixture(scope="session")
+def tiny_vision_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight LLaVA with its real processor, for notebook 07 (mechanics only: its words are noise)."""
+    from tests.support.tiny_vlms import build_tiny_vlm
+
+    return build_tiny_vlm("llava", tmp_path_factory.mktemp("tiny-llava"))
+
+
 def notebook_environment(notebook: Path, request: pytest.FixtureRequest, home: Path) -> dict[str, str]:
     """The environment a user would have set for ``notebook``: offline with an empty hub cache, except where the
     notebook needs a server; only the servers a notebook uses are started."""
@@ -52,6 +63,8 @@ def notebook_environment(notebook: Path, request: pytest.FixtureRequest, home: P
     env.update(HF_HUB_OFFLINE="1", HF_HOME=str(home))
     if notebook.stem == "03_endpoint":
         env[ENDPOINT_URL_VAR] = request.getfixturevalue("serve_url")
+    if notebook.stem == "07_asking_about_a_plot":
+        env[VISION_MODEL_VAR] = str(request.getfixturevalue("tiny_vision_model"))
     if notebook.stem == "05_downloads":
         del env["HF_HUB_OFFLINE"]
         env["HF_ENDPOINT"] = request.getfixturevalue("download_hub").url
@@ -86,7 +99,7 @@ def test_notebook(notebook: Path, request: pytest.FixtureRequest, tmp_path: Path
 
 
 def test_every_tutorial_is_collected() -> None:
-    assert [path.name[:2] for path in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+    assert [path.name[:2] for path in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])

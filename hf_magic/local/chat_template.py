@@ -43,6 +43,10 @@ def to_template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]
         for key in ("tool_call_id", "name"):
             if message.get(key):
                 item[key] = message[key]
+        if message.get("reasoning_content"):
+            # Past thinking, under both names templates read (Qwen3: reasoning_content, gpt-oss: thinking);
+            # each template decides whether it is sent back (most drop it from earlier turns).
+            item["reasoning_content"] = item["thinking"] = message["reasoning_content"]
         adapted.append(item)
     return adapted
 
@@ -75,25 +79,32 @@ def render_prompt(
     tokenizer: Any,
     messages: list[dict[str, Any]],
     tools: list[dict[str, Any]] | None = None,
+    template_kwargs: dict[str, Any] | None = None,
 ) -> str:
     """The prompt text for ``messages`` (and ``tools``), ending where the assistant's reply begins.
 
     ``messages`` are in template form already (``to_template_messages``): converted once per request.
+    ``template_kwargs`` are extra chat-template variables (``enable_thinking``, ``reasoning_effort``).
     """
     if not messages:
         raise InvalidInputError("No messages to send: pass at least one message.")
     template_messages = messages
+    extra = template_kwargs or {}
     if getattr(tokenizer, "chat_template", None) is None:
         return _plain_prompt(template_messages)
     try:
         return tokenizer.apply_chat_template(
-            template_messages, tools=tools or None, add_generation_prompt=True, tokenize=False
+            template_messages, tools=tools or None, add_generation_prompt=True, tokenize=False, **extra
         )
     except Exception as exc:  # jinja2 TemplateError from raise_exception(), e.g. "System role not supported"
         if "system" not in str(exc).lower() or not any(m["role"] == "system" for m in template_messages):
             raise InvalidInputError(f"The model's chat template rejected these messages: {exc}") from exc
     return tokenizer.apply_chat_template(
-        fold_system_into_user(template_messages), tools=tools or None, add_generation_prompt=True, tokenize=False
+        fold_system_into_user(template_messages),
+        tools=tools or None,
+        add_generation_prompt=True,
+        tokenize=False,
+        **extra,
     )
 
 

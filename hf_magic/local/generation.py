@@ -20,6 +20,7 @@ from ..errors import InvalidInputError
 from .kv_cache import ConversationCache
 from .logprobs import GenerationLogprobs
 from .stop_sequences import IncrementalDecoder
+from .vision import VisionPrompt, image_prefill, model_tensors
 
 _END = object()
 
@@ -71,6 +72,8 @@ class LocalGenerator:
         params: GenerationParams,
         processors: list[Any] | None = None,
         reuse_cache: bool = True,
+        prompt: VisionPrompt | None = None,
+        keep_special: bool = False,
     ) -> Iterator[ChatDelta]:
         """Generate on the calling thread, inside a greenlet that hands over each token as it comes.
 
@@ -90,9 +93,9 @@ class LocalGenerator:
             greenlet.getcurrent().parent.switch(ids)  # resumes the consumer; returns when it wants more
 
         generation = greenlet.greenlet(
-            lambda: self._run_generate(input_ids, params, hand_over, cancel, processors, reuse_cache, logprobs)
+            lambda: self._run_generate(input_ids, params, hand_over, cancel, processors, reuse_cache, prompt, logprobs)
         )
-        decoder = self._decoder(params)
+        decoder = self._decoder(params, keep_special)
         try:
             while (ids := generation.switch()) is not None:
                 text = decoder.push(ids)
@@ -112,6 +115,8 @@ class LocalGenerator:
         params: GenerationParams,
         processors: list[Any] | None = None,
         reuse_cache: bool = True,
+        prompt: VisionPrompt | None = None,
+        keep_special: bool = False,
     ) -> AsyncIterator[ChatDelta]:
         """``stream`` for an event loop: the loop only decodes, generation stays on its thread."""
         loop = asyncio.get_running_loop()
@@ -127,7 +132,7 @@ class LocalGenerator:
 
         def run() -> None:
             try:
-                self._run_generate(input_ids, params, deliver, cancel, processors, reuse_cache, logprobs)
+                self._run_generate(input_ids, params, deliver, cancel, processors, reuse_cache, prompt, logprobs)
             except BaseException as exc:  # handed to the consumer, which re-raises it
                 deliver(exc)
             finally:
@@ -135,7 +140,7 @@ class LocalGenerator:
 
         # An event loop must never run the model: generation gets a thread of its own here.
         threading.Thread(target=run, name="hf_magic-generate", daemon=True).start()
-        decoder = self._decoder(params)
+        decoder = self._decoder(params, keep_special)
         try:
             while True:
                 items = [await tokens.get()]
@@ -152,10 +157,15 @@ class LocalGenerator:
         finally:
             cancel.set()  # on cancellation the worker stops at its next token and releases the model
 
-    def _decoder(self, params: GenerationParams) -> IncrementalDecoder:
+    def _decoder(self, params: GenerationParams, keep_special: bool = False) -> IncrementalDecoder:
+        """Decodes the reply; ``keep_special`` for formats written in special tokens (gpt-oss channels), whose
+        end-of-reply marker still goes."""
         tokenizer = self.tokenizer
+        ends = eos_token_ids(self.model, tokenizer) if keep_special else set()
 
         def decode(ids: list[int]) -> str:
+            if keep_special:
+                return tokenizer.decode([i for i in ids if i not in ends], skip_special_tokens=False)
             return tokenizer.decode(ids, skip_special_tokens=True)
 
         return IncrementalDecoder(decode, params.stop)
@@ -195,9 +205,11 @@ class LocalGenerator:
         cancel: threading.Event,
         processors: list[Any] | None = None,
         reuse_cache: bool = True,
+        prompt: VisionPrompt | None = None,
         logprobs: GenerationLogprobs | None = None,
     ) -> None:
-        """Run ``model.generate``, handing each new token's ids to ``deliver``; stops once ``cancel`` is set."""
+        """Run ``model.generate``, handing each new token's ids to ``deliver``; stops once ``cancel`` is set.
+        A ``prompt`` with images hands their pixels to the model unless the kept cache already holds them."""
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -217,11 +229,15 @@ class LocalGenerator:
                 with torch.inference_mode():
                     # Prefill only what the last generation did not see (a failed one leaves no cache).
                     lease = self.kv_cache.take(self.model, input_ids, reuse=reuse_cache)
+                    image_inputs: dict[str, Any] = {}
+                    if prompt is not None:
+                        lease, image_inputs = image_prefill(self.kv_cache, self.model, lease, prompt)
                     output = self.model.generate(
                         input_ids=ids,
                         attention_mask=torch.ones_like(ids),
                         streamer=_QueueStreamer(deliver),
                         stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
+                        **model_tensors(image_inputs, self.model),
                         **(lease.generate_kwargs() if lease else {}),
                         **generate_kwargs,
                     )

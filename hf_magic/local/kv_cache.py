@@ -95,9 +95,13 @@ class CacheLease:
     epoch: int
     keyword: str
     chunk: int
+    chunked: bool = True
+    """False for a prompt with raw image inputs, which transformers prefills only in one pass."""
 
     def generate_kwargs(self) -> dict[str, Any]:
         """What to add to ``model.generate``'s arguments: the cache, and the chunking that makes it reusable."""
+        if not self.chunked:
+            return {self.keyword: self.cache}
         return {self.keyword: self.cache, "prefill_chunk_size": self.chunk}
 
 
@@ -122,6 +126,8 @@ class ConversationCache:
         self._support: dict[int, str | None] = {}  # id(model) -> cache keyword, None when it cannot reuse
         self.last_reused = 0
         """Prompt tokens the latest generation took from the cache (0: a full prefill)."""
+        self.last_note: str | None = None
+        """Why the latest generation prefilled in full although a cache was kept (a new image), else ``None``."""
 
     @property
     def cached_tokens(self) -> int:
@@ -135,7 +141,7 @@ class ConversationCache:
         keyword = self._cache_keyword(model)
         if keyword is None:
             self.reset()
-            self.last_reused = 0
+            self.last_reused, self.last_note = 0, None
             return None
         with self._guard:
             cache, cached_ids = self._cache, self._token_ids
@@ -149,8 +155,19 @@ class ConversationCache:
                 cache.crop(reused - cache.get_seq_length())
         else:
             cache = new_cache(model)
-        self.last_reused = reused
+        self.last_reused, self.last_note = reused, None
         return CacheLease(cache=cache, reused=reused, epoch=epoch, keyword=keyword, chunk=self.chunk)
+
+    def restart_unchunked(self, model: Any, lease: CacheLease, note: str) -> CacheLease:
+        """``lease`` replaced by an empty cache prefilled in one pass (raw image inputs), ``note`` saying why.
+
+        The positions kept afterwards came from that one pass, so a later turn that reuses them matches a fresh
+        prefill of the same prompt up to the kernels' rounding, not bit for bit as text-only turns do.
+        """
+        self.last_reused, self.last_note = 0, note
+        return CacheLease(
+            cache=new_cache(model), reused=0, epoch=lease.epoch, keyword=lease.keyword, chunk=lease.chunk, chunked=False
+        )
 
     def keep(self, model: Any, lease: CacheLease, sequence: list[int], prompt_length: int) -> None:
         """Keep ``lease``'s cache after ``generate`` returned ``sequence`` (prompt + generated ids) for a prompt

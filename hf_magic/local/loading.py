@@ -218,14 +218,21 @@ def load_model_and_tokenizer(
     device_map: str | dict[str, Any] | None = None,
     model_kwargs: dict[str, Any] | None = None,
     progress: ProgressCallback | None = None,
+    vision: bool = False,
 ) -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer from a local folder, with weight-loading progress.
+    """Load a causal LM and its tokenizer from a local folder, with weight-loading progress; with ``vision``, a
+    vision-language model and its processor (``AutoModelForImageTextToText`` / ``AutoProcessor``).
 
     Raises:
         QuantizationError: the requested quantization cannot run here.
         HfMagicError: the folder holds no loadable causal LM.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+    model_class, tokenizer_class = (
+        (AutoModelForImageTextToText, AutoProcessor) if vision else (AutoModelForCausalLM, AutoTokenizer)
+    )
+    what = "vision-language model" if vision else "causal language model"
 
     kwargs = dict(model_kwargs or {})
     tokenizer_kwargs = {k: kwargs[k] for k in ("trust_remote_code", "revision") if k in kwargs}
@@ -243,18 +250,18 @@ def load_model_and_tokenizer(
     elif "dtype" not in kwargs and "device_map" not in kwargs and not cpu_computes_bf16():
         kwargs["dtype"] = "float32"  # see cpu_computes_bf16: emulated bf16 prefills 3-7x slower
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **tokenizer_kwargs)
+        tokenizer = tokenizer_class.from_pretrained(path, **tokenizer_kwargs)
         with capture_transformers_progress(progress, "load"):
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            model = model_class.from_pretrained(path, **kwargs)
     except (ImportError, RuntimeError, ValueError) as exc:
         if quantization is not None:
             raise QuantizationError(
                 f"{type(quantization).__name__} cannot run on this machine ({_first_line(exc)}): load without "
                 "quantization, or use BitsAndBytesConfig (4-bit and 8-bit run on CPU too)."
             ) from exc
-        raise HfMagicError(f"Could not load a causal language model from {path}: {_first_line(exc)}") from exc
+        raise HfMagicError(f"Could not load a {what} from {path}: {_first_line(exc)}") from exc
     except OSError as exc:
-        raise HfMagicError(f"Could not load a causal language model from {path}: {_first_line(exc)}") from exc
+        raise HfMagicError(f"Could not load a {what} from {path}: {_first_line(exc)}") from exc
     if "attn_implementation" not in kwargs and _uses_sdpa_on_the_cpu(model):
         model.set_attn_implementation(decode_attention.register())  # decoding reads the cache in place
     model.eval()

@@ -17,17 +17,22 @@ from pydantic import ConfigDict, PrivateAttr, ValidationError, model_validator
 
 from .. import config
 from ..backend import ChatDelta, ChatRequest, GenerationParams, join_deltas
-from ..errors import ContextWindowError, InvalidInputError, input_error
+from ..errors import ContextWindowError, ImageError, InvalidInputError, input_error
+from ..images import messages_have_images
 from ..progress import ProgressCallback
+from ..reasoning import ReplyParser, ReplySplitter, ThinkTagParser, asplit_stream, split_stream
 from ..text_completion import astream_chunks, stream_chunks
 from .chat_template import render_prompt, to_template_messages
 from .constraints import constrainer_for, grammar_spec
 from .generation import LocalGenerator, eos_token_ids
 from .kv_cache import ConversationCache
 from .loading import default_device, is_default_model, load_model_and_tokenizer, resolve_model_path, torch_device
+from .reply_format import reply_parser_for, thinking_template_kwargs
 from .tool_calls import aattach_tool_calls, attach_tool_calls, prompt_messages
+from .vision import TASK as VISION_TASK
+from .vision import VisionPrompt, is_vision_language, render_vision_prompt
 
-SUPPORTED_TASKS = ("text-generation",)
+SUPPORTED_TASKS = ("text-generation", VISION_TASK)
 
 _END = object()
 _GENERATION_KEYS = (
@@ -46,10 +51,12 @@ _GENERATION_KEYS = (
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A loaded model and its tokenizer: the two things of a transformers pipeline generation uses."""
+    """A loaded model and its tokenizer: the two things of a transformers pipeline generation uses; for a
+    vision-language model also its processor (whose tokenizer ``tokenizer`` is)."""
 
     model: Any
     tokenizer: Any
+    processor: Any = None
 
 
 class HuggingFacePipeline(BaseLLM):
@@ -73,7 +80,8 @@ class HuggingFacePipeline(BaseLLM):
     """Keep the conversation's KV cache between calls and prefill only the new tokens (with the last reply,
     which was decoded one token at a time, and the last partial prefill chunk). It changes speed, never a reply:
     prompts are prefilled in position-aligned chunks either way, so a reused turn computes exactly what a fresh
-    prefill computes (``kv_cache.py``)."""
+    prefill computes (``kv_cache.py``). In a conversation with images, a turn with a new image prefills in one
+    pass (``vision.py``), so later turns that reuse it match a fresh prefill up to the kernels' rounding."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
@@ -113,7 +121,8 @@ class HuggingFacePipeline(BaseLLM):
 
         Args:
             model_id: what to load; ``None`` or ``"default"`` is the embedded SmolLM2-135M-Instruct.
-            task: only ``"text-generation"`` (chat models are causal LMs).
+            task: ``"text-generation"``, or ``"image-text-to-text"`` for a vision-language model; a VLM is
+                recognised from its config and loaded with its processor whichever is given.
             backend: accepted for compatibility; only transformers (``"default"``/``"pt"``) is supported.
             device: ``-1``/``"cpu"``, a CUDA index or a torch device string; ``None`` (with no ``device_map``) is
                 the GPU when there is one, else the CPU, as transformers' ``pipeline`` chooses.
@@ -130,7 +139,9 @@ class HuggingFacePipeline(BaseLLM):
             ModelNotFoundError, QuantizationError: see ``hf_magic.loading``.
         """
         if task not in SUPPORTED_TASKS:
-            raise InvalidInputError(f"Task {task!r} is not supported: use task='text-generation'.")
+            raise InvalidInputError(
+                f"Task {task!r} is not supported: use task='text-generation' (or 'image-text-to-text' for a VLM)."
+            )
         if backend not in ("default", "pt", "transformers"):
             raise InvalidInputError(f"Backend {backend!r} is not supported: use the default transformers backend.")
         if device is not None and device_map is not None:
@@ -141,12 +152,19 @@ class HuggingFacePipeline(BaseLLM):
         elif device_map is None:
             device = default_device()
         path = resolve_model_path(model_id, progress)
+        vision = is_vision_language(path)
+        if task == VISION_TASK and not vision:
+            raise InvalidInputError(
+                f"{model_id!r} is not a vision-language model: load it with task='text-generation', or pick a VLM."
+            )
         model, tokenizer = load_model_and_tokenizer(
-            path, device=device, device_map=device_map, model_kwargs=model_kwargs, progress=progress
+            path, device=device, device_map=device_map, model_kwargs=model_kwargs, progress=progress, vision=vision
         )
+        # A VLM comes with its processor, whose tokenizer decodes the replies.
+        loaded = LoadedModel(model, tokenizer.tokenizer, tokenizer) if vision else LoadedModel(model, tokenizer)
         name = config.DEFAULT_MODEL_NAME if is_default_model(model_id) else model_id
         return cls(
-            pipeline=LoadedModel(model, tokenizer),
+            pipeline=loaded,
             model_id=name,
             model_kwargs=model_kwargs,
             pipeline_kwargs=pipeline_kwargs,
@@ -178,9 +196,27 @@ class HuggingFacePipeline(BaseLLM):
         return self.pipeline.tokenizer
 
     @property
+    def processor(self) -> Any:
+        """A vision-language model's processor (``None`` for a text model)."""
+        return getattr(self.pipeline, "processor", None)
+
+    @property
+    def reads_images(self) -> bool:
+        """Whether the model is a vision-language model, loaded with its processor."""
+        return self.processor is not None
+
+    @property
+    def last_prefill_note(self) -> str | None:
+        """Why the latest turn prefilled in full though a cache was kept (a new image), else ``None``."""
+        return self._kv_cache.last_note
+
+    @property
     def context_length(self) -> int | None:
-        """The model's maximum sequence length, when its config says."""
-        value = getattr(self.model.config, "max_position_embeddings", None)
+        """The model's maximum sequence length, when its config says (a VLM's: its language model's)."""
+        model_config = self.model.config
+        value = getattr(model_config, "max_position_embeddings", None)
+        if value is None and hasattr(model_config, "get_text_config"):
+            value = getattr(model_config.get_text_config(), "max_position_embeddings", None)
         return int(value) if value else None
 
     def default_params(self) -> GenerationParams:
@@ -199,17 +235,40 @@ class HuggingFacePipeline(BaseLLM):
         return join_deltas([delta async for delta in self.astream_chat(request)])
 
     def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
-        params = _supported(self.default_params().merged(request.params))
-        input_ids = self._chat_input_ids(request)
-        deltas = self._stream_ids(input_ids, params, self._logits_processors(request, params))
-        # Tool-call text is held back while streaming and arrives parsed on the last delta.
-        return attach_tool_calls(deltas, _tool_names(request)) if _parses_tool_calls(request) else deltas
+        params, prompt, processors, splitter = self._prepare(request)
+        deltas = self._stream_ids(prompt.input_ids, params, processors, prompt, splitter.parser.keeps_special_tokens)
+        # Thinking is split off first; then tool-call text is held back and arrives parsed on the last delta.
+        deltas = split_stream(deltas, splitter)
+        if _parses_tool_calls(request) and not splitter.parser.reads_tool_calls:
+            return attach_tool_calls(deltas, _tool_names(request))
+        return deltas
 
     def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
+        params, prompt, processors, splitter = self._prepare(request)
+        deltas = self._astream_ids(prompt.input_ids, params, processors, prompt, splitter.parser.keeps_special_tokens)
+        split = asplit_stream(deltas, splitter)
+        if _parses_tool_calls(request) and not splitter.parser.reads_tool_calls:
+            return aattach_tool_calls(split, _tool_names(request))
+        return split
+
+    def _prepare(self, request: ChatRequest) -> tuple[GenerationParams, VisionPrompt, list[Any], ReplySplitter]:
+        """The generation settings, the prompt, the logits processors and what reads the reply."""
         params = _supported(self.default_params().merged(request.params))
-        input_ids = self._chat_input_ids(request)
-        deltas = self._astream_ids(input_ids, params, self._logits_processors(request, params))
-        return aattach_tool_calls(deltas, _tool_names(request)) if _parses_tool_calls(request) else deltas
+        prompt = self._chat_prompt(request)
+        return params, prompt, self._logits_processors(request, params), self._reply_splitter(request, prompt)
+
+    def _reply_splitter(self, request: ChatRequest, prompt: VisionPrompt) -> ReplySplitter:
+        """What reads the reply to ``prompt``: thinking, answer and, in some formats, tool calls."""
+        if self.reads_images or grammar_spec(request.tools, request.tool_choice, request.response_format):
+            # A grammar writes JSON from the first token, so nothing is thinking; VLM replies: <think> tags only.
+            parser: ReplyParser = ThinkTagParser()
+        else:
+            text = self.tokenizer.decode(prompt.input_ids)  # the prompt as the template wrote it, markers included
+            parser = reply_parser_for(self.tokenizer, text, request.tools if _parses_tool_calls(request) else None)
+        return ReplySplitter(parser, self._count_tokens)
+
+    def _count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _chat_input_ids(self, request: ChatRequest) -> list[int]:
         """The prompt's token ids.
@@ -217,14 +276,36 @@ class HuggingFacePipeline(BaseLLM):
         Raises:
             ContextWindowError: the prompt leaves no room for a reply token in the model's context window.
         """
+        return self._chat_prompt(request).input_ids
+
+    def _chat_prompt(self, request: ChatRequest) -> VisionPrompt:
+        """The prompt's token ids and, for a VLM, its processed images.
+
+        Raises:
+            ContextWindowError: the prompt (images included, as the processor resized them) leaves no room for a
+                reply token in the model's context window.
+            ImageError: an image for a model that reads text only, or one that cannot be read.
+        """
+        if self.reads_images:
+            tools = request.tools if request.tool_choice != "none" else None
+            prompt = render_vision_prompt(self.processor, self.model, request.messages, tools)
+            self._check_fits(prompt.input_ids, lambda: self._history_tokens(request), prompt.image_tokens)
+            return prompt
+        if messages_have_images(request.messages):
+            raise ImageError(
+                f"{self.model_name} reads text only and cannot see images: load a vision-language model "
+                "(e.g. HuggingFaceTB/SmolVLM-256M-Instruct), or send text only."
+            )
         ids = self._render_ids(request.messages, request)
         self._check_fits(ids, lambda: self._history_tokens(request))
-        return ids
+        return VisionPrompt(input_ids=ids)
 
     def _render_ids(self, chat_messages: list[dict[str, Any]], request: ChatRequest) -> list[int]:
         tools = request.tools if request.tool_choice != "none" else None
+        if self.reads_images:
+            return render_vision_prompt(self.processor, self.model, chat_messages, tools).input_ids
         messages, tools = prompt_messages(self.tokenizer, to_template_messages(chat_messages), tools)
-        prompt = render_prompt(self.tokenizer, messages, tools)
+        prompt = render_prompt(self.tokenizer, messages, tools, thinking_template_kwargs(self.tokenizer, request))
         return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
     def _history_tokens(self, request: ChatRequest) -> int | None:
@@ -236,14 +317,21 @@ class HuggingFacePipeline(BaseLLM):
             return None
         return len(self._render_ids(earlier, request))
 
-    def _check_fits(self, input_ids: list[int], history_tokens: Callable[[], int | None] | None = None) -> None:
+    def _check_fits(
+        self,
+        input_ids: list[int],
+        history_tokens: Callable[[], int | None] | None = None,
+        image_tokens: int | None = None,
+    ) -> None:
         """Refuse a prompt that cannot fit, before any prefill: a prompt past the window would prefill for
         minutes and then fail or answer garbage, and cutting it silently would answer a different question."""
         window = self.context_length
         if window is None or len(input_ids) + 1 <= window:
             return
         history = history_tokens() if history_tokens is not None else None
-        raise ContextWindowError(len(input_ids), window, model=self.model_name, history_tokens=history)
+        raise ContextWindowError(
+            len(input_ids), window, model=self.model_name, history_tokens=history, image_tokens=image_tokens
+        )
 
     def _logits_processors(self, request: ChatRequest, params: GenerationParams) -> list[Any]:
         """Grammar constraints for one generation (none unless asked for).
@@ -303,14 +391,28 @@ class HuggingFacePipeline(BaseLLM):
 
     # --------------------------------------------------------------------------- generation
     def _stream_ids(
-        self, input_ids: list[int], params: GenerationParams, processors: list[Any] | None = None
+        self,
+        input_ids: list[int],
+        params: GenerationParams,
+        processors: list[Any] | None = None,
+        prompt: VisionPrompt | None = None,
+        keep_special: bool = False,
     ) -> Iterator[ChatDelta]:
-        return self._generator().stream(input_ids, params, processors, reuse_cache=self.reuse_kv_cache)
+        return self._generator().stream(
+            input_ids, params, processors, reuse_cache=self.reuse_kv_cache, prompt=prompt, keep_special=keep_special
+        )
 
     def _astream_ids(
-        self, input_ids: list[int], params: GenerationParams, processors: list[Any] | None = None
+        self,
+        input_ids: list[int],
+        params: GenerationParams,
+        processors: list[Any] | None = None,
+        prompt: VisionPrompt | None = None,
+        keep_special: bool = False,
     ) -> AsyncIterator[ChatDelta]:
-        return self._generator().astream(input_ids, params, processors, reuse_cache=self.reuse_kv_cache)
+        return self._generator().astream(
+            input_ids, params, processors, reuse_cache=self.reuse_kv_cache, prompt=prompt, keep_special=keep_special
+        )
 
     def _generator(self) -> LocalGenerator:
         """The generator for this pipeline's model, made on first use (``pipeline`` is set by then)."""

@@ -15,12 +15,19 @@ from .chat_template import render_prompt
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
+MISTRAL_TOOL_CALLS = "[TOOL_CALLS]"
+LLAMA_PYTHON_TAG = "<|python_tag|>"
+# Markers after which a reply is tool calls to its end (Mistral, Llama 3.1 when they are not skipped as special).
+_CALLS_TO_END = (MISTRAL_TOOL_CALLS, LLAMA_PYTHON_TAG)
+_OPENERS = (TOOL_CALL_OPEN, *_CALLS_TO_END)
 
 _TAGGED_CALL = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)(?:" + re.escape(TOOL_CALL_CLOSE) + r"|\Z)", re.DOTALL)
 # A reply that *starts* like a bare JSON call (one object or a list of them), before it is complete.
 _BARE_CALL_START = re.compile(r'\A\s*(?:```(?:json)?\s*)?\[?\s*\{\s*"name"\s*:', re.DOTALL)
 _CODE_FENCE = re.compile(r"\A```(?:json)?\s*(.*?)\s*```\Z", re.DOTALL)
 _NAME_IN_TEXT = re.compile(r'"name"\s*:\s*"([^"]*)"')
+# Mistral's newer format: [TOOL_CALLS]name[ARGS]{...}, once per call.
+_MISTRAL_NAMED_CALL = re.compile(r"\s*([A-Za-z0-9_.\-]+)\[ARGS\]")
 
 _TOOLS_PROMPT = """You can call these tools; each is described by a JSON schema:
 <tools>
@@ -59,6 +66,9 @@ def parse_tool_calls(text: str, tool_names: list[str] | None = None) -> ParsedRe
         >>> parse_tool_calls('<tool_call>{"name": "add", "arguments": {"a": 1}}</tool_call>').tool_calls[0]["args"]
         {'a': 1}
     """
+    marker = next((m for m in _CALLS_TO_END if m in text), None)
+    if marker is not None and (TOOL_CALL_OPEN not in text or text.find(marker) < text.find(TOOL_CALL_OPEN)):
+        return _parse_calls_to_end(text, marker)
     if TOOL_CALL_OPEN in text:
         parsed = ParsedReply(content=_TAGGED_CALL.sub("", text).strip())
         for match in _TAGGED_CALL.finditer(text):
@@ -75,6 +85,38 @@ def parse_tool_calls(text: str, tool_names: list[str] | None = None) -> ParsedRe
     if not parsed.tool_calls and not parsed.invalid_tool_calls:
         return ParsedReply(content=text)  # JSON that names no bound tool is an ordinary answer
     return parsed
+
+
+def _parse_calls_to_end(text: str, marker: str) -> ParsedReply:
+    """``answer[TOOL_CALLS][{...}]``, ``[TOOL_CALLS]name[ARGS]{...}`` or ``<|python_tag|>{...}``: calls to the end."""
+    before, _, body = text.partition(marker)
+    parsed = ParsedReply(content=before.strip())
+    for piece in body.split(marker):
+        named = list(_MISTRAL_NAMED_CALL.finditer(piece))
+        if named and named[0].start() == 0:
+            for index, match in enumerate(named):
+                end = named[index + 1].start() if index + 1 < len(named) else len(piece)
+                _add_named_call(parsed, match.group(1), piece[match.end() : end].strip())
+        elif piece.strip():
+            _add_calls(parsed, piece.strip().rstrip(";"), names=None)
+    return parsed
+
+
+def call_from_text(name: str, arguments: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """One call of tool ``name`` whose arguments are the JSON text ``arguments``: (call, None) when they
+    parse to an object, else (None, invalid call with the reason)."""
+    call, error = _call_from_json({"name": name, "arguments": arguments or "{}"})
+    if error is not None:
+        return None, _invalid(name, arguments, error)
+    return call, None
+
+
+def _add_named_call(parsed: ParsedReply, name: str, arguments: str) -> None:
+    call, invalid = call_from_text(name, arguments)
+    if call is not None:
+        parsed.tool_calls.append(call)
+    elif invalid is not None:
+        parsed.invalid_tool_calls.append(invalid)
 
 
 def _without_partial_close(body: str) -> str:
@@ -230,14 +272,14 @@ class ToolCallStream:
     def _safe_end(self) -> int:
         """How far the text can be shown without revealing the start of a tool call."""
         text = self._text
-        tag = text.find(TOOL_CALL_OPEN, self._shown)
-        if tag >= 0:
-            return tag
+        tags = [at for opener in _OPENERS if (at := text.find(opener, self._shown)) >= 0]
+        if tags:
+            return min(tags)
         if not text[: self._shown].strip() and (not text.strip() or _could_be_bare_call(text)):
             return self._shown  # the reply so far is empty or may be a bare JSON call
-        # Keep back a trailing partial "<tool_call>" (e.g. "<tool").
-        for size in range(min(len(TOOL_CALL_OPEN) - 1, len(text) - self._shown), 0, -1):
-            if TOOL_CALL_OPEN.startswith(text[-size:]):
+        # Keep back a trailing partial opener (e.g. "<tool" or "[TOOL_").
+        for size in range(min(max(map(len, _OPENERS)) - 1, len(text) - self._shown), 0, -1):
+            if any(opener.startswith(text[-size:]) for opener in _OPENERS):
                 return len(text) - size
         return len(text)
 
@@ -271,7 +313,7 @@ def _filtered(stream: ToolCallStream, delta: ChatDelta) -> bool:
     """Hold back ``delta``'s text as needed (in place); whether the delta still has anything to say."""
     delta.text = stream.push(delta.text)
     if delta.finish_reason is None:
-        return bool(delta.text)
+        return bool(delta.text or delta.reasoning)
     parsed = stream.finish()
     delta.text += parsed.content
     delta.tool_calls = [*delta.tool_calls, *parsed.tool_calls]

@@ -26,11 +26,23 @@ from traitlets import Bool, Enum, Float, Integer, Unicode
 from ..config import DEFAULT_MAX_NEW_TOKENS
 from ..errors import ContextWindowError, HfMagicError, InvalidInputError
 from .cell_errors import CellErrors, fix_prompt
+from .cell_images import ImageFields, option_images
 from .code_blocks import code_cell_text
 from .model_spec import ModelSpec
 from .progress_views import ProgressView, make_progress_view
-from .render import ErrorLine, InfoTable, Reply, Streaming, Transcript, UsageReport, usage_line
-from .restore import notebook_turns, read_notebook, running_notebook
+from .render import (
+    STILL_THINKING,
+    ErrorLine,
+    InfoTable,
+    Reply,
+    SentImages,
+    Streaming,
+    Transcript,
+    UsageReport,
+    thinking_text,
+    usage_line,
+)
+from .restore import images_left_out, notebook_turns, read_notebook, running_notebook
 from .session import ChatSession, all_sessions, get_session
 from .turns import Turn
 from .units import format_bytes
@@ -65,7 +77,8 @@ def interpolate(
     render: Callable[[Any], str] = str,
     used: dict[str, str] | None = None,
 ) -> str:
-    """Replace ``{name}``, ``{name.attr}`` and ``{name[key]}`` with ``render(value)`` of values from ``namespace``.
+    """Replace ``{name}``, ``{name.attr}`` and ``{name[key]}`` with ``render(value)`` of values from ``namespace``
+    (``cell_images.ImageFields`` takes images out of the text).
 
     Brace-safe: anything else (dict literals, JSON, ``{unknown}``, ``{{escaped}}``) is left as written,
     so pasting code into an interpolated cell does not break it. An ``HfMagicError`` a value raises (``{Err[9]}``
@@ -144,6 +157,7 @@ def reply_message(turn: Turn) -> AIMessage:
     """A finished turn as the AIMessage ``-o VAR`` stores in the user's namespace."""
     return AIMessage(
         content=turn.reply,
+        additional_kwargs={"reasoning_content": turn.reasoning} if turn.reasoning else {},
         usage_metadata=turn.usage.as_usage_metadata() if turn.usage else None,
         response_metadata={
             "model_name": turn.model,
@@ -159,6 +173,8 @@ class Subcommand:
     name: str
     argument: str | None
     session: str | None
+    with_thinking: bool = False
+    """``export x.md --thinking``: the Markdown keeps the models' thinking."""
 
 
 def parse_subcommand(line: str) -> Subcommand:
@@ -178,6 +194,8 @@ def parse_subcommand(line: str) -> Subcommand:
             raise InvalidInputError("--session needs a name: %hfchat history --session NAME.")
         session = words[at + 1]
         del words[at : at + 2]
+    with_thinking = "--thinking" in words
+    words = [word for word in words if word != "--thinking"]
     if not words or words[0] not in SUBCOMMANDS:
         given = words[0] if words else ""
         raise InvalidInputError(
@@ -186,7 +204,7 @@ def parse_subcommand(line: str) -> Subcommand:
         )
     if words[0] in ("export", "load") and len(words) < 2:
         raise InvalidInputError(f"%hfchat {words[0]} needs a file path, e.g. %hfchat {words[0]} chat.json.")
-    return Subcommand(words[0], words[1] if len(words) > 1 else None, session)
+    return Subcommand(words[0], words[1] if len(words) > 1 else None, session, with_thinking)
 
 
 # --------------------------------------------------------------------------- reply views
@@ -194,6 +212,10 @@ class ReplyView(Protocol):
     """Where a reply is shown while it streams and when it is done."""
 
     def token(self, piece: str) -> None: ...
+
+    def reasoning(self, piece: str) -> None:
+        """A piece of the model's thinking, which comes before the answer."""
+        ...
 
     def finish(self, reply: Reply) -> None: ...
 
@@ -210,17 +232,27 @@ class NotebookReplyView:
         self._handle: Any = None
         self._last = 0.0
         self._text = ""
+        self._reasoning = ""
 
     def token(self, piece: str) -> None:
+        first = not self._text
         self._text += piece
+        self._refresh(force=first and bool(self._reasoning))  # the thinking block folds as the answer starts
+
+    def reasoning(self, piece: str) -> None:
+        self._reasoning += piece
+        self._refresh()
+
+    def _refresh(self, force: bool = False) -> None:
         if not self._stream:
             return
         now = time.perf_counter()
+        view = Streaming(self._text, self._model, reasoning=self._reasoning)
         if self._handle is None:
-            self._handle = self._display(Streaming(self._text, self._model), display_id=True)
+            self._handle = self._display(view, display_id=True)
             self._last = now
-        elif now - self._last >= _STREAM_REFRESH_SECONDS:
-            self._handle.update(Streaming(self._text, self._model))
+        elif force or now - self._last >= _STREAM_REFRESH_SECONDS:
+            self._handle.update(view)
             self._last = now
 
     def finish(self, reply: Reply) -> None:
@@ -231,7 +263,7 @@ class NotebookReplyView:
 
     def fail(self) -> None:
         if self._handle is not None:
-            self._handle.update(Streaming(self._text, self._model, cursor=False))
+            self._handle.update(Streaming(self._text, self._model, cursor=False, reasoning=self._reasoning))
 
 
 class TerminalReplyView:
@@ -241,6 +273,7 @@ class TerminalReplyView:
         self._stream = stream
         self._out = out
         self._wrote = False
+        self._thinking = False
 
     @property
     def out(self) -> TextIO:
@@ -248,15 +281,37 @@ class TerminalReplyView:
 
     def token(self, piece: str) -> None:
         if self._stream:
+            self._end_thinking()
             self.out.write(piece)
             self.out.flush()
             self._wrote = True
 
+    def reasoning(self, piece: str) -> None:
+        # Set apart from the answer: between [thinking] markers, each line indented.
+        if not self._stream:
+            return
+        if not self._thinking:
+            self.out.write("[thinking]\n  ")
+            self._thinking = True
+        self.out.write(piece.replace("\n", "\n  "))
+        self.out.flush()
+        self._wrote = True
+
+    def _end_thinking(self) -> None:
+        if self._thinking:
+            self.out.write("\n[/thinking]\n")
+            self._thinking = False
+
     def finish(self, reply: Reply) -> None:
         turn = reply.turn
+        self._end_thinking()
         if not self._wrote:
+            if turn.reasoning.strip():
+                self.out.write(thinking_text(turn.reasoning) + "\n")
             self.out.write(turn.reply)
         self.out.write("\n")
+        if turn.still_thinking:
+            self.out.write(STILL_THINKING + "\n")
         if turn.interrupted:
             self.out.write("[interrupted]\n")
         if reply.usage:
@@ -264,6 +319,7 @@ class TerminalReplyView:
         self.out.flush()
 
     def fail(self) -> None:
+        self._end_thinking()
         if self._wrote:
             self.out.write("\n")
             self.out.flush()
@@ -392,6 +448,15 @@ class HfChatMagics(Magics):
         "--history-limit", type=int, default=None, metavar="N", help="Send only the N most recent turns with this cell."
     )
     @argument("--new", action="store_true", help="Start a fresh conversation (the model stays loaded).")
+    @argument(
+        "--think",
+        dest="think",
+        action="store_const",
+        const=True,
+        default=None,
+        help="Ask a reasoning model to think first (enable_thinking / reasoning_effort).",
+    )
+    @argument("--no-think", dest="think", action="store_const", const=False, help="Ask it to answer directly.")
     @argument("--no-stream", action="store_true", help="Show the reply only when it is complete.")
     @argument("-o", "--output", default=None, metavar="VAR", help="Store the reply (an AIMessage) in VAR.")
     @argument(
@@ -406,14 +471,22 @@ class HfChatMagics(Magics):
         "--interpolate",
         action="store_true",
         help="Replace {name}, {In[n]}, {Out[n]} and {Err[n]} (cell n's exception) with their values, brace-safe; "
-        "DataFrames and arrays become bounded tables and previews.",
+        "DataFrames and arrays become bounded tables and previews; a PIL image or matplotlib Figure is sent as an "
+        "image.",
+    )
+    @argument(
+        "--image",
+        action="append",
+        default=None,
+        metavar="PATH_OR_URL",
+        help="Send an image with the message (repeatable); needs a vision-language model or endpoint.",
     )
     @line_cell_magic
     def hfchat(self, line: str, cell: str | None = None) -> None:
         """Chat with a Hugging Face model: the cell body is your message.
 
-        Line magic: ``%hfchat history | reset | usage | export PATH | load PATH | unload | status | models |
-        panel | debug [on|off] | fix | restore [NOTEBOOK]``, each with an optional ``--session NAME``.
+        Line magic: ``%hfchat history | reset | usage | export PATH [--thinking] | load PATH | unload | status |
+        models | panel | debug [on|off] | fix | restore [NOTEBOOK]``, each with an optional ``--session NAME``.
         ``fix`` sends the last error and its cell's code and puts the corrected code into a new cell;
         ``restore`` rebuilds the conversation from a saved notebook's ``%%hfchat`` outputs (default: this one).
         """
@@ -437,9 +510,12 @@ class HfChatMagics(Magics):
         # The cell's trailing newline is not part of the message (small models answer it differently).
         text = cell.strip()
         used: dict[str, str] = {}
+        images = option_images(options.image)  # a missing file fails now, before any load
         if may_interpolate and (options.interpolate or self.interpolate):
             user_ns = self.shell.user_ns if self.shell is not None else {}
-            text = interpolate(text, ChainMap(user_ns, {"Err": self.cell_errors}), describe_value, used)
+            fields = ImageFields(first_number=len(images) + 1, otherwise=describe_value)
+            text = interpolate(text, ChainMap(user_ns, {"Err": self.cell_errors}), fields, used)
+            images += fields.blocks
         if not text.strip():
             raise InvalidInputError("The cell is empty: write your message below the %%hfchat line.")
         max_new_tokens = options.max_new_tokens if options.max_new_tokens is not None else self.max_new_tokens
@@ -448,7 +524,7 @@ class HfChatMagics(Magics):
         # The whole cell holds the session: a panel acting on it meanwhile waits, or is told a reply is running.
         with session.exclusive("run this cell"):
             try:
-                self._send_cell(session, options, text, cell, max_new_tokens)
+                self._send_cell(session, options, text, cell, max_new_tokens, images)
             except ContextWindowError as exc:
                 remedy = (
                     "shorten the cell, send fewer earlier turns (--history-limit N), "
@@ -463,7 +539,13 @@ class HfChatMagics(Magics):
                 raise exc.with_remedy(remedy) from exc
 
     def _send_cell(
-        self, session: ChatSession, options: argparse.Namespace, text: str, cell: str, max_new_tokens: int | None
+        self,
+        session: ChatSession,
+        options: argparse.Namespace,
+        text: str,
+        cell: str,
+        max_new_tokens: int | None,
+        images: list[dict[str, Any]] | None = None,
     ) -> None:
         spec = spec_from_options(session.spec, options)
         if options.new:
@@ -486,11 +568,16 @@ class HfChatMagics(Magics):
             session.load(spec, progress=progress)
         finally:
             progress.close()
+        if images:
+            self._show(SentImages(images))  # what the model is asked about, above its reply
         try:
             turn = session.send(
                 text,
                 key=cell_key(cell, self._cell_id()),
+                images=images or (),
                 on_token=view.token,
+                on_reasoning=view.reasoning,
+                enable_thinking=options.think,
                 temperature=options.temperature if options.temperature is not None else self.temperature,
                 max_new_tokens=max_new_tokens,
             )
@@ -528,7 +615,7 @@ class HfChatMagics(Magics):
             self._show(UsageReport(session.turns, session.context_fill()))
         elif command.name == "export":
             assert command.argument is not None
-            target = session.export(command.argument)
+            target = session.export(command.argument, include_reasoning=command.with_thinking)
             print(f"Exported {len(session.turns)} turns to {target}")
         elif command.name == "load":
             assert command.argument is not None
@@ -566,7 +653,8 @@ class HfChatMagics(Magics):
                     "Cannot tell which notebook this kernel runs: give its path, e.g. %hfchat restore chat.ipynb."
                 )
             path = str(found)
-        turns = notebook_turns(read_notebook(path), session.name)
+        notebook = read_notebook(path)
+        turns = notebook_turns(notebook, session.name)
         if not turns:
             raise InvalidInputError(
                 f"{path} holds no saved %%hfchat reply of session {session.name!r}: save the notebook with its "
@@ -574,6 +662,12 @@ class HfChatMagics(Magics):
             )
         session.restore_turns(turns, turns[-1].system_prompt, action="restore a conversation")
         print(f"Session {session.name!r}: restored {len(turns)} turns from {path}")
+        skipped = images_left_out(notebook, session.name)
+        if skipped:
+            print(
+                f"{skipped} image(s) sent in those turns were left out: a saved notebook keeps only their thumbnails; "
+                "send them again with --image to ask about them."
+            )
 
     def _debug(self, argument: str | None) -> None:
         if argument in ("on", "off"):

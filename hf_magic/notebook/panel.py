@@ -23,19 +23,12 @@ from ..errors import HfMagicError, InvalidInputError
 from ..progress import ProgressEvent
 from .model_catalog import ModelChoice, describe_choice, device_options, fit_summary, hub_search, local_choices
 from .model_spec import ModelSpec
-from .panel_view import AUTO, PanelView
+from .panel_images import attached_images
+from .panel_view import AUTO, THINKING_CHOICES, PanelView
 from .progress_views import WidgetProgress
 from .render import usage_line
 from .session import ChatSession, get_session
 from .turns import SessionEvent
-
-_NUMBER_SETTINGS: dict[str, tuple[str, type[float] | type[int]]] = {
-    "temperature": ("Temperature", float),
-    "max_new_tokens": ("Max tokens", int),
-    "top_p": ("Top p", float),
-    "repetition_penalty": ("Repetition penalty", float),
-}
-"""The Generation fields that hold numbers: the name an error calls them by, and their type."""
 
 
 class ChatPanel:
@@ -140,9 +133,15 @@ class ChatPanel:
             self.view.show_error(str(exc))
 
     def send(self, text: str | None = None) -> None:
-        """Send ``text`` (default: the message box) on a worker thread; the reply streams into the transcript."""
+        """Send ``text`` (default: the message box) with the attached images on a worker thread; the reply streams
+        into the transcript."""
         box = self.view.input
         message = box.value if text is None else text
+        try:
+            images = attached_images(self.view.attach.value)
+        except HfMagicError as exc:
+            self.view.show_error(str(exc))
+            return
         if not message.strip():
             self.view.show_error("The message is empty: type something to send.")
             return
@@ -156,11 +155,12 @@ class ChatPanel:
                 return
         if text is None:
             box.value = ""
+        self.view.attach.value = ()  # sent with this message
 
         def run() -> None:
             try:
                 # The spec goes with the message, not into session.spec: a failed load leaves the session as it was.
-                self.session.send(message, spec=spec)
+                self.session.send(message, spec=spec, images=images)
             except HfMagicError:
                 if text is None and not box.value:
                     box.value = message  # give the user their message back to retry
@@ -240,10 +240,17 @@ class ChatPanel:
         # (show_settings) then re-applies values the session already has, and needs no guard.
         for name, field in view.setting_widgets.items():
             field.observe(partial(self._apply_setting, name), names="value")
+        view.thinking.observe(self._apply_thinking, names="value")
+
+    def _apply_thinking(self, change: dict[str, Any]) -> None:
+        """The Thinking toggle: the session's ``enable_thinking`` (None keeps the model's own default)."""
+        wanted = next(value for value, choice in THINKING_CHOICES.items() if choice == change["new"])
+        if self.session.settings.enable_thinking != wanted:
+            self.session.settings = replace(self.session.settings, enable_thinking=wanted)
 
     def _apply_setting(self, name: str, _change: Any = None) -> None:
         try:
-            value = _parse_setting(name, self.view.setting_widgets[name].value)
+            value = self.view.setting_value(name)
         except InvalidInputError as exc:
             self.view.show_error(str(exc))
             return
@@ -257,9 +264,9 @@ class ChatPanel:
 
     def _setting_errors(self) -> list[str]:
         errors = []
-        for name, field in self.view.setting_widgets.items():
+        for name in self.view.setting_widgets:
             try:
-                _parse_setting(name, field.value)
+                self.view.setting_value(name)
             except InvalidInputError as exc:
                 errors.append(str(exc))
         return errors
@@ -315,7 +322,7 @@ class ChatPanel:
             if event.kind == "turn_started" and event.turn is not None:
                 self._generating, self._loading_done = True, True
                 self.view.draw_live_turn(event.turn, self.session.turns)
-            elif event.kind == "token" and event.turn is not None:
+            elif event.kind in ("token", "reasoning") and event.turn is not None:
                 self.view.draw_live_turn(event.turn, self.session.turns)
             elif event.kind == "turn_finished":
                 self._generating = False
@@ -408,21 +415,6 @@ class ChatPanel:
 
     def _redraw_token_note(self) -> None:
         self.view.show_token_note(_token_state())
-
-
-def _parse_setting(name: str, text: str) -> Any:
-    """A Generation field's value for ``Settings``: empty means the model's default; numbers must parse."""
-    text = text.strip()
-    if name not in _NUMBER_SETTINGS:
-        return text or None
-    if not text:
-        return None
-    label, kind = _NUMBER_SETTINGS[name]
-    try:
-        return kind(text)
-    except ValueError as exc:
-        word = "a whole number" if kind is int else "a number"
-        raise InvalidInputError(f"{label} must be {word}, got {text!r}: fix it, or clear it for the default.") from exc
 
 
 def _token_state() -> str:

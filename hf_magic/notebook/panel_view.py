@@ -10,12 +10,16 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import ipywidgets as widgets
 import traitlets
 
+from ..errors import InvalidInputError
 from .model_catalog import ModelChoice
 from .model_spec import ModelSpec
+from .panel_images import attachment_summary
+from .panel_style import PANEL_CSS, SHIFT_ENTER_JS
 from .progress_views import WidgetProgress
 from .render import TURN_CSS, turn_html
 from .turns import Settings, Turn
@@ -29,41 +33,18 @@ AUTO = "auto"
 PROVIDERS = ("auto", "hf-inference", "cerebras", "fireworks-ai", "groq", "nebius", "novita", "sambanova", "together")
 
 SETTING_FIELDS = ("system_prompt", "temperature", "max_new_tokens", "top_p", "repetition_penalty")
+THINKING_CHOICES: dict[bool | None, str] = {None: "default", True: "on", False: "off"}
+"""``Settings.enable_thinking`` as the Thinking toggle's value."""
 """The ``Settings`` fields the Generation tab edits, one widget each (``PanelView.setting_widgets``)."""
 
-# The panel's frame; the turns inside it are styled by render.TURN_CSS, as in cell outputs.
-_PANEL_CSS = """<style>
-.hf-magic-panel { border: 1px solid var(--jp-border-color2, #ddd); border-radius: 8px; padding: 8px 10px;
-  background: var(--jp-layout-color1, #fff); max-width: 900px; }
-.hf-magic-panel .hfm-title { font-weight: 600; font-size: 1.05em; }
-.hf-magic-panel .hfm-status, .hf-magic-panel .hfm-subtitle { font-size: .9em; color: var(--jp-ui-font-color2, #666); }
-.hf-magic-panel .hfm-empty { opacity: .55; font-style: italic; padding: 14px; text-align: center; }
-.hf-magic-panel .hfm-label { text-align: right; padding-right: 8px; line-height: 28px; }
-.hf-magic-panel .hfm-note { font-size: .85em; opacity: .75; }
-.hf-magic-panel .hf-magic-transcript { border: 1px solid var(--jp-border-color2, #ddd); border-radius: 6px;
-  background: var(--jp-layout-color1, #fff); }
-</style>"""
-
-# Shift+Enter in the message box presses Send. Widgets offer no key events, so a small script (run once per
-# page) listens in the capture phase, before ipywidgets stops the key from reaching the notebook. Blurring
-# first makes the text box sync its value to the kernel before the click arrives.
-_SHIFT_ENTER_JS = """
-if (!window.__hfMagicShiftEnter) {
-  window.__hfMagicShiftEnter = true;
-  document.addEventListener('keydown', (event) => {
-    if (event.key !== 'Enter' || !event.shiftKey || !event.target || !event.target.closest) return;
-    const box = event.target.closest('.hf-magic-input');
-    const panel = box && box.closest('.hf-magic-panel');
-    const send = panel && panel.querySelector('.hf-magic-send');
-    if (!send || send.disabled) return;
-    event.preventDefault();
-    event.stopPropagation();
-    event.target.blur();
-    send.click();
-    event.target.focus();
-  }, true);
+_NUMBER_SETTINGS: dict[str, tuple[str, type[float] | type[int]]] = {
+    "temperature": ("Temperature", float),
+    "max_new_tokens": ("Max tokens", int),
+    "top_p": ("Top p", float),
+    "repetition_penalty": ("Repetition penalty", float),
 }
-"""
+"""The Generation fields that hold numbers: the name an error calls them by, and their type."""
+
 
 _EMPTY_TRANSCRIPT = '<div class="hfm-empty">No messages yet: type below and press Send (or Shift+Enter).</div>'
 
@@ -152,11 +133,20 @@ class PanelView:
         self.max_new_tokens = _number_field("Max tokens", "model default")
         self.top_p = _number_field("Top p", "model default")
         self.repetition_penalty = _number_field("Rep. penalty", "model default")
+        self.thinking = widgets.ToggleButtons(
+            options=[("Model default", "default"), ("Think", "on"), ("No thinking", "off")],
+            value="default",
+            description="Thinking",
+            tooltips=["The model's own default", "Ask a reasoning model to think first", "Ask it to answer directly"],
+            style={"button_width": "auto"},
+        )
+        self.thinking.add_class("hf-magic-think")
         self.settings_tab = widgets.VBox(
             [
                 self.system_prompt,
                 widgets.HBox([self.temperature, self.max_new_tokens]),
                 widgets.HBox([self.top_p, self.repetition_penalty]),
+                self.thinking,
                 widgets.HTML('<span class="hfm-note">Empty fields keep the model\'s own defaults.</span>'),
             ]
         )
@@ -191,14 +181,20 @@ class PanelView:
             value=f"hfchat-{session_name}.md", continuous_update=False, layout=widgets.Layout(width="180px")
         )
         self.export_button = _button("Export", "save", tooltip="Write the transcript (.md or .json)")
+        # Images go with the next message (a vision-language model or endpoint reads them).
+        self.attach = widgets.FileUpload(accept="image/*", multiple=True, description="Image", icon="image")
+        self.attach.add_class("hf-magic-attach")
+        self.attachments = widgets.HTML()
+        self.attach.observe(lambda _: self.show_attachments(), names="value")
         self.usage = widgets.HTML()
         self.note = widgets.HTML()
         keys = widgets.Output(layout=widgets.Layout(display="none"))
-        _run_script(keys, _SHIFT_ENTER_JS)
+        _run_script(keys, SHIFT_ENTER_JS)
         buttons = widgets.HBox(
             [
                 self.send_button,
                 self.stop_button,
+                self.attach,
                 widgets.HTML(layout=widgets.Layout(flex="1 1 auto")),
                 self.reset_button,
                 self.export_path,
@@ -208,11 +204,12 @@ class PanelView:
         )
         self.root = widgets.VBox(
             [
-                widgets.HTML(TURN_CSS + _PANEL_CSS),
+                widgets.HTML(TURN_CSS + PANEL_CSS),
                 widgets.HBox([self.header, self.status], layout=widgets.Layout(justify_content="space-between")),
                 self.settings,
                 self.transcript,
                 self.error,
+                self.attachments,
                 self.input,
                 buttons,
                 self.usage,
@@ -229,6 +226,14 @@ class PanelView:
 
     def close(self) -> None:
         _close_tree(self.root)
+
+    def setting_value(self, name: str) -> Any:
+        """A Generation field as its ``Settings`` value: empty is the model's default (``None``).
+
+        Raises:
+            InvalidInputError: a number field that does not hold a number.
+        """
+        return _parse_setting(name, self.setting_widgets[name].value)
 
     # ------------------------------------------------------------------------- pickers
     def selected_model(self) -> str:
@@ -272,6 +277,7 @@ class PanelView:
         for name, widget in self.setting_widgets.items():
             value = getattr(settings, name)
             _set(widget, "" if value is None else str(value))
+        _set(self.thinking, THINKING_CHOICES.get(settings.enable_thinking, "default"))
 
     def show_model_choices(self, choices: Sequence[ModelChoice]) -> None:
         options = [(choice.label(), choice.model_id) for choice in choices]
@@ -358,11 +364,30 @@ class PanelView:
     def show_note(self, text: str) -> None:
         self.note.value = f'<span class="hfm-note">{html.escape(text)}</span>' if text else ""
 
+    def show_attachments(self) -> None:
+        """Thumbnails of the images attached to the next message."""
+        self.attachments.value = attachment_summary(self.attach.value)
+
     def show_error(self, message: str) -> None:
         self.error.value = f'<div class="hfm-error">⚠ {html.escape(" ".join(message.split()), quote=False)}</div>'
 
     def clear_error(self) -> None:
         self.error.value = ""
+
+
+def _parse_setting(name: str, text: str) -> Any:
+    """A Generation field's value for ``Settings``: empty means the model's default; numbers must parse."""
+    text = text.strip()
+    if name not in _NUMBER_SETTINGS:
+        return text or None
+    if not text:
+        return None
+    label, kind = _NUMBER_SETTINGS[name]
+    try:
+        return kind(text)
+    except ValueError as exc:
+        word = "a whole number" if kind is int else "a number"
+        raise InvalidInputError(f"{label} must be {word}, got {text!r}: fix it, or clear it for the default.") from exc
 
 
 def _set(widget: widgets.ValueWidget, value: object) -> None:

@@ -35,6 +35,10 @@ TURN_CSS = """<style>
 @keyframes hfm-blink { to { visibility: hidden; } }
 .hfm-usage { font-size: .8em; opacity: .7; margin-top: .2em; font-family: var(--jp-code-font-family, monospace); }
 .hfm-error { color: var(--jp-error-color1, #c62828); font-weight: 600; }
+.hfm-thinking { margin: .1em 0 .3em; font-size: .9em; opacity: .8; }
+.hfm-thinking summary { cursor: pointer; font-style: italic; }
+.hfm-thinking-text { white-space: pre-wrap; border-left: 2px dotted #999; padding-left: .6em; margin-top: .2em; }
+.hfm-note { color: #b26a00; font-size: .85em; }
 </style>"""
 """The one stylesheet of a drawn turn, its usage line and an error line: cell outputs and the panel share it."""
 
@@ -105,12 +109,86 @@ def _usage_metadata(turn: Turn) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------------- images
+# Inline styles: thumbnails look the same wherever they are drawn, with or without TURN_CSS.
+_THUMBNAIL_STYLE = "max-height:96px;max-width:96px;border:1px solid #ccc;border-radius:3px;margin:.2em 0"
+
+
+def images_html(images: Sequence[dict[str, Any]], size: int = 96) -> str:
+    """Thumbnails of image blocks in a row (a link for a remote URL, which is not fetched to draw it)."""
+    from ..images import block_reference, thumbnail_data_url
+
+    if not images:
+        return ""
+    cells = []
+    for block in images:
+        thumbnail = thumbnail_data_url(block, size)
+        label = html.escape(block_reference(block))
+        if thumbnail is not None:
+            cells.append(f'<img src="{thumbnail}" alt="{label}" title="{label}" style="{_THUMBNAIL_STYLE}">')
+        else:
+            cells.append(f'<a href="{label}" target="_blank">🖼 {label}</a>')
+    return f'<div class="hfm-images" style="display:flex;gap:.4em;flex-wrap:wrap">{"".join(cells)}</div>'
+
+
+def image_labels(images: Sequence[dict[str, Any]]) -> list[str]:
+    """``[image: URL]`` or ``[image: image/png (N bytes)]`` per image: how text and Markdown refer to them."""
+    from ..images import block_reference
+
+    return [f"[image: {block_reference(block)}]" for block in images]
+
+
+@dataclass
+class SentImages:
+    """Thumbnails of the images a ``%%hfchat`` cell sends, shown above its reply."""
+
+    images: list[dict[str, Any]]
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {
+            "text/plain": "\n".join(image_labels(self.images)),
+            "text/html": images_html(self.images),
+        }
+
+    def __repr__(self) -> str:
+        return "\n".join(image_labels(self.images))
+
+
+# ------------------------------------------------------------------------------- thinking
+STILL_THINKING = "The model was still thinking when the reply ended: raise --max-new-tokens for an answer."
+
+
+def thinking_block_html(reasoning: str, *, open_: bool, still: bool = False) -> str:
+    """The model's thinking as a collapsible block: open while it thinks, collapsed once the answer starts.
+
+    The thinking is shown as plain text (escaped): it is a draft, often with unbalanced Markdown.
+    """
+    if not reasoning.strip():
+        return ""
+    summary = "Thinking…" if still else "Thought"
+    return (
+        f'<details class="hfm-thinking"{" open" if open_ else ""}><summary>{summary}</summary>'
+        f'<div class="hfm-thinking-text">{html.escape(reasoning.strip())}</div></details>'
+    )
+
+
+def thinking_text(reasoning: str) -> str:
+    """The thinking set apart for a terminal: a header and every line indented."""
+    body = "\n".join(f"  {line}" for line in reasoning.strip().splitlines())
+    return f"[thinking]\n{body}\n[/thinking]"
+
+
 # ---------------------------------------------------------------------------------- turns
-def turn_markdown(turn: Turn, *, include_user: bool = True) -> str:
+def turn_markdown(turn: Turn, *, include_user: bool = True, include_reasoning: bool = False) -> str:
     lines: list[str] = []
     if include_user:
-        lines += ["**User**", "", turn.user.strip(), ""]
-    lines += [f"**Assistant** ({turn.model})" if turn.model else "**Assistant**", "", turn.reply.strip() or "_(empty)_"]
+        lines += ["**User**", "", *(f"_{label}_" for label in image_labels(turn.images)), turn.user.strip(), ""]
+    lines += [f"**Assistant** ({turn.model})" if turn.model else "**Assistant**", ""]
+    if include_reasoning and turn.reasoning.strip():
+        lines += ["\n".join(f"> {line}" for line in ["_Thinking_", "", *turn.reasoning.strip().splitlines()]), ""]
+    lines.append(turn.reply.strip() or "_(empty)_")
+    if turn.still_thinking:
+        lines += ["", f"_{STILL_THINKING}_"]
     if turn.interrupted:
         lines += ["", "_[interrupted]_"]
     return "\n".join(lines)
@@ -119,8 +197,13 @@ def turn_markdown(turn: Turn, *, include_user: bool = True) -> str:
 def turn_text(turn: Turn, *, include_user: bool = True) -> str:
     lines: list[str] = []
     if include_user:
+        lines += [f"User: {label}" for label in image_labels(turn.images)]
         lines.append(f"User: {turn.user.strip()}")
+    if turn.reasoning.strip():
+        lines.append(thinking_text(turn.reasoning))
     lines.append(f"Assistant: {turn.reply.strip()}")
+    if turn.still_thinking:
+        lines.append(STILL_THINKING)
     if turn.interrupted:
         lines.append("[interrupted]")
     return "\n".join(lines)
@@ -140,17 +223,23 @@ def turn_html(turn: Turn, *, include_user: bool = True, streaming: bool = False,
     parts = [f'<div class="hfm-turn {_turn_state(turn, streaming)}">']
     if include_user:
         user = html.escape(turn.user.strip()).replace("\n", "<br>")
-        parts.append(f'<div class="hfm-msg hfm-user"><div class="hfm-role">You</div>{user}</div>')
+        images = images_html(turn.images)
+        parts.append(f'<div class="hfm-msg hfm-user"><div class="hfm-role">You</div>{images}{user}</div>')
     badge = '<span class="hfm-badge">■ stopped</span>' if turn.interrupted else ""
     if streaming:
         body = (markdown_to_html(turn.reply) if turn.reply else "") + '<span class="hfm-cursor">▍</span>'
     else:
         body = markdown_to_html(turn.reply) if turn.reply.strip() else "<p><em>(empty reply)</em></p>"
+    # The thinking stays open while the model thinks and folds once the answer starts.
+    thinking_now = streaming and not turn.reply
+    thinking = thinking_block_html(turn.reasoning, open_=thinking_now, still=thinking_now)
+    if not streaming and turn.still_thinking:
+        body += f'<div class="hfm-note">{html.escape(STILL_THINKING)}</div>'
     facts = _turn_facts(turn) if meta and not streaming else []
     facts_html = f'<div class="hfm-meta">{" · ".join(facts)}</div>' if facts else ""
     parts.append(
         f'<div class="hfm-msg hfm-assistant"><div class="hfm-role">{html.escape(display_name(turn.model))}{badge}'
-        f'</div><div class="hfm-reply">{body}</div>{facts_html}</div></div>'
+        f'</div>{thinking}<div class="hfm-reply">{body}</div>{facts_html}</div></div>'
     )
     return "".join(parts)
 
@@ -182,7 +271,10 @@ class Reply:
     session: str = "default"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> MimeBundle:
-        text = self.turn.reply.strip() + ("\n[interrupted]" if self.turn.interrupted else "")
+        text = self.turn.reply.strip() + (f"\n{STILL_THINKING}" if self.turn.still_thinking else "")
+        if self.turn.reasoning.strip():
+            text = f"{thinking_text(self.turn.reasoning)}\n\n{text}"
+        text += "\n[interrupted]" if self.turn.interrupted else ""
         if self.usage:
             text += f"\n\n{self.usage}"
         data = {"text/plain": text}
@@ -193,7 +285,14 @@ class Reply:
             usage = f'<div class="hfm-usage">{html.escape(self.usage)}</div>' if self.usage else ""
             data["text/html"] = TURN_CSS + body + usage
         # The exchange itself rides along in the metadata, so that a saved notebook gives it back exactly.
-        exchange = {"user": self.turn.user, "reply": self.turn.reply, "system_prompt": self.turn.system_prompt}
+        exchange: dict[str, Any] = {
+            "user": self.turn.user,
+            "reply": self.turn.reply,
+            "reasoning": self.turn.reasoning,
+            "system_prompt": self.turn.system_prompt,
+        }
+        if self.turn.images:  # how many, not the pixels: restore says what it cannot give back
+            exchange["images"] = len(self.turn.images)
         return data, {"hf_magic": {**_usage_metadata(self.turn), **exchange, "session": self.session}}
 
     def __repr__(self) -> str:
@@ -208,27 +307,35 @@ class Streaming:
     model: str = ""
     cursor: bool = True
     """False once generation stopped on an error: the partial text stays, without the cursor."""
+    reasoning: str = ""
+    """The thinking so far: shown open above the answer until the answer starts, then folded."""
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         tail = " ▌" if self.cursor else ""
+        thinking_now = not self.text
+        plain = self.text + tail
+        if self.reasoning.strip():
+            plain = f"{thinking_text(self.reasoning)}\n\n{plain}"
+        block = thinking_block_html(self.reasoning, open_=thinking_now, still=thinking_now and self.cursor)
         # Plain text, not Markdown: this is redrawn many times a second; the finished Reply renders Markdown once.
         return {
-            "text/plain": self.text + tail,
+            "text/plain": plain,
             "text/html": f'{TURN_CSS}<div class="hfm-turn hfm-streaming"><div class="hfm-msg hfm-assistant">'
-            f'<div class="hfm-role">{html.escape(display_name(self.model))}</div>'
+            f'<div class="hfm-role">{html.escape(display_name(self.model))}</div>{block}'
             f"<div class=\"hfm-reply\" style='white-space:pre-wrap'>{html.escape(self.text)}{tail}</div></div></div>",
         }
 
 
 # ----------------------------------------------------------------------------- transcript
-def transcript_markdown(turns: Sequence[Turn], title: str | None = None) -> str:
-    """The whole conversation as a Markdown document (what ``%hfchat export x.md`` writes)."""
+def transcript_markdown(turns: Sequence[Turn], title: str | None = None, include_reasoning: bool = False) -> str:
+    """The whole conversation as a Markdown document (what ``%hfchat export x.md`` writes); the models'
+    thinking only with ``include_reasoning`` (``%hfchat export x.md --thinking``)."""
     blocks: list[str] = [f"# {title}"] if title else []
     system = next((t.system_prompt for t in turns if t.system_prompt), None)
     if system:
         blocks.append(f"**System**\n\n{system.strip()}")
     for turn in turns:
-        blocks.append(turn_markdown(turn))
+        blocks.append(turn_markdown(turn, include_reasoning=include_reasoning))
     if not turns:
         blocks.append("_(no messages yet)_")
     return "\n\n---\n\n".join(blocks) + "\n"

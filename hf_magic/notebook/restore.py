@@ -44,6 +44,7 @@ def _turn(record: Mapping[str, Any], key: str | None) -> Turn:
     return Turn(
         user=str(record["user"]),
         reply=str(record["reply"]),
+        reasoning=str(record.get("reasoning") or ""),
         model=str(record.get("model") or ""),
         system_prompt=record.get("system_prompt"),
         usage=Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0)) if usage else None,
@@ -76,7 +77,18 @@ def read_notebook(path: str | Path) -> Any:
 def notebook_turns(notebook: Any, session: str = "default") -> list[Turn]:
     """The turns of ``session`` that ``notebook``'s saved outputs hold, in cell order, as the session had them:
     a ``--new`` cell starts over, and each turn keeps its cell's id so that re-running that cell replaces it."""
-    turns: list[Turn] = []
+    return [turn for turn, _ in _restored(notebook, session)]
+
+
+def images_left_out(notebook: Any, session: str = "default") -> int:
+    """How many images the turns ``notebook_turns`` restores were sent with: the saved outputs record their number,
+    not their pixels, so the restored turns have none."""
+    return sum(images for _, images in _restored(notebook, session))
+
+
+def _restored(notebook: Any, session: str) -> list[tuple[Turn, int]]:
+    """The restored turns, each with the number of images its saved output says it was sent with."""
+    turns: list[tuple[Turn, int]] = []
     for cell in notebook.cells:
         if cell.get("cell_type") != "code":
             continue
@@ -91,5 +103,5 @@ def notebook_turns(notebook: Any, session: str = "default") -> list[Turn]:
         if _starts_over(cell.get("source", "")):
             turns.clear()
         key = f"cell:{cell['id']}" if cell.get("id") else None
-        turns.append(_turn(records[-1], key))
+        turns.append((_turn(records[-1], key), int(records[-1].get("images") or 0)))
     return turns

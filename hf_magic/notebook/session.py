@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -200,7 +200,9 @@ class ChatSession:
                 return self.turns[:index]
         return list(self.turns)
 
-    def build_messages(self, text: str, key: str | None = None) -> list[BaseMessage]:
+    def build_messages(
+        self, text: str, key: str | None = None, images: Sequence[dict[str, Any]] = ()
+    ) -> list[BaseMessage]:
         history = self.history_before(key)
         if self.settings.history_limit is not None:
             history = history[-self.settings.history_limit :] if self.settings.history_limit > 0 else []
@@ -208,8 +210,13 @@ class ChatSession:
         if self.settings.system_prompt:
             messages.append(SystemMessage(content=self.settings.system_prompt))
         for turn in history:
-            messages += [HumanMessage(content=turn.user), AIMessage(content=turn.reply)]
-        messages.append(HumanMessage(content=text))
+            # The thinking goes with the answer; the backend sends it back only as the model's template expects.
+            thought = {"reasoning_content": turn.reasoning} if turn.reasoning else {}
+            messages += [
+                HumanMessage(content=turn.user_content()),
+                AIMessage(content=turn.reply, additional_kwargs=thought),
+            ]
+        messages.append(HumanMessage(content=Turn(user=text, images=list(images)).user_content()))
         return messages
 
     def stop(self) -> None:
@@ -229,11 +236,15 @@ class ChatSession:
         spec: ModelSpec | None = None,
         on_token: Callable[[str], None] | None = None,
         progress: ProgressCallback | None = None,
+        images: Sequence[dict[str, Any]] = (),
+        on_reasoning: Callable[[str], None] | None = None,
         **overrides: Any,
     ) -> Turn:
-        """Send ``text``, stream the reply to ``on_token`` and listeners, record and return the turn.
+        """Send ``text`` (after ``images``: image content blocks, ``hf_magic.images.image_block``), stream the reply
+        to ``on_token`` and listeners, record and return the turn.
 
         ``key`` names the sender (a notebook cell): a turn with the same key is replaced in place.
+        ``on_reasoning`` receives the model's thinking as it comes (also sent to listeners as "reasoning" events).
         ``spec`` is loaded first (default: the session's). ``overrides`` are per-call generation settings
         (``temperature``, ``max_new_tokens``...). A KeyboardInterrupt or ``stop()`` ends the reply early: it is
         kept with ``interrupted=True``. The first reply of a newly chosen endpoint proves it: if it fails, the
@@ -249,7 +260,7 @@ class ChatSession:
         with self.exclusive("send the next message"):
             self._replying = True
             try:
-                return self._send_locked(text, key, spec, on_token, progress, overrides)
+                return self._send_locked(text, key, spec, on_token, progress, overrides, list(images), on_reasoning)
             finally:
                 self._replying = False
 
@@ -261,14 +272,18 @@ class ChatSession:
         on_token: Callable[[str], None] | None,
         progress: ProgressCallback | None,
         overrides: dict[str, Any],
+        images: list[dict[str, Any]] | None = None,
+        on_reasoning: Callable[[str], None] | None = None,
     ) -> Turn:
         self._cancel.clear()
         chat_model = self._load_locked(spec or self.spec, progress)
-        messages = self.build_messages(text, key)
+        messages = self.build_messages(text, key, images or ())
         kwargs = {**self.settings.call_kwargs(), **{k: v for k, v in overrides.items() if v is not None}}
         turn = Turn(user=text, model=self.spec.model, system_prompt=self.settings.system_prompt, key=key)
+        turn.images = list(images or [])
         self._emit(SessionEvent("turn_started", turn=turn))
         pieces: list[str] = []
+        thoughts: list[str] = []
         answered = False
         start = time.perf_counter()
         try:
@@ -276,6 +291,14 @@ class ChatSession:
                 if not answered:
                     answered = True
                     self._fallback = None  # the new model answered: the one it replaced can go
+                if delta.reasoning:
+                    if turn.time_to_first_token is None:
+                        turn.time_to_first_token = time.perf_counter() - start
+                    thoughts.append(delta.reasoning)
+                    turn.reasoning = "".join(thoughts)
+                    if on_reasoning:
+                        on_reasoning(delta.reasoning)
+                    self._emit(SessionEvent("reasoning", turn=turn, text=delta.reasoning))
                 if delta.text:
                     if turn.time_to_first_token is None:
                         turn.time_to_first_token = time.perf_counter() - start
@@ -355,22 +378,28 @@ class ChatSession:
         return (last.usage.total_tokens if last and last.usage else 0), self.context_length
 
     # ------------------------------------------------------------------------ persistence
-    def chat_messages(self, turns: list[Turn] | None = None) -> list[dict[str, str]]:
+    def chat_messages(self, turns: list[Turn] | None = None) -> list[dict[str, Any]]:
         """The conversation (default: the whole transcript) as chat messages, ``{"role", "content"}`` with the
         system prompt first when set: what ``tokenizer.apply_chat_template`` and OpenAI-style clients read."""
         return transcript.chat_messages(self.turns if turns is None else turns, self.settings.system_prompt)
 
-    def export(self, path: str | Path) -> Path:
+    def export(self, path: str | Path, include_reasoning: bool = False) -> Path:
         """Write the transcript as Markdown (``.md``) or reloadable JSON (``.json``).
 
-        The JSON holds ``turns`` (what ``load_transcript`` reads back, with usage and timings) and
-        ``messages`` (``chat_messages()``, for other tools).
+        The JSON holds ``turns`` (what ``load_transcript`` reads back, with usage, timings and the models'
+        thinking) and ``messages`` (``chat_messages()``, for other tools). Markdown leaves the thinking out
+        unless ``include_reasoning``.
 
         Raises:
             InvalidInputError: another suffix, a folder that does not exist, or a file that cannot be written.
         """
         return transcript.export(
-            path, list(self.turns), name=self.name, spec=asdict(self.spec), settings=asdict(self.settings)
+            path,
+            list(self.turns),
+            name=self.name,
+            spec=asdict(self.spec),
+            settings=asdict(self.settings),
+            include_reasoning=include_reasoning,
         )
 
     def load_transcript(self, path: str | Path) -> None:

@@ -10,18 +10,33 @@ from ..errors import InvalidInputError
 from .turns import Turn
 
 
-def chat_messages(turns: list[Turn], system_prompt: str | None) -> list[dict[str, str]]:
-    """``turns`` as ``{"role", "content"}`` chat messages, the system prompt first when set."""
-    messages = []
+def chat_messages(turns: list[Turn], system_prompt: str | None) -> list[dict[str, Any]]:
+    """``turns`` as ``{"role", "content"}`` chat messages, the system prompt first when set. A message with images
+    has OpenAI content parts, each image an ``image_url`` (a data URL when embedded)."""
+    from ..images import to_openai_image_part
+
+    messages: list[dict[str, Any]] = []
     if system_prompt:
         messages.append({"role": "system", "content": system_prompt})
     for turn in turns:
-        messages += [{"role": "user", "content": turn.user}, {"role": "assistant", "content": turn.reply}]
+        user: Any = turn.user
+        if turn.images:
+            user = [*(to_openai_image_part(block) for block in turn.images), {"type": "text", "text": turn.user}]
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": turn.reply}]
     return messages
 
 
-def export(path: str | Path, turns: list[Turn], *, name: str, spec: dict[str, Any], settings: dict[str, Any]) -> Path:
-    """Write ``turns`` to ``path``: Markdown (``.md``) or JSON (``.json``, which ``read`` loads back).
+def export(
+    path: str | Path,
+    turns: list[Turn],
+    *,
+    name: str,
+    spec: dict[str, Any],
+    settings: dict[str, Any],
+    include_reasoning: bool = False,
+) -> Path:
+    """Write ``turns`` to ``path``: Markdown (``.md``) or JSON (``.json``, which ``read`` loads back). JSON keeps
+    the models' thinking; Markdown only with ``include_reasoning``.
 
     Raises:
         InvalidInputError: another suffix, a folder that does not exist, or a file that cannot be written.
@@ -39,7 +54,7 @@ def export(path: str | Path, turns: list[Turn], *, name: str, spec: dict[str, An
         }
         text = json.dumps(data, indent=2)
     elif target.suffix in (".md", ".markdown"):
-        text = transcript_markdown(turns, title=f"hf_magic session: {name}")
+        text = transcript_markdown(turns, title=f"hf_magic session: {name}", include_reasoning=include_reasoning)
     else:
         raise InvalidInputError(f"Cannot export to {target.name!r}: use a .md or .json file name.")
     folder = target.parent

@@ -23,9 +23,11 @@ class Settings:
     repetition_penalty: float | None = None
     history_limit: int | None = None
     """Most recent turns sent with each message; ``None`` sends the whole conversation."""
+    enable_thinking: bool | None = None
+    """Ask a reasoning model to think first (True) or answer directly (False); ``None`` keeps its default."""
 
     def call_kwargs(self) -> dict[str, Any]:
-        names = ("temperature", "max_new_tokens", "top_p", "repetition_penalty")
+        names = ("temperature", "max_new_tokens", "top_p", "repetition_penalty", "enable_thinking")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
@@ -35,6 +37,9 @@ class Turn:
 
     user: str
     reply: str = ""
+    """The answer (what is shown as Markdown and sent back in later turns)."""
+    reasoning: str = ""
+    """The model's thinking before the answer, kept apart from it."""
     model: str = ""
     system_prompt: str | None = None
     usage: Usage | None = None
@@ -45,6 +50,20 @@ class Turn:
     started_at: float = field(default_factory=time.time)
     time_to_first_token: float | None = None
     duration: float | None = None
+    images: list[dict[str, Any]] = field(default_factory=list)
+    """Image content blocks sent with ``user`` (``hf_magic.images``), in order, before the text."""
+
+    def user_content(self) -> str | list[str | dict[Any, Any]]:
+        """The user's message as chat-message content: the text, or the images then the text."""
+        if not self.images:
+            return self.user
+        parts: list[str | dict[Any, Any]] = [*self.images, {"type": "text", "text": self.user}]
+        return parts
+
+    @property
+    def still_thinking(self) -> bool:
+        """The reply ended inside the thinking: the token limit came first (or Stop)."""
+        return bool(self.reasoning) and not self.reply.strip() and self.finish_reason in ("length", "interrupted")
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -56,8 +75,11 @@ class Turn:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        from ..images import exportable_block
+
         data = asdict(self)
         data["usage"] = self.usage.as_usage_metadata() if self.usage else None
+        data["images"] = [exportable_block(block) for block in self.images]  # embedded as data URLs
         return data
 
     @classmethod
@@ -67,13 +89,15 @@ class Turn:
         known = {name for name in cls.__dataclass_fields__}
         turn = cls(**{key: value for key, value in data.items() if key in known})
         if usage:
-            turn.usage = Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+            reasoning = (usage.get("output_token_details") or {}).get("reasoning")
+            turn.usage = Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0), reasoning)
         return turn
 
 
 @dataclass(frozen=True)
 class SessionEvent:
-    """What a view hears from a session: ``kind`` is one of "turn_started", "token", "turn_finished",
+    """What a view hears from a session: ``kind`` is one of "turn_started", "token", "reasoning" (a piece of
+    the thinking), "turn_finished",
     "turn_failed", "progress", "model_loaded", "model_unloaded", "reset", "transcript_loaded"."""
 
     kind: str

@@ -19,10 +19,11 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError,
 from .. import config
 from ..backend import ChatDelta, ChatRequest, GenerationParams
 from ..errors import InvalidInputError, StreamInterruptedError, input_error
+from ..images import embed_local_images
 from ..text_completion import astream_chunks, stream_chunks
 from .clients import AsyncDirectChatClient, DirectChatClient
 from .endpoint_errors import EndpointTarget, endpoint_error
-from .request_args import completion_args, is_huggingface_url, models_url
+from .request_args import completion_args, is_huggingface_url, models_url, thinking_fields, without_past_thinking
 from .responses import StreamAssembler, delta_from_output
 from .retries import Retries
 
@@ -266,10 +267,15 @@ class HuggingFaceEndpoint(LLM):
                 args["tool_choice"] = request.tool_choice
         if request.response_format is not None:
             args["response_format"] = request.response_format
+        thinking = thinking_fields(request)
+        if thinking:
+            args["extra_body"] = {**args.get("extra_body", {}), **thinking}
         if stream:
             args["stream"] = True
             args["stream_options"] = {"include_usage": True}
-        args["messages"] = request.messages  # already OpenAI-shaped (chat_format)
+        # OpenAI-shaped already (chat_format); a local image file becomes a data URL, which the server can read.
+        # Earlier turns' thinking stays here: servers re-render past turns with their own template.
+        args["messages"] = without_past_thinking(embed_local_images(request.messages))
         return args
 
     # ----------------------------------------------------------------- retries and errors

@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 from .. import config
-from ..backend import GenerationParams
+from ..backend import ChatRequest, GenerationParams
 
 # Hosts run by Hugging Face: the only ones a Hugging Face token is ever sent to.
 _HF_DOMAINS = ("huggingface.co", "hf.co", "huggingface.cloud", "hf.space")
@@ -74,3 +74,22 @@ def completion_args(params: GenerationParams) -> dict[str, Any]:
     if extra:
         args["extra_body"] = extra
     return args
+
+
+def thinking_fields(request: ChatRequest) -> dict[str, Any]:
+    """The request's thinking switch the way OpenAI-compatible servers take it: ``chat_template_kwargs``
+    (vLLM, SGLang, ``transformers serve`` hand it to the model's template) and ``reasoning_effort``."""
+    fields: dict[str, Any] = {}
+    if request.thinking is not None:
+        fields["chat_template_kwargs"] = {"enable_thinking": request.thinking}
+    if request.reasoning_effort is not None:
+        fields["reasoning_effort"] = request.reasoning_effort
+    return fields
+
+
+def without_past_thinking(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` less earlier turns' thinking: servers re-render past turns with their own template, and some
+    refuse thinking sent back (DeepSeek's API)."""
+    return [
+        {k: v for k, v in m.items() if k != "reasoning_content"} if "reasoning_content" in m else m for m in messages
+    ]

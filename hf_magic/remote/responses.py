@@ -10,6 +10,7 @@ from langchain_core.output_parsers.openai_tools import make_invalid_tool_call, p
 
 from ..backend import ChatDelta, Usage
 from ..errors import EndpointError, StreamInterruptedError
+from ..reasoning import ThinkTagParser, split_reasoning
 
 
 def parse_output_tool_calls(raw_calls: list[Any] | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -64,28 +65,46 @@ def _logprobs(choice: Any) -> list[dict[str, Any]] | None:
     ]
 
 
+def _extra(obj: Any, key: str) -> Any:
+    # huggingface_hub's output types keep fields they do not declare as attributes only, not as dict items.
+    value = getattr(obj, key, None)
+    return value if value is not None else _get(obj, key)
+
+
 def _usage(raw: Any) -> Usage | None:
     if raw is None:
         return None
+    reasoning = _get(_extra(raw, "completion_tokens_details"), "reasoning_tokens")
     return Usage(
-        input_tokens=int(_get(raw, "prompt_tokens") or 0), output_tokens=int(_get(raw, "completion_tokens") or 0)
+        input_tokens=int(_get(raw, "prompt_tokens") or 0),
+        output_tokens=int(_get(raw, "completion_tokens") or 0),
+        reasoning_tokens=int(reasoning) if reasoning is not None else None,
     )
+
+
+def _server_reasoning(message: Any) -> str:
+    """Thinking a server split off itself: ``reasoning_content`` (vLLM, SGLang, DeepSeek, ``transformers
+    serve``) or ``reasoning`` (OpenRouter, newer vLLM)."""
+    return str(_extra(message, "reasoning_content") or _extra(message, "reasoning") or "")
 
 
 def delta_from_output(output: Any) -> ChatDelta:
     """A whole ``chat_completion`` reply as one ChatDelta."""
-    choices = _get(output, "choices") or []
+    choices = _extra(output, "choices") or []
     if not choices:
         raise EndpointError("The server answered without a reply (no choices): check the server's logs.")
     choice = choices[0]
-    message = _get(choice, "message")
+    message = _extra(choice, "message")
     tool_calls, invalid = parse_output_tool_calls(_get(message, "tool_calls"))
+    # A server that does not split the thinking off writes it inline, in <think> tags.
+    inline, answer = split_reasoning(_get(message, "content") or "")
     return ChatDelta(
-        text=_get(message, "content") or "",
+        text=answer,
+        reasoning=_server_reasoning(message) + inline,
         tool_calls=tool_calls,
         invalid_tool_calls=invalid,
         finish_reason=_get(choice, "finish_reason") or "stop",
-        usage=_usage(_get(output, "usage")),
+        usage=_usage(_extra(output, "usage")),
         logprobs=_logprobs(choice),
         model_name=_get(output, "model") or None,
     )
@@ -96,9 +115,11 @@ class StreamAssembler:
 
     Text and tool-call chunks are passed on as they come; finish reason and usage may arrive in
     different chunks (OpenAI sends usage after the finish reason), so both go on one last delta.
+    Thinking comes as ``reasoning_content`` / ``reasoning`` deltas, or inline in ``<think>`` tags.
     """
 
     def __init__(self) -> None:
+        self._think = ThinkTagParser()
         self.text_parts: list[str] = []
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
@@ -110,13 +131,13 @@ class StreamAssembler:
 
     def push(self, chunk: Any) -> ChatDelta | None:
         self.model_name = _get(chunk, "model") or self.model_name
-        self.usage = _usage(_get(chunk, "usage")) or self.usage
-        choices = _get(chunk, "choices") or []
+        self.usage = _usage(_extra(chunk, "usage")) or self.usage
+        choices = _extra(chunk, "choices") or []
         if not choices:
             return None
         choice = choices[0]
         self.finish_reason = _get(choice, "finish_reason") or self.finish_reason
-        delta = _get(choice, "delta")
+        delta = _extra(choice, "delta")
         text = _get(delta, "content") or ""
         chunks = [
             {
@@ -128,10 +149,12 @@ class StreamAssembler:
             for call in _get(delta, "tool_calls") or []
         ]
         logprobs = _logprobs(choice)
-        if not text and not chunks and not logprobs:
-            return None
         self.text_parts.append(text)
-        return ChatDelta(text=text, tool_call_chunks=chunks, logprobs=logprobs)
+        parts = self._think.push(text)
+        reasoning = _server_reasoning(delta) + parts.reasoning
+        if not parts.text and not reasoning and not chunks and not logprobs:
+            return None
+        return ChatDelta(text=parts.text, reasoning=reasoning, tool_call_chunks=chunks, logprobs=logprobs)
 
     def finish(self, url: str) -> ChatDelta:
         """The last delta; a stream that ended without a finish reason was cut."""
@@ -141,4 +164,11 @@ class StreamAssembler:
                 "error as partial_text; retry, and check the server's logs.",
                 partial_text=self.text,
             )
-        return ChatDelta(finish_reason=self.finish_reason, usage=self.usage, model_name=self.model_name)
+        held = self._think.finish()
+        return ChatDelta(
+            text=held.text,
+            reasoning=held.reasoning,
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            model_name=self.model_name,
+        )

@@ -1,4 +1,5 @@
-"""A chat backend that replays fixed text through the real tool-call stage: parsers tested without a model."""
+"""A chat backend that replays fixed text through the real thinking and tool-call stages: parsers tested
+without a model."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 from hf_magic.backend import ChatDelta, ChatRequest, Usage, join_deltas
 from hf_magic.local.tool_calls import attach_tool_calls
+from hf_magic.reasoning import ReplySplitter, ThinkTagParser, split_stream
 
 
 class ReplayBackend:
@@ -26,7 +28,10 @@ class ReplayBackend:
         deltas = [ChatDelta(text=piece) for piece in self.pieces]
         deltas.append(ChatDelta(finish_reason=self.finish_reason, usage=usage, model_name=self.model_name))
         names = [tool["function"]["name"] for tool in request.tools or []]
-        return attach_tool_calls(iter(deltas), names) if request.tools else iter(deltas)
+        # Inline <think> tags are split off the way the endpoint splits them; the whole-word count stands in
+        # for a tokenizer.
+        split = split_stream(iter(deltas), ReplySplitter(ThinkTagParser(), lambda text: len(text.split())))
+        return attach_tool_calls(split, names) if request.tools else split
 
     def chat(self, request: ChatRequest) -> ChatDelta:
         return join_deltas(list(self.stream_chat(request)))
