@@ -1,8 +1,8 @@
 """Per-token log-probabilities of a local generation, in OpenAI's shape, from transformers' own scores.
 
-``generate`` returns the model's raw logits of each step (``output_logits``); ``compute_transition_scores``
-turns them into the chosen tokens' log-probabilities. Raw logits are the model's own numbers: before
-repetition penalty, the grammar mask and the sampling warpers.
+``generate`` returns the model's raw logits of each step (``output_logits``), normalised here with one
+log-softmax per step; ``compute_transition_scores`` picks the chosen tokens' log-probabilities out of them.
+Raw logits are the model's own numbers: before repetition penalty, the grammar mask and the sampling warpers.
 """
 
 from __future__ import annotations
@@ -37,15 +37,18 @@ class GenerationLogprobs:
         """Keep the chosen tokens' log-probabilities (and the top alternatives) of ``generate``'s ``output``."""
         import torch
 
-        logits = tuple(step.float() for step in output.logits)  # bf16 logits would round the log-softmax
-        if not logits:
+        # One log-softmax per step (in float32: bf16 would round it) serves both the chosen token and the top
+        # alternatives, so a greedy token's logprob is exactly its top entry; compute_transition_scores picks the
+        # chosen tokens' scores out of it, aligned to the generated part of the sequence.
+        steps = tuple(torch.log_softmax(step.float(), dim=-1) for step in output.logits)
+        if not steps:
             return
-        scores = model.compute_transition_scores(output.sequences, logits, normalize_logits=True)
+        scores = model.compute_transition_scores(output.sequences, steps, normalize_logits=False)
         self._chosen = scores[0].tolist()
         if self._top:
             self._alternatives = []
-            for step in logits:
-                values, ids = torch.log_softmax(step[0], dim=-1).topk(min(self._top, step.shape[-1]))
+            for step in steps:
+                values, ids = step[0].topk(min(self._top, step.shape[-1]))
                 self._alternatives.append(list(zip(ids.tolist(), values.tolist(), strict=True)))
 
     def entries(self, generated_ids: list[int], decode: Callable[[list[int]], str]) -> list[dict[str, Any]]:
