@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,11 @@ from tests.support.jupyterlab import ARTIFACTS, JupyterLab, run_cell
 
 pytestmark = pytest.mark.integration
 
-SETUP_CELL = """\
+REPO = Path(__file__).resolve().parents[1]
+# The kernel runs in JupyterLab's temporary root: the repository goes on its path for tests.support.
+SETUP_CELL = f"""\
+import sys
+sys.path.insert(0, {str(REPO)!r})
 %load_ext hf_magic
 from hf_magic import ChatHuggingFace
 from hf_magic.notebook.session import get_session

@@ -52,12 +52,24 @@ class JupyterLab:
     def notebook_url(self, name: str) -> str:
         return f"{self.url}/lab/tree/{name}"
 
+    @property
+    def workspaces(self) -> Path:
+        """Where the server keeps workspaces (the tabs a page reopens): see the ``jupyter_lab`` fixture."""
+        return self.root.parent / "workspaces"
+
     def open_notebook(self, page: Any, name: str, timeout_ms: int = 180_000) -> None:
-        """Open ``name`` in ``page`` and wait until its kernel is ready (running a cell before that is lost)."""
+        """Open ``name`` in ``page`` and wait until its kernel is ready (running a cell before that is lost).
+
+        The saved workspace is dropped first: otherwise the page reopens an earlier test's notebook beside this
+        one, and ``currentWidget`` or a ``.jp-Cell`` locator may find that notebook instead of this one.
+        """
+        shutil.rmtree(self.workspaces, ignore_errors=True)
         page.goto(self.notebook_url(name))
         page.wait_for_function(
-            "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-            " && window.jupyterapp.shell.currentWidget.sessionContext",
+            "(name) => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+            " && window.jupyterapp.shell.currentWidget.sessionContext"
+            " && window.jupyterapp.shell.currentWidget.context.path === name",
+            arg=name,
             timeout=timeout_ms,
         )
         page.evaluate(
