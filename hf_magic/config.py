@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 DEFAULT_MODEL_ALIASES = ("default", "SmolLM2-135M-Instruct")
 """Short names that resolve to the embedded default model."""
@@ -50,3 +51,20 @@ def onednn_max_cpu_isa() -> str | None:
     upper-cased; ``None`` when unset. A cap below AVX512_CORE_BF16 makes oneDNN emulate bf16."""
     value = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
     return value.strip().upper() if value and value.strip() else None
+
+
+CompileSwitch = Literal["auto", "on", "off"]
+
+
+def compile_decode() -> CompileSwitch:
+    """``HF_MAGIC_COMPILE``: ``0``/``off`` never compiles the decode step, ``1``/``on`` compiles it wherever a
+    model can be compiled; unset or ``auto``, each machine gets what measured faster on its kind (README "Speed")."""
+    value = (os.environ.get("HF_MAGIC_COMPILE") or "auto").strip().lower()
+    if value in {"0", "false", "no", "off"}:
+        return "off"
+    return "on" if _truthy(value) else "auto"
+
+
+def compile_cache_dir() -> Path:
+    """Where compiled decode steps are kept between kernels (``compile_cache.py``)."""
+    return cache_dir() / "compiled"

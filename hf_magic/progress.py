@@ -17,7 +17,7 @@ from typing import Any, Literal
 # The plain tqdm base: tqdm.auto's notebook variant would display its own widget from __init__.
 from tqdm.std import tqdm as auto_tqdm
 
-Stage = Literal["download", "convert", "load"]
+Stage = Literal["download", "convert", "load", "compile"]
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,8 @@ class ProgressEvent:
     """One step of a long operation.
 
     Attributes:
-        stage: what is happening: fetching bytes, converting the embedded model, loading weights.
+        stage: what is happening: fetching bytes, converting the embedded model, loading weights, compiling the
+            decode step.
         label: the bar's description (a file name, "Loading weights"...).
         current: units done so far.
         total: units expected, or None when unknown.

@@ -41,7 +41,7 @@ def test_cache_dir_follows_hf_magic_cache_then_xdg(monkeypatch, tmp_path):
     ],
 )
 def test_native_bf16_follows_the_cpu_flags_and_onednn_cap(monkeypatch, flags, cap, native):
-    monkeypatch.setattr(loading, "_cpu_flags", lambda: flags)
+    monkeypatch.setattr(loading, "cpu_flags", lambda: flags)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     if cap is None:
         monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)

@@ -20,3 +20,19 @@ def test_a_model_with_a_cache_of_its_own_still_says_so():
     # The hook is a class method: asked of the class, no instance (nor weights) needed.
     assert supports_default_dynamic_cache(transformers.RwkvForCausalLM) is False
     assert supports_default_dynamic_cache(transformers.LlamaForCausalLM) is True
+
+
+def test_generate_still_compiles_on_the_cpu_when_the_compile_config_says_so():
+    """fast_decode.py's compiled step on a CPU rests on this flag of CompileConfig."""
+    from transformers import CompileConfig
+    from transformers.cache_utils import StaticCache
+
+    from hf_magic.local.transformers_compat import compile_on_every_device
+
+    model = tiny_causal_lm("Llama")
+    cache = StaticCache(config=model.config, max_cache_len=16)
+    generation_config = model.generation_config
+    generation_config.compile_config = compile_on_every_device(CompileConfig())
+    assert model._valid_auto_compile_criteria({"cache": cache}, generation_config)
+    generation_config.compile_config = CompileConfig()
+    assert not model._valid_auto_compile_criteria({"cache": cache}, generation_config)

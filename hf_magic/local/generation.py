@@ -17,6 +17,7 @@ import greenlet
 
 from ..backend import ChatDelta, GenerationParams, Usage
 from ..errors import InvalidInputError
+from .fast_decode import fast_decode_for
 from .kv_cache import ConversationCache
 from .logprobs import GenerationLogprobs
 from .stop_sequences import IncrementalDecoder
@@ -58,11 +59,20 @@ class _CancelCriteria:
 class LocalGenerator:
     """Generates with one model and tokenizer, one generation at a time, reusing ``kv_cache`` between calls."""
 
-    def __init__(self, model: Any, tokenizer: Any, model_name: str, kv_cache: ConversationCache) -> None:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        model_name: str,
+        kv_cache: ConversationCache,
+        compile_decode: bool | None = None,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.model_name = model_name
         self.kv_cache = kv_cache
+        self.compile_decode = compile_decode
+        """Decode through the compiled step (``fast_decode.py``): None follows the machine's default."""
         self._lock = threading.Lock()
         self._lock_owner: int | None = None
 
@@ -228,7 +238,9 @@ class LocalGenerator:
                 ids = torch.tensor([input_ids], device=self.model.device)
                 with torch.inference_mode():
                     # Prefill only what the last generation did not see (a failed one leaves no cache).
-                    lease = self.kv_cache.take(self.model, input_ids, reuse=reuse_cache)
+                    fast = fast_decode_for(self.model, self.compile_decode)
+                    layout = fast.layout(len(input_ids), params.token_budget) if fast else None
+                    lease = self.kv_cache.take(self.model, input_ids, reuse=reuse_cache, layout=layout)
                     image_inputs: dict[str, Any] = {}
                     if prompt is not None:
                         lease, image_inputs = image_prefill(self.kv_cache, self.model, lease, prompt)
@@ -238,7 +250,8 @@ class LocalGenerator:
                         streamer=_QueueStreamer(deliver),
                         stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
                         **model_tensors(image_inputs, self.model),
-                        **(lease.generate_kwargs() if lease else {}),
+                        **(fast.prefill(self.model, lease, input_ids) if fast and lease else {}),
+                        **(lease.generate_kwargs() if lease and not fast else {}),
                         **generate_kwargs,
                     )
                 if logprobs is not None:

@@ -14,7 +14,7 @@ import inspect
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .transformers_compat import supports_default_dynamic_cache
 
@@ -86,6 +86,40 @@ def new_cache(model: Any) -> Any:
     return Cache(layers=[InPlaceLayer() for _ in range(layers)])
 
 
+class CacheLayout(Protocol):
+    """What kind of cache a generation uses, and how a kept cache becomes one."""
+
+    def adopt(self, model: Any, kept: Any | None, reused: int) -> Any:
+        """A cache holding the first ``reused`` positions of ``kept`` (a new, empty one when ``kept`` is None)."""
+        ...
+
+
+class InPlaceLayout:
+    """Caches laid out as the model's ``DynamicCache``, with layers that append in place (``new_cache``)."""
+
+    def adopt(self, model: Any, kept: Any | None, reused: int) -> Any:
+        from .kv_layer import InPlaceLayer
+
+        if kept is None or reused == 0:
+            return new_cache(model)
+        if not all(isinstance(layer, InPlaceLayer) for layer in kept.layers):  # another layout's: copy over
+            return copy_prefix(kept, new_cache(model), reused)
+        # Crop by a negative count: the form both older and newer transformers read as "remove".
+        if kept.get_seq_length() > reused:
+            kept.crop(reused - kept.get_seq_length())
+        return kept
+
+
+IN_PLACE = InPlaceLayout()
+
+
+def copy_prefix(source: Any, target: Any, length: int) -> Any:
+    """``target`` (an empty cache) holding the first ``length`` positions of ``source``, layer by layer."""
+    for old, new in zip(source.layers, target.layers, strict=True):
+        new.update(old.keys[:, :, :length], old.values[:, :, :length])
+    return target
+
+
 @dataclass
 class CacheLease:
     """A cache handed to one generation; its first ``reused`` positions need no prefill."""
@@ -134,10 +168,13 @@ class ConversationCache:
         """How many token positions the kept cache holds."""
         return len(self._token_ids)
 
-    def take(self, model: Any, input_ids: list[int], reuse: bool = True) -> CacheLease | None:
+    def take(
+        self, model: Any, input_ids: list[int], reuse: bool = True, layout: CacheLayout | None = None
+    ) -> CacheLease | None:
         """The cache to generate ``input_ids`` with: the kept one cropped to the shared whole chunks, or a new
-        one (always, when not ``reuse``: the same chunked prefill, from scratch). ``None`` when ``model`` cannot
-        reuse a cache (``generate`` then builds its own and prefills in one pass)."""
+        one (always, when not ``reuse``: the same chunked prefill, from scratch), laid out as ``layout`` says
+        (default: in-place dynamic layers; ``fast_decode.StaticLayout`` for the compiled step). ``None`` when
+        ``model`` cannot reuse a cache (``generate`` then builds its own and prefills in one pass)."""
         keyword = self._cache_keyword(model)
         if keyword is None:
             self.reset()
@@ -149,12 +186,7 @@ class ConversationCache:
             self._cache, self._token_ids, self._model = None, [], None
             epoch = self._epoch
         reused = reusable_length(cached_ids, input_ids, self.chunk) if cache is not None and same_model and reuse else 0
-        if reused > 0:
-            # Crop by a negative count: the form both older and newer transformers read as "remove".
-            if cache.get_seq_length() > reused:
-                cache.crop(reused - cache.get_seq_length())
-        else:
-            cache = new_cache(model)
+        cache = (layout or IN_PLACE).adopt(model, cache if reused > 0 else None, reused)
         self.last_reused, self.last_note = reused, None
         return CacheLease(cache=cache, reused=reused, epoch=epoch, keyword=keyword, chunk=self.chunk)
 
@@ -177,7 +209,10 @@ class ConversationCache:
         if length > len(sequence) or length < kept:  # should not happen; a mismatched cache is worse than none
             return
         if length > kept:
-            lease.cache.crop(kept - length)
+            import torch
+
+            with torch.inference_mode():  # a static cache keeps its length in an inference tensor
+                lease.cache.crop(kept - length)
         with self._guard:
             if lease.epoch != self._epoch:  # reset while generating: the caller wants it gone
                 return

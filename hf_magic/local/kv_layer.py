@@ -1,4 +1,5 @@
-"""InPlaceLayer: a cache layer that appends a step's keys and values into spare room instead of concatenating.
+"""Cache layers of our own: ``InPlaceLayer`` appends a step's keys and values into spare room instead of
+concatenating; ``StaticDecodeLayer`` is the static layer of the compiled decode step (``fast_decode.py``).
 
 transformers' ``DynamicLayer`` concatenates on every forward pass: each decoded token allocates the whole
 context's keys and values of every layer anew. In a growing conversation each allocation is larger than any
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DynamicLayer, StaticLayer
 
 GROWTH_STEP = 256
 """Buffers hold a multiple of this many positions, and grow by half their size at least when full."""
@@ -71,6 +72,34 @@ class InPlaceLayer(DynamicLayer):
             keys[:, :, :length].copy_(self.keys)
             values[:, :, :length].copy_(self.values)
         self._key_buffer, self._value_buffer = keys, values
+
+
+class StaticDecodeLayer(StaticLayer):
+    """A ``StaticLayer`` that shows the prefill of positions below ``prefill_end`` only the filled positions, as
+    ``DynamicLayer`` does, and the decode steps after it its whole buffer, masked past the filled part.
+
+    So every prefilled position is computed on the shapes an in-place dynamic cache gives it, whatever the
+    capacity: positions kept for the next turn never depend on the capacity this turn had. Only decoded
+    positions, which are never kept (``kv_cache.py``), see the capacity, and the compiled decode step sees one
+    static-shape cache."""
+
+    prefill_end = 0
+    """Positions below this are the prompt's; set for each generation (``fast_decode.StaticLayout``)."""
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = super().update(key_states, value_states, *args, **kwargs)
+        if torch.compiler.is_compiling():  # only decode steps are compiled
+            return keys, values
+        end = int(self.cumulative_length)
+        return (keys[:, :, :end], values[:, :, :end]) if end <= self.prefill_end else (keys, values)
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        if torch.compiler.is_compiling():
+            return self.max_cache_len, 0
+        end = int(self.get_seq_length()) + query_length
+        return (end, 0) if end <= self.prefill_end else (self.max_cache_len, 0)
 
 
 def _is_prefix(view: torch.Tensor | None, buffer: torch.Tensor) -> bool:

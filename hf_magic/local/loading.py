@@ -290,13 +290,13 @@ def cpu_computes_bf16() -> bool:
     """
     if config.onednn_max_cpu_isa() in _ISAS_WITHOUT_BF16:
         return False
-    flags = _cpu_flags()
+    flags = cpu_flags()
     return bool(flags & {"avx512_bf16", "amx_bf16"}) or (
         platform.machine().lower() in ("aarch64", "arm64") and "bf16" in flags
     )
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
     """The CPU's feature flags as Linux lists them in /proc/cpuinfo (empty elsewhere: no native bf16 assumed)."""
     try:
         text = Path("/proc/cpuinfo").read_text()

@@ -23,6 +23,7 @@ from ..progress import ProgressCallback
 from ..reasoning import ReplyParser, ReplySplitter, ThinkTagParser, asplit_stream, split_stream
 from ..text_completion import astream_chunks, stream_chunks
 from .constraints import constrainer_for, grammar_spec
+from .fast_decode import prepare_fast_decode
 from .generation import LocalGenerator, eos_token_ids
 from .generation_params import params_from_kwargs, supported
 from .kv_cache import ConversationCache
@@ -71,6 +72,10 @@ class HuggingFacePipeline(BaseLLM):
     prompts are prefilled in position-aligned chunks either way, so a reused turn computes exactly what a fresh
     prefill computes (``kv_cache.py``). In a conversation with images, a turn with a new image prefills in one
     pass (``vision.py``), so later turns that reuse it match a fresh prefill up to the kernels' rounding."""
+
+    compile_decode: bool | None = None
+    """Decode through a compiled step (``fast_decode.py``): ``None`` does what this machine gains from (README
+    "Speed"; ``HF_MAGIC_COMPILE=0`` turns it off everywhere), ``False`` never, ``True`` wherever the model allows."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
@@ -149,6 +154,7 @@ class HuggingFacePipeline(BaseLLM):
         model, tokenizer = load_model_and_tokenizer(
             path, device=device, device_map=device_map, model_kwargs=model_kwargs, progress=progress, vision=vision
         )
+        prepare_fast_decode(model, kwargs.get("compile_decode"), progress)  # compiles now, with progress
         # A VLM comes with its processor, whose tokenizer decodes the replies.
         loaded = LoadedModel(model, tokenizer.tokenizer, tokenizer) if vision else LoadedModel(model, tokenizer)
         name = config.DEFAULT_MODEL_NAME if is_default_model(model_id) else model_id
@@ -361,7 +367,9 @@ class HuggingFacePipeline(BaseLLM):
     def _generator(self) -> LocalGenerator:
         """The generator for this pipeline's model, made on first use (``pipeline`` is set by then)."""
         if self._local_generator is None or self._local_generator.model is not self.model:
-            self._local_generator = LocalGenerator(self.model, self.tokenizer, self.model_name, self._kv_cache)
+            self._local_generator = LocalGenerator(
+                self.model, self.tokenizer, self.model_name, self._kv_cache, self.compile_decode
+            )
         return self._local_generator
 
 
