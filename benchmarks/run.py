@@ -32,8 +32,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.support.serve, and hf_magic when not installed
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import speed_paths  # noqa: E402  (benchmarks/ is on the path when run.py runs)
+
 RESULTS = ROOT / "benchmarks" / "results"
 SECTIONS = ("load", "tokens", "ttft", "turns", "prefill", "magic", "endpoint", "memory", "invariance")
+SECTIONS += ("paths", "quality", "large")  # benchmarks/speed_paths.py
 SYSTEM = "You're a helpful assistant"
 STORY = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 TOPICS = [
@@ -515,7 +518,9 @@ def section_load(models: Models, report: Report, repeats: int = 8) -> None:
     for _ in range(repeats):  # interleaved, each load dropped before the next
         plain.append(timed(lambda: load_plain(folder))[0])
         gc.collect()
-        ours.append(timed(lambda: HuggingFacePipeline.from_model_id(TARGET.model, device=TARGET.device))[0])
+        # Loading alone: what compiling the decode step adds is the "compile" rows of the paths section.
+        ours.append(timed(lambda: HuggingFacePipeline.from_model_id(TARGET.model, device=TARGET.device,
+                                                                    compile_decode=False))[0])  # fmt: skip
         gc.collect()
     ratio = statistics.median(o / p for o, p in zip(ours, plain, strict=True))
     report.add("load", f"plain AutoTokenizer + AutoModelForCausalLM.from_pretrained (median of {repeats})",
@@ -625,6 +630,7 @@ SECTION_FUNCTIONS: dict[str, Callable[[Models, Report], None]] = {
     "endpoint": section_endpoint,
     "memory": section_memory,
     "invariance": section_invariance,
+    **speed_paths.SECTIONS,  # issue 21: the local speed paths against llama.cpp, their quality, a 1.5B-class model
 }
 
 

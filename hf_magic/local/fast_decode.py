@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,9 @@ CAPACITY_STEP = 256
 """Static caches hold a multiple of this many positions: a decode step reads the whole cache (masked past the
 filled part), so a finer step wastes less bandwidth; a cache is moved to a new capacity at most every this
 many positions of a growing conversation."""
+
+_BAR = -2
+"""The progress bar id of compiling (downloads' total is -1, tqdm's bars count up from 1)."""
 
 _plans: weakref.WeakKeyDictionary[Any, FastDecode | None] = weakref.WeakKeyDictionary()
 _plans_lock = threading.Lock()
@@ -156,10 +160,23 @@ def fast_decode_for(model: Any, requested: bool | None = None) -> FastDecode | N
 
 
 def compiles_by_default(model: Any) -> bool:
-    """Whether the step is compiled unless asked otherwise: on a CUDA GPU, and on every CPU (measured in
-    benchmarks/speed_paths.py: README "Speed" has the figures and what the first compile costs)."""
-    device = getattr(model, "device", None)
-    return getattr(device, "type", "cpu") in ("cpu", "cuda")
+    """Whether the step is compiled unless asked otherwise, from what each kind of machine gained (README "Speed"):
+
+    - a CUDA GPU: yes (CUDA graphs);
+    - a CPU, unquantized weights: yes. On an AVX2 EPYC (float32), 1.3-2x eager per token; on an AMX CPU (bf16,
+      ENVIRONMENT.md) 27.1 vs 24.6 tok/s;
+    - a CPU, torchao-quantized weights: only where the CPU computes bf16 natively. On AMX, int8 decoded 40.3 tok/s
+      compiled vs 11.0 eager; on the AVX2 EPYC the compiled int8 step ran at 0.55x eager (inductor's generated
+      matrix-vector code is slower there than torch's kernels).
+    """
+    from .loading import cpu_computes_bf16
+
+    device = getattr(getattr(model, "device", None), "type", "cpu")
+    if device == "cuda":
+        return True
+    if device != "cpu":
+        return False
+    return getattr(model, "hf_quantizer", None) is None or cpu_computes_bf16()
 
 
 def why_not_compiled(model: Any) -> str | None:
@@ -200,7 +217,8 @@ def prepare_fast_decode(model: Any, requested: bool | None = None, progress: Pro
     reason = why_not_compiled(model)
     asked = requested is True or (requested is None and config.compile_decode() == "on")
     if asked and reason is not None and progress is not None:
-        progress(ProgressEvent(stage="compile", label=f"Not compiled: {reason}", current=1, total=1, done=True))
+        progress(ProgressEvent(stage="compile", label=f"Not compiled: {reason}", current=1, total=1, done=True,
+                               bar_id=_BAR))  # fmt: skip
 
 
 def warm_up(model: Any, plan: FastDecode, progress: ProgressCallback | None = None) -> None:
@@ -213,13 +231,19 @@ def warm_up(model: Any, plan: FastDecode, progress: ProgressCallback | None = No
     path = compile_cache.cache_file(model, options)
     hit = compile_cache.load(path)
     where = "this GPU" if model.device.type == "cuda" else "this CPU"
-    label = f"Loading the compiled decode step for {where}" if hit else f"Compiling the decode step for {where} (once)"
-    notify(ProgressEvent(stage="compile", label=label, current=0, total=1))
+    label = "Compiled step from cache" if hit else f"Compiling for {where}"  # widget bars show 28 characters
+
+    def report(text: str, done: bool = False) -> None:
+        notify(ProgressEvent(stage="compile", label=text, current=int(done), total=1, done=done, bar_id=_BAR))
+
+    report(label)
     started = time.perf_counter()
     ids = torch.tensor([[1, 2, 3]], device=model.device)
     layout = plan.layout(ids.shape[1], 2)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), warnings.catch_warnings():
+            # torchao's tensors lack a hash for AOTAutograd's cache; inductor's cache still keeps their code
+            warnings.filterwarnings("ignore", message=".*_stable_hash_for_caching")
             model.generate(
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
@@ -233,11 +257,10 @@ def warm_up(model: Any, plan: FastDecode, progress: ProgressCallback | None = No
     except Exception:  # a model inductor cannot compile: decode eagerly, as before
         with _plans_lock:
             _plans[model] = None
-        notify(ProgressEvent(stage="compile", label="The decode step could not be compiled: decoding eagerly",
-                             current=1, total=1, done=True))  # fmt: skip
+        report("Not compiled (inductor failed): decoding eagerly", done=True)
         return
     plan.compiled = True
     if not hit:
         compile_cache.save(path)
     seconds = time.perf_counter() - started
-    notify(ProgressEvent(stage="compile", label=f"{label} ({seconds:.0f} s)", current=1, total=1, done=True))
+    report(f"{'Compiled step from cache' if hit else f'Compiled for {where}'} in {seconds:.0f} s", done=True)

@@ -16,6 +16,7 @@ from .. import config
 from ..errors import DefaultModelMissingError, HfMagicError, InvalidInputError, ModelNotFoundError, QuantizationError
 from ..progress import ProgressCallback, ProgressEvent, capture_transformers_progress
 from . import decode_attention
+from .quantization import quantization_config, quiet_torchao
 
 # Files a causal LM needs; skips duplicate .bin / .pth / .onnx / .gguf weights a repo may also carry.
 _MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken", "*.py"]
@@ -236,6 +237,8 @@ def load_model_and_tokenizer(
 
     kwargs = dict(model_kwargs or {})
     tokenizer_kwargs = {k: kwargs[k] for k in ("trust_remote_code", "revision") if k in kwargs}
+    if isinstance(kwargs.get("quantization_config"), str):  # "8bit" / "4bit": the fastest kind where it goes
+        kwargs["quantization_config"] = quantization_config(kwargs["quantization_config"], _placement(device))
     quantization = kwargs.get("quantization_config")
     if device_map is not None:
         kwargs["device_map"] = device_map
@@ -247,11 +250,18 @@ def load_model_and_tokenizer(
             kwargs["device_map"] = {"": target}
     if quantization is not None:
         _check_quantization_supported(quantization, device)
-    elif "dtype" not in kwargs and "device_map" not in kwargs and not cpu_computes_bf16():
+    if (
+        "dtype" not in kwargs
+        and device_map is None
+        and "device_map" not in (model_kwargs or {})
+        and _placement(device) == "cpu"
+        and not _is_bitsandbytes(quantization)  # it picks its own compute dtype
+        and not cpu_computes_bf16()
+    ):
         kwargs["dtype"] = "float32"  # see cpu_computes_bf16: emulated bf16 prefills 3-7x slower
     try:
         tokenizer = tokenizer_class.from_pretrained(path, **tokenizer_kwargs)
-        with capture_transformers_progress(progress, "load"):
+        with capture_transformers_progress(progress, "load"), quiet_torchao():
             model = model_class.from_pretrained(path, **kwargs)
     except (ImportError, RuntimeError, ValueError) as exc:
         if quantization is not None:
@@ -354,13 +364,24 @@ def torch_device(device: int | str) -> str:
     return name
 
 
-def _check_quantization_supported(quantization: Any, device: int | str | None) -> None:
+def _placement(device: int | str | None) -> str:
+    """Where a model loaded for ``device`` goes, as a device type ("cpu", "cuda", "mps")."""
+    if device is None:
+        return "cpu"
+    return torch_device(device).split(":")[0]
+
+
+def _is_bitsandbytes(quantization: Any) -> bool:
     method = str(getattr(quantization, "quant_method", "")).lower()
-    if (
-        "bitsandbytes" not in method
-        and not getattr(quantization, "load_in_4bit", False)
-        and not getattr(quantization, "load_in_8bit", False)
-    ):
+    return quantization is not None and (
+        "bitsandbytes" in method
+        or bool(getattr(quantization, "load_in_4bit", False))
+        or bool(getattr(quantization, "load_in_8bit", False))
+    )
+
+
+def _check_quantization_supported(quantization: Any, device: int | str | None) -> None:
+    if not _is_bitsandbytes(quantization):
         return
     if importlib.util.find_spec("bitsandbytes") is None:
         raise QuantizationError(

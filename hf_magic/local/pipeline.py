@@ -121,7 +121,9 @@ class HuggingFacePipeline(BaseLLM):
             device: ``-1``/``"cpu"``, a CUDA index or a torch device string; ``None`` (with no ``device_map``) is
                 the GPU when there is one, else the CPU, as transformers' ``pipeline`` chooses.
             device_map: passed to ``from_pretrained`` (e.g. ``"auto"``); excludes ``device``.
-            model_kwargs: passed to ``from_pretrained`` (``quantization_config``, ``dtype``...).
+            model_kwargs: passed to ``from_pretrained`` (``quantization_config``, ``dtype``...);
+                ``quantization_config="8bit"`` or ``"4bit"`` picks the fastest kind for the machine
+                (``local/quantization.py``).
             pipeline_kwargs: default generation settings (``max_new_tokens``, ``do_sample``...).
             batch_size: only 1 (or None): prompts are generated one at a time, so each streams and reuses the
                 conversation's KV cache.

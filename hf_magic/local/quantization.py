@@ -1,17 +1,18 @@
 """Quantization by name ("8bit", "4bit"): the kind this machine runs fastest, through a library's public API.
 
 ``%%hfchat --quantize``, the panel's picker and ``model_kwargs={"quantization_config": "8bit"}`` all end here.
-Which library serves a name depends on the device and on what the CPU computes natively, from the figures of
-``benchmarks/speed_paths.py`` (README "Speed"):
+Which library serves a name depends on the device and on what the CPU computes natively (README "Speed";
+figures from benchmarks/speed_paths.py and the probes named below):
 
-- CPUs with native bf16 (AVX512-BF16, AMX) and CUDA GPUs: torchao's int8 weight-only tensors, and on the CPU its
-  int4 tensors for ``_weight_int4pack_mm_for_cpu`` (32-weight groups, a scale and a zero each: the layout of
-  the default model's Q4_1 GGUF); both compile into the decode step (``fast_decode.py``). On an AMX CPU
-  (ENVIRONMENT.md) torchao int8 with a compiled step decoded 40.3 tok/s, bitsandbytes 8-bit 5.3.
-- CPUs without it (AVX2): torch's int8 and int4 CPU kernels have no fast path there (measured on an AVX2 EPYC,
-  one matrix-vector product of the default model's MLP: fp32 0.40 ms, int8 3.9 ms, int4 19 ms), so the names
-  keep bitsandbytes, which runs everywhere.
-- A 4-bit request on a GPU stays with bitsandbytes NF4: torchao's GPU int4 kernel needs the ``mslk`` library.
+- 8bit: torchao's int8 weight-only tensors (``Int8WeightOnlyConfig`` through transformers' ``TorchAoConfig``)
+  everywhere torchao is installed. On an AMX CPU (ENVIRONMENT.md) with the compiled step: 40.3 tok/s, against
+  5.3 for bitsandbytes 8-bit; on an AVX2 EPYC, eager, one decode step took about half bitsandbytes' time.
+- 4bit on a CPU with native bf16 (AVX512-BF16, AMX): torchao's CPU int4 tensors (torch's
+  ``_weight_int4pack_mm_for_cpu``: 32-weight groups with a scale and a zero each, the layout of the default
+  model's Q4_1 GGUF), compiled into the decode step.
+- 4bit elsewhere: bitsandbytes NF4. torch's int4 CPU kernel has no fast float32 path (one matrix-vector product
+  of the default model's MLP on the AVX2 EPYC: 19 ms, against 0.40 ms unquantized), and torchao's GPU int4
+  kernel needs the ``mslk`` library.
 
 An explicit config object (``BitsAndBytesConfig``, ``TorchAoConfig``...) in ``model_kwargs`` is used as given.
 """
@@ -75,17 +76,14 @@ def quantization_kind(name: str, device: str | None = None) -> QuantizationKind:
     """Which library and format serve ``name`` on ``device`` (see the module's docstring for why)."""
     if name not in QUANTIZE_NAMES:
         raise InvalidInputError(f"Unknown quantization {name!r}: use '4bit' or '8bit'.")
-    on_gpu = device is not None and str(device).startswith("cuda")
-    fast_torchao = torchao_available() and (on_gpu or _cpu_has_fast_quantized_kernels(device))
+    placement = "cpu" if device is None else str(device).split(":")[0]
+    torchao = torchao_available() and placement in ("cpu", "cuda")  # Apple's GPU: no torchao kernels
     if name == "8bit":
-        return "torchao-int8" if fast_torchao else "bitsandbytes-8bit"
-    return "torchao-int4" if fast_torchao and not on_gpu else "bitsandbytes-nf4"
+        return "torchao-int8" if torchao else "bitsandbytes-8bit"
+    return "torchao-int4" if torchao and placement == "cpu" and _cpu_computes_bf16() else "bitsandbytes-nf4"
 
 
-def _cpu_has_fast_quantized_kernels(device: str | None) -> bool:
-    """Whether the model goes to a CPU whose int8/int4 kernels in torch beat float32: one with native bf16."""
-    if device not in (None, "cpu"):
-        return False  # Apple's GPU: torchao's tensors have no kernels there
+def _cpu_computes_bf16() -> bool:
     from .loading import cpu_computes_bf16
 
     return cpu_computes_bf16()

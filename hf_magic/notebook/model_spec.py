@@ -72,18 +72,8 @@ def load_chat_model(spec: ModelSpec, progress: ProgressCallback | None = None) -
     if spec.dtype:
         model_kwargs["dtype"] = spec.dtype
     if spec.quantize:
-        model_kwargs["quantization_config"] = _bitsandbytes_config(spec.quantize)
+        model_kwargs["quantization_config"] = spec.quantize  # the fastest kind here (local/quantization.py)
     llm = HuggingFacePipeline.from_model_id(
         spec.model, task="text-generation", device=spec.device, model_kwargs=model_kwargs, progress=progress
     )
     return ChatHuggingFace(llm=llm)
-
-
-def _bitsandbytes_config(quantize: Quantize) -> Any:
-    from transformers import BitsAndBytesConfig
-
-    if quantize == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype="bfloat16", bnb_4bit_use_double_quant=True
-    )

@@ -1,0 +1,108 @@
+"""Quantization by name (local/quantization.py): which kind each machine gets, the bytes it saves, and quantized
+turns that reuse the cache computing what a fresh prefill computes."""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from hf_magic.errors import InvalidInputError
+from hf_magic.local import loading, quantization
+from hf_magic.local.quantization import quantization_config, quantization_kind, resolve_model_kwargs, weight_bytes
+from tests.support.tiny_models import tiny_causal_lm
+
+
+@pytest.mark.parametrize(
+    ("flags", "device", "eight", "four"),
+    [
+        ({"avx2"}, None, "torchao-int8", "bitsandbytes-nf4"),
+        ({"avx2", "avx512_bf16"}, "cpu", "torchao-int8", "torchao-int4"),
+        ({"avx2", "amx_bf16"}, None, "torchao-int8", "torchao-int4"),
+        ({"avx2", "amx_bf16"}, "cuda", "torchao-int8", "bitsandbytes-nf4"),
+        ({"avx2", "amx_bf16"}, "mps", "bitsandbytes-8bit", "bitsandbytes-nf4"),
+    ],
+)
+def test_each_machine_gets_the_kind_measured_fastest_there(monkeypatch, flags, device, eight, four) -> None:
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(loading, "cpu_flags", lambda: flags)
+    assert quantization_kind("8bit", device) == eight
+    assert quantization_kind("4bit", device) == four
+
+
+def test_without_torchao_the_names_keep_bitsandbytes(monkeypatch) -> None:
+    monkeypatch.setattr(quantization, "torchao_available", lambda: False)
+    assert quantization_kind("8bit") == "bitsandbytes-8bit"
+    assert type(quantization_config("4bit")).__name__ == "BitsAndBytesConfig"
+
+
+def test_names_resolve_in_model_kwargs_and_unknown_ones_fail_in_one_line() -> None:
+    resolved = resolve_model_kwargs({"quantization_config": "8bit", "dtype": "float32"}, None)
+    assert type(resolved["quantization_config"]).__name__ == "TorchAoConfig" and resolved["dtype"] == "float32"
+    explicit = {"quantization_config": object()}
+    assert resolve_model_kwargs(explicit, None) is explicit
+    with pytest.raises(InvalidInputError, match="'4bit' or '8bit'"):
+        quantization_kind("3bit")
+
+
+def test_weight_bytes_count_the_packed_data_of_quantized_weights() -> None:
+    """get_memory_footprint counts a torchao tensor at its nominal dtype; weight_bytes counts what it stores."""
+    import torch
+
+    with quantization.quiet_torchao():
+        from torchao import quantize_
+        from torchao.quantization import Int8WeightOnlyConfig
+
+    model = tiny_causal_lm("Llama", hidden_size=64, intermediate_size=128)
+    before = weight_bytes(model)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not model.lm_head)
+    quantize_(model.model, Int8WeightOnlyConfig())
+    saved = before - weight_bytes(model)
+    assert 0.7 * linear * 3 < saved <= linear * 3  # float32 (4 bytes) to int8 (1), plus a scale per row
+
+
+# ------------------------------------------------------------------------------ the real default model
+SYSTEM = (
+    "You're a helpful assistant. You answer in one or two short sentences, you never make up facts, and when a "
+    "question is unclear you say so and ask for what is missing. You know geography, history, arithmetic and "
+    "poetry. Keep a friendly tone, avoid jargon, prefer plain words, and do not repeat the question back. When "
+    "you are asked to summarize, list the topics of the conversation in the order they came up."
+)
+
+
+@pytest.fixture(scope="module")
+def int8_llm():
+    """The default model as ``--quantize 8bit`` loads it on this machine, with the decode path it gets."""
+    from hf_magic import HuggingFacePipeline
+
+    return HuggingFacePipeline.from_model_id(
+        "default",
+        model_kwargs={"quantization_config": "8bit"},
+        pipeline_kwargs={"max_new_tokens": 12, "do_sample": False},
+    )
+
+
+@pytest.mark.integration
+def test_8bit_loads_torchao_int8_weights_in_a_quarter_of_the_float32_linear_bytes(int8_llm) -> None:
+    modules = [m for name, m in int8_llm.model.named_modules() if name.endswith("mlp.down_proj")]
+    assert type(modules[0].weight).__name__ == "Int8Tensor"
+    assert weight_bytes(int8_llm.model) < 0.6 * 4 * sum(p.numel() for p in int8_llm.model.parameters())
+
+
+@pytest.mark.integration
+@pytest.mark.exactness
+def test_8bit_turns_reusing_the_cache_equal_fresh_prefills(int8_llm) -> None:
+    from hf_magic import ChatHuggingFace, HuggingFacePipeline
+
+    cached = ChatHuggingFace(llm=int8_llm)
+    fresh_llm = HuggingFacePipeline(
+        pipeline=int8_llm.pipeline, model_id=int8_llm.model_id, pipeline_kwargs=int8_llm.pipeline_kwargs
+    )
+    messages: list[BaseMessage] = [SystemMessage(content=SYSTEM)]
+    for turn, question in enumerate(["What is the capital of France?", "And of Germany?", "What is 12 times 7?"]):
+        messages.append(HumanMessage(content=question))
+        reply = cached.invoke(messages).content
+        if turn:
+            assert int8_llm._kv_cache.last_reused > 0
+        fresh_llm.reset_cache()
+        assert reply == ChatHuggingFace(llm=fresh_llm).invoke(messages).content
+        messages.append(AIMessage(content=reply))
