@@ -222,9 +222,9 @@ def _secrets(session: ChatSession) -> Iterable[str]:
     session's endpoint was given. The log blanks them wherever they show up."""
     found = list(config.env_tokens())
     try:
-        from huggingface_hub import get_stored_tokens, get_token
+        from huggingface_hub import get_token
 
-        found += [get_token() or "", *get_stored_tokens().values()]
+        found.append(get_token() or "")
     except Exception:  # an unreadable token file: the environment's tokens are still blanked
         pass
     token = getattr(getattr(session.chat_model, "llm", None), "huggingfacehub_api_token", None)

@@ -65,6 +65,7 @@ class PastConversations:
             self.note.value = f'<span class="hfm-note">{html.escape(str(exc))}</span>'
             return
         self.picker.options = [(conversation_label(summary), summary.id) for summary in summaries]
+        self.picker.value = summaries[0].id if summaries else None  # the newest, ready to open
         state = "" if log.enabled else " Logging is off in this kernel."
         empty = "Nothing logged yet." if not summaries else ""
         self.note.value = f'<span class="hfm-note">{html.escape((empty + state).strip())}</span>'
