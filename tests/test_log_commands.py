@@ -64,6 +64,8 @@ def test_table_search_and_show(ip, recorder, home, capsys) -> None:
     ip.run_line_magic("hfchat", f"log show {entry.id}")
     shown = capsys.readouterr().out
     assert "finished" in shown and "(endpoint)" in shown and "Reply to What is the capital of France?" in shown
+    ip.run_line_magic("hfchat", "log events")
+    assert "Last 0 logged runs" in capsys.readouterr().out
 
 
 def test_export_from_the_log_matches_the_sessions_own_export(ip, recorder, home, tmp_path, capsys) -> None:

@@ -461,3 +461,36 @@ def test_a_record_is_json_with_the_spec_and_settings(heard: Heard) -> None:
     record = json.loads(sqlite3.connect(heard.log.store().path).execute("SELECT record FROM turns").fetchone()[0])
     assert record["spec"]["dtype"] == "float32" and record["settings"]["max_new_tokens"] is not None
     assert "user" not in record and "reply" not in record  # the text lives in its own columns, once
+
+
+def test_a_capabilitys_event_is_logged_as_it_carried_it(heard: Heard, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    monkeypatch.setenv("HF_TOKEN", "hf_eventSECRETtoken0006")
+    session = ChatSession("mapper")
+    heard.log.follow(session)
+    # What a prompt over a table reports when it ends (branch h25: "map_finished", its template and its summary).
+    detail = {"model": "m", "template": "Classify {text}", "rows": 3, "failed": 0, "note": "hf_eventSECRETtoken0006"}
+    session.emit(SimpleNamespace(kind="map_finished", text="Classify {text}", detail=detail, turn=None, error=None))
+    session.emit(SessionEvent("token", text="not a record"))
+    events = heard.log.store().recent_events()
+    assert [(e.kind, e.text, e.session) for e in events] == [("map_finished", "Classify {text}", "mapper")]
+    assert events[0].detail == {**detail, "note": "***"}
+    assert heard.log.store().forget(session="mapper") == 0 and heard.log.store().recent_events() == []
+
+
+def test_a_failed_first_reply_is_logged_with_the_model_it_was_sent_to(chat: ChatSession, recorder) -> None:
+    import socket
+
+    from hf_magic.errors import HfMagicError
+
+    say(recorder, "ok")
+    chat.send("works")
+    with socket.socket() as closed:  # bound, never listening: a connection is refused at once
+        closed.bind(("127.0.0.1", 0))
+        bad = ModelSpec(backend="endpoint", endpoint_url=f"http://127.0.0.1:{closed.getsockname()[1]}")
+        with pytest.raises(HfMagicError):
+            chat.send("fails", spec=bad)
+    entry = chat_log(chat).recent(1)[0]
+    assert (entry.ended, entry.turn.user, entry.spec["endpoint_url"]) == ("error", "fails", bad.endpoint_url)
+    assert chat.spec.endpoint_url == recorder.url  # the session went back to the model it had

@@ -25,7 +25,7 @@ from ..errors import HfMagicError, InvalidInputError, TurnLogError
 from .model_spec import ModelSpec
 from .session import ChatSession, on_session_created
 from .turn_log import TurnLog
-from .turn_records import LoggedTurn, row_values, transcript_of
+from .turn_records import LoggedTurn, event_values, row_values, transcript_of
 from .turns import SessionEvent, Settings, Turn
 
 MAX_HELD = 1000
@@ -38,6 +38,9 @@ class _Following:
 
     conversation: str
     stop_asked: bool = False
+    spec: dict[str, Any] | None = None
+    """The model the reply in flight was sent to (a failed first reply of an endpoint puts the session back on the
+    model before it, before the failure is heard)."""
 
 
 class KernelLog:
@@ -82,7 +85,10 @@ class KernelLog:
             state = self._followed[session] = _Following(_new_id())
         session.subscribe(partial(self._hear, weakref.ref(session), state))
         if session.turns:  # a session that chatted before the log followed it: its turns open the conversation
-            self._carry(session, state)
+            try:
+                self._carry(session, state)
+            except Exception as exc:  # following is done at get_session: the log must never break it
+                self._say(session, repr(exc), f"The turn log could not record {session.name!r}'s earlier turns: {exc}")
 
     def _hear(self, session_ref: weakref.ref[ChatSession], state: _Following, event: SessionEvent) -> None:
         session = session_ref()
@@ -90,17 +96,20 @@ class KernelLog:
             return
         kind, turn = event.kind, event.turn
         if kind == "turn_started":
-            state.stop_asked = False
+            state.stop_asked, state.spec = False, asdict(session.spec)
         elif kind == "stop_requested":
             state.stop_asked = True
         elif kind in ("turn_finished", "turn_failed") and turn is not None:
             ended = "error" if kind == "turn_failed" else _ending(turn, state.stop_asked)
-            self._write(session, [self._row(session, state, turn, ended, error=event.error)])
+            self._write(session, [self._row(session, state, turn, ended, error=event.error, spec=state.spec)])
+            state.spec = None
         elif kind == "reset":
             state.conversation = _new_id()
         elif kind == "transcript_loaded":
             state.conversation = _new_id()
             self._carry(session, state)
+        elif isinstance(getattr(event, "detail", None), dict):  # a capability's record ("map_finished"...)
+            self._write(session, [self._event_row(session, state, event)])
 
     def _carry(self, session: ChatSession, state: _Following) -> None:
         rows = []
@@ -111,7 +120,15 @@ class KernelLog:
             rows.append(self._row(session, state, turn, ended, carried=True, origin=root))
         self._write(session, rows)
 
-    def _row(self, session: ChatSession, state: _Following, turn: Turn, ended: str, **extra: Any) -> dict[str, Any]:
+    def _row(
+        self,
+        session: ChatSession,
+        state: _Following,
+        turn: Turn,
+        ended: str,
+        spec: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
         return row_values(
             turn,
             conversation=state.conversation,
@@ -120,10 +137,24 @@ class KernelLog:
             ended=ended,
             logged_at=time.time(),
             notebook=self._notebook(),
-            spec=asdict(session.spec),
+            spec=spec or asdict(session.spec),
             settings=asdict(session.settings),
             secrets=_secrets(session),
             **extra,
+        )
+
+    def _event_row(self, session: ChatSession, state: _Following, event: SessionEvent) -> dict[str, Any]:
+        detail: dict[str, Any] = getattr(event, "detail", None) or {}
+        return event_values(
+            event.kind,
+            event.text,
+            detail,
+            conversation=state.conversation,
+            session=session.name,
+            kernel=self.kernel,
+            logged_at=time.time(),
+            notebook=self._notebook(),
+            secrets=_secrets(session),
         )
 
     def _notebook(self) -> str | None:

@@ -4,6 +4,7 @@ exported, turns forgotten, and logging switched off or on for this kernel."""
 from __future__ import annotations
 
 import html
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from .kernel_log import kernel_log
 from .line_commands import line_command
 from .render import InfoTable, Transcript
 from .turn_drawing import markdown_to_html
+from .turn_log import LoggedEvent
 from .turn_records import LoggedTurn, transcript_of
 
 if TYPE_CHECKING:
@@ -24,8 +26,8 @@ if TYPE_CHECKING:
     from .session import ChatSession
 
 USAGE = (
-    "log [N] | log search TEXT | log show ID | log restore [ID | --last] | log export PATH [ID | --last] | "
-    "log forget ID | --all (or the line's --session NAME) | log off | log on"
+    "log [N] | log search TEXT | log show ID | log events [N] | log restore [ID | --last] | "
+    "log export PATH [ID | --last] | log forget ID | --all (or the line's --session NAME) | log off | log on"
 )
 DEFAULT_ROWS = 20
 
@@ -49,7 +51,8 @@ def _table(magics: HfChatMagics, rows: int) -> None:
     log = kernel_log()
     entries = log.store().recent(rows)
     state = "on" if log.enabled else ("off (HF_MAGIC_NO_LOG is set)" if config.log_disabled() else "off")
-    magics.show(LogTable(entries, f"Turn log {log.store().path} · logging {state} · last {len(entries)} turns"))
+    title = f"Turn log {log.store().path} · logging {state} · last {len(entries)} turns"
+    magics.show(LogTable(title, TURN_HEADER, turn_rows(entries)))
 
 
 def _search(magics: HfChatMagics, session: ChatSession, words: list[str]) -> None:
@@ -57,7 +60,15 @@ def _search(magics: HfChatMagics, session: ChatSession, words: list[str]) -> Non
     if not text.strip():
         raise InvalidInputError("%hfchat log search needs words to look for, e.g. %hfchat log search Paris.")
     found = kernel_log().store().search(text)
-    magics.show(LogTable(found, f"{len(found)} logged turns with {text!r}, newest first"))
+    magics.show(LogTable(f"{len(found)} logged turns with {text!r}, newest first", TURN_HEADER, turn_rows(found)))
+
+
+def _events(magics: HfChatMagics, session: ChatSession, words: list[str]) -> None:
+    count = int(words[0]) if words and _digits(words[0]) else DEFAULT_ROWS
+    events = kernel_log().store().recent_events(count)
+    magics.show(
+        LogTable(f"Last {len(events)} logged runs (a prompt over a table...)", EVENT_HEADER, event_rows(events))
+    )
 
 
 def _show(magics: HfChatMagics, session: ChatSession, words: list[str]) -> None:
@@ -128,6 +139,7 @@ def _switch(on: bool) -> Any:
 
 _ACTIONS = {
     "search": _search,
+    "events": _events,
     "show": _show,
     "restore": _restore,
     "export": _export,
@@ -193,30 +205,43 @@ def _cut(text: str, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
+TURN_HEADER = ("id", "logged", "session", "model", "ended", "message", "reply")
+EVENT_HEADER = ("id", "logged", "session", "kind", "text", "detail")
+
+
+def turn_rows(entries: Sequence[LoggedTurn]) -> list[tuple[str, ...]]:
+    """Logged turns as table rows: id, when, session, model, how it ended, message and reply (cut)."""
+    return [
+        (
+            str(entry.id),
+            _when(entry.logged_at),
+            entry.session,
+            entry.turn.model or str(entry.spec.get("model", "")),
+            entry.ended,
+            _cut(entry.turn.user, 48),
+            _cut(entry.error or entry.turn.reply, 48),
+        )
+        for entry in entries
+    ]
+
+
+def event_rows(events: Sequence[LoggedEvent]) -> list[tuple[str, ...]]:
+    return [
+        (str(e.id), _when(e.logged_at), e.session, e.kind, _cut(e.text, 40), _cut(json.dumps(e.detail), 60))
+        for e in events
+    ]
+
+
 @dataclass
 class LogTable:
-    """Logged turns as a table: id, when, session, model, how it ended, message and reply (cut)."""
+    """Rows of the log as a table (plain text, Markdown and HTML)."""
 
-    entries: Sequence[LoggedTurn]
     title: str
-
-    def rows(self) -> list[tuple[str, ...]]:
-        return [
-            (
-                str(entry.id),
-                _when(entry.logged_at),
-                entry.session,
-                entry.turn.model or str(entry.spec.get("model", "")),
-                entry.ended,
-                _cut(entry.turn.user, 48),
-                _cut(entry.error or entry.turn.reply, 48),
-            )
-            for entry in self.entries
-        ]
+    header: tuple[str, ...]
+    rows: list[tuple[str, ...]]
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        header = ("id", "logged", "session", "model", "ended", "message", "reply")
-        rows = self.rows()
+        header, rows = self.header, self.rows
         widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
         plain = "\n".join(
             "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in (header, *rows)

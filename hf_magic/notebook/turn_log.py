@@ -8,6 +8,7 @@ Every fault (locked, read-only, corrupt, full, written by a newer hf_magic) is o
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -66,6 +67,18 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             INSERT INTO turns_fts(turns_fts, rowid, user, reply, reasoning, tools)
             VALUES ('delete', old.id, old.user, old.reply, old.reasoning, old.tools);
         END""",
+        # What capabilities report beside turns (a prompt over a table: "map_finished"), as they report it.
+        """CREATE TABLE events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation TEXT NOT NULL,
+            logged_at REAL NOT NULL,
+            session TEXT NOT NULL,
+            kernel TEXT NOT NULL,
+            notebook TEXT,
+            kind TEXT NOT NULL,
+            text TEXT NOT NULL,
+            detail TEXT NOT NULL             -- JSON, as the capability's event carried it
+        )""",
     ),
 }
 """Version -> the statements that bring a file from the version before to it; run in order, in one transaction."""
@@ -74,9 +87,26 @@ _COLUMNS = (
     "conversation", "logged_at", "session", "kernel", "notebook", "cell", "ended", "origin", "carried", "model",
     "backend", "user", "reply", "reasoning", "tools", "error", "input_tokens", "output_tokens", "duration", "record",
 )  # fmt: skip
-_INSERT = f"INSERT INTO turns ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
+_EVENT_COLUMNS = ("conversation", "logged_at", "session", "kernel", "notebook", "kind", "text", "detail")
+_TABLES = {"turns": _COLUMNS, "events": _EVENT_COLUMNS}
+_INSERTS = {
+    table: f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+    for table, columns in _TABLES.items()
+}
 _SHOWN = "origin IS NULL"
 """Listings and search show each exchange once: a turn copied in by a restore is its original's row again."""
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """A capability's event as logged (its ``kind``, ``text`` and ``detail``), and where it happened."""
+
+    id: int
+    logged_at: float
+    session: str
+    kind: str
+    text: str
+    detail: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -114,7 +144,8 @@ class TurnLog:
 
     # --------------------------------------------------------------------------- writing
     def write(self, rows: Sequence[dict[str, Any]]) -> list[int]:
-        """Insert ``rows`` (``turn_records.row_values``) in one transaction; their ids, in order.
+        """Insert ``rows`` (``turn_records.row_values``, or ``event_values`` whose ``"table"`` is ``"events"``) in
+        one transaction; their ids, in order.
 
         Raises:
             TurnLogError: the file cannot be written (the message says why and what to do); nothing was written.
@@ -123,9 +154,11 @@ class TurnLog:
             connection = self._open()
             connection.execute("BEGIN IMMEDIATE")
             try:
-                ids = [
-                    int(connection.execute(_INSERT, [row[name] for name in _COLUMNS]).lastrowid or 0) for row in rows
-                ]
+                ids = []
+                for row in rows:
+                    table = row.get("table", "turns")
+                    values = [row[name] for name in _TABLES[table]]
+                    ids.append(int(connection.execute(_INSERTS[table], values).lastrowid or 0))
                 connection.execute("COMMIT")
             except BaseException:
                 _roll_back(connection)
@@ -133,8 +166,9 @@ class TurnLog:
             return ids
 
     def forget(self, *, ids: Iterable[int] = (), session: str | None = None, everything: bool = False) -> int:
-        """Delete the rows ``ids`` (and the copies restores made of them), every row of ``session``, or all; the
-        number deleted. Deleted text is overwritten in the file (``secure_delete``) and the WAL is emptied.
+        """Delete the turns ``ids`` (and the copies restores made of them), every turn and event of ``session``, or
+        all; the number of turns deleted. Deleted text is overwritten in the file (``secure_delete``) and the WAL is
+        emptied.
 
         Raises:
             TurnLogError: the file cannot be written.
@@ -144,8 +178,10 @@ class TurnLog:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 if everything:
+                    connection.execute("DELETE FROM events")
                     cursor = connection.execute("DELETE FROM turns")
                 elif session is not None:
+                    connection.execute("DELETE FROM events WHERE session = ?", (session,))
                     cursor = connection.execute("DELETE FROM turns WHERE session = ?", (session,))
                 else:
                     wanted = [int(i) for i in ids]
@@ -167,6 +203,16 @@ class TurnLog:
         where, args = (f"WHERE {_SHOWN} AND session = ?", [session]) if session else (f"WHERE {_SHOWN}", [])
         rows = self._query(f"SELECT * FROM turns {where} ORDER BY id DESC LIMIT ?", [*args, limit])
         return [logged_turn(row) for row in reversed(rows)]
+
+    def recent_events(self, limit: int = 20) -> list[LoggedEvent]:
+        """The last ``limit`` capability events (a prompt over a table...), oldest first."""
+        rows = self._query("SELECT * FROM events ORDER BY id DESC LIMIT ?", [limit])
+        return [
+            LoggedEvent(
+                row["id"], row["logged_at"], row["session"], row["kind"], row["text"], json.loads(row["detail"])
+            )
+            for row in reversed(rows)
+        ]
 
     def search(self, text: str, limit: int = 20) -> list[LoggedTurn]:
         """The turns whose message, reply, thinking or tool calls hold every word of ``text``, newest first."""

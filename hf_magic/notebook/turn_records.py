@@ -117,6 +117,34 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def event_values(
+    kind: str,
+    text: str,
+    detail: dict[str, Any],
+    *,
+    conversation: str,
+    session: str,
+    kernel: str,
+    logged_at: float,
+    notebook: str | None = None,
+    secrets: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The row of a capability's event (its JSON-ready ``detail`` kept as it is), blanked like a turn's."""
+    known = [secret for secret in secrets if secret and len(secret) >= 8]
+    detail_text = blank_secrets(json.dumps(detail, ensure_ascii=False, default=str), known)
+    return {
+        "table": "events",
+        "conversation": conversation,
+        "logged_at": logged_at,
+        "session": session,
+        "kernel": kernel,
+        "notebook": notebook,
+        "kind": kind,
+        "text": blank_secrets(text, known),
+        "detail": detail_text,
+    }
+
+
 def blank_secrets(text: str, secrets: Sequence[str]) -> str:
     """``text`` with each of ``secrets``, any token-shaped word and any password in a URL replaced by ``***``."""
     for secret in secrets:
