@@ -290,14 +290,16 @@ def test_a_locked_file_is_one_line_and_the_turn_waits_for_the_next_write(chat, r
     chat.send("Before")  # creates the file
     holder = sqlite3.connect(heard.log.store().path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another program holds the lock
-    say(recorder, "While locked")
-    turn = chat.send("While locked")
-    assert turn.reply == "While locked" and len(heard.lines) == 1 and "locked" in heard.lines[0]
+    for text in ("While locked", "Still locked"):
+        say(recorder, text)
+        assert chat.send(text).reply == text
+    assert len(heard.lines) == 1 and "locked by another program" in heard.lines[0]  # said once
     holder.execute("ROLLBACK")
     holder.close()
     say(recorder, "After")
     chat.send("After")
-    assert [e.turn.user for e in TurnLog().recent(5)] == ["Before", "While locked", "After"]
+    assert "works again: 2 turn(s) held" in heard.lines[-1]
+    assert [e.turn.user for e in TurnLog().recent(5)] == ["Before", "While locked", "Still locked", "After"]
 
 
 def test_a_full_disk_is_one_line_and_chat_goes_on(chat, recorder, heard: Heard) -> None:

@@ -24,12 +24,15 @@ from .. import config
 from ..errors import HfMagicError, InvalidInputError, TurnLogError
 from .model_spec import ModelSpec
 from .session import ChatSession, on_session_created
-from .turn_log import TurnLog
+from .turn_log import BUSY_TIMEOUT_S, TurnLog
 from .turn_records import LoggedTurn, event_values, row_values, transcript_of
 from .turns import SessionEvent, Settings, Turn
 
 MAX_HELD = 1000
 """Turns kept in memory while the log cannot be written; the oldest go first past this."""
+RETRY_WAIT_S = 0.2
+"""How long a write waits for a lock while turns are held after a fault: the first wait was the full
+``turn_log.BUSY_TIMEOUT_S``; a lock that stays taken must not cost every later reply as much."""
 
 
 @dataclass
@@ -88,7 +91,7 @@ class KernelLog:
             try:
                 self._carry(session, state)
             except Exception as exc:  # following is done at get_session: the log must never break it
-                self._say(session, repr(exc), f"The turn log could not record {session.name!r}'s earlier turns: {exc}")
+                self.notify(f"hf_magic: the turn log could not record {session.name!r}'s earlier turns: {exc}")
 
     def _hear(self, session_ref: weakref.ref[ChatSession], state: _Following, event: SessionEvent) -> None:
         session = session_ref()
@@ -169,31 +172,31 @@ class KernelLog:
         if not self.enabled or not rows:
             return
         with self._lock:
-            batch = [*self._held, *rows]
-            try:
-                self.store().write(batch)
-            except TurnLogError as exc:
-                self._held = batch[-MAX_HELD:]
-                self._say(
-                    session,
-                    str(exc),
-                    f"{exc} Chat goes on; {len(self._held)} turn(s) wait in memory until the log can be written.",
-                )
-                return
-            written_late, self._held = len(batch) - len(rows), []
-            if self._reported is not None:
-                self._reported = None
-                late = f": {written_late} turn(s) held in memory are in it now" if written_late else ""
-                self._say(session, None, f"The turn log {self.store().path} works again{late}.")
+            line = self._write_locked(rows)
+        if line:  # said outside the lock: a panel hearing it takes its own
+            self.notify(f"hf_magic: {line}")
+            session.emit(SessionEvent("notice", text=line))  # a panel shows it in its note line
 
-    def _say(self, session: ChatSession, fault: str | None, line: str) -> None:
-        """Say ``line`` unless the same fault was said already: one line per fault, not one per turn."""
-        if fault is not None:
-            if fault == self._reported:
-                return
-            self._reported = fault
-        self.notify(f"hf_magic: {line}")
-        session.emit(SessionEvent("notice", text=line))  # a panel shows it in its note line
+    def _write_locked(self, rows: list[dict[str, Any]]) -> str | None:
+        """Write the held rows and ``rows``; the line to say, if any: a new fault (one line per fault, not one per
+        turn), or that the log works again."""
+        batch = [*self._held, *rows]
+        store = self.store()
+        store.timeout = RETRY_WAIT_S if self._held else BUSY_TIMEOUT_S
+        try:
+            store.write(batch)
+        except TurnLogError as exc:
+            self._held = batch[-MAX_HELD:]
+            if str(exc) == self._reported:
+                return None
+            self._reported = str(exc)
+            return f"{exc} Chat goes on; {len(self._held)} turn(s) wait in memory until the log can be written."
+        written_late, self._held = len(batch) - len(rows), []
+        if self._reported is None:
+            return None
+        self._reported = None
+        late = f": {written_late} turn(s) held in memory are in it now" if written_late else ""
+        return f"The turn log {store.path} works again{late}."
 
     # ------------------------------------------------------------------------- restoring
     def restore(self, session: ChatSession, entries: list[LoggedTurn]) -> list[Turn]:
@@ -208,12 +211,14 @@ class KernelLog:
         if not turns:
             raise InvalidInputError("That conversation has no finished turn to restore (only failed ones).")
         last = next(entry for entry in reversed(entries) if entry.ended != "error")
-        with self._lock:
-            self._origins = {id(entry.turn): entry for entry in entries}
-            try:
-                session.restore_turns(turns, action="restore a logged conversation")
-            finally:
-                self._origins = {}
+        # Not under the log's lock: restore_turns may wait for the session, whose other thread may be writing a turn.
+        origins = {id(entry.turn): entry for entry in entries}
+        self._origins.update(origins)
+        try:
+            session.restore_turns(turns, action="restore a logged conversation")
+        finally:
+            for key in origins:
+                self._origins.pop(key, None)
         session.settings = replace(session.settings, **_known(Settings, last.settings))
         if not session.loaded and last.spec:
             try:

@@ -24,9 +24,9 @@ from .turn_records import LoggedTurn, logged_turn
 SCHEMA_VERSION = 1
 """What ``PRAGMA user_version`` holds once this hf_magic's migrations ran; a file above it is not written."""
 
-BUSY_TIMEOUT_S = 1.0
-"""How long a write waits for another kernel's write. Each takes milliseconds, so a lock held longer is a fault
-(another program holding it), and the reply must not wait on it."""
+BUSY_TIMEOUT_S = 5.0
+"""How long a write waits for another kernel's write. Each takes milliseconds, but on a busy machine a writer can be
+held up in fsync or descheduled for a second or more; a lock held past this is another program's."""
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -152,6 +152,7 @@ class TurnLog:
         """
         with self._lock, self._faults():
             connection = self._open()
+            connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")  # ``timeout`` may have changed
             connection.execute("BEGIN IMMEDIATE")
             try:
                 ids = []
@@ -296,18 +297,16 @@ class TurnLog:
             raise
         except (sqlite3.Error, OSError) as exc:
             self.close()
-            raise fault(exc, self.path, self.timeout) from exc
+            raise fault(exc, self.path) from exc
 
 
-def fault(error: BaseException, path: Path, timeout: float = BUSY_TIMEOUT_S) -> TurnLogError:
+def fault(error: BaseException, path: Path) -> TurnLogError:
     """The one line that says what is wrong with the log file and what to do."""
     name = str(getattr(error, "sqlite_errorname", "") or "")
     text = str(error).lower()
     where = str(path)
     if name.startswith("SQLITE_BUSY") or "locked" in text:
-        return TurnLogError(
-            f"The turn log {where} is locked by another program (for over {timeout:g} s): close what holds it."
-        )
+        return TurnLogError(f"The turn log {where} is locked by another program: close what holds it.")
     if name.startswith("SQLITE_FULL") or "disk is full" in text or getattr(error, "errno", None) == 28:
         return TurnLogError(f"The disk holding the turn log {where} is full: free some space.")
     if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or isinstance(error, PermissionError):
