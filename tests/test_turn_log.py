@@ -355,7 +355,7 @@ READ_ONLY = textwrap.dedent(
 
 def test_a_read_only_file_is_one_line(home: Path, tmp_path: Path) -> None:
     store = TurnLog()
-    store.forget(everything=True)  # creates the file
+    store.write([_row("before")])  # creates the file
     store.close()
     for path in (home / "logs.db", home / "logs.db-wal", home / "logs.db-shm"):
         if path.exists():
@@ -418,7 +418,8 @@ def test_switched_off_or_no_log_env_writes_nothing(heard: Heard, monkeypatch: py
     heard.log.switched_on = True
     monkeypatch.setenv("HF_MAGIC_NO_LOG", "1")
     session.emit(SessionEvent("turn_finished", turn=Turn(user="env", reply="env")))
-    assert not heard.log.store().path.exists()
+    assert heard.log.store().recent() == [] and heard.log.store().forget(everything=True) == 0
+    assert not heard.log.store().path.exists()  # nothing written, and reading made no file either
     monkeypatch.delenv("HF_MAGIC_NO_LOG")
     session.emit(SessionEvent("turn_finished", turn=Turn(user="on", reply="on")))
     assert [e.turn.user for e in heard.log.store().recent()] == ["on"]

@@ -175,6 +175,8 @@ class TurnLog:
             TurnLogError: the file cannot be written.
         """
         with self._lock, self._faults():
+            if self._connection is None and not self.path.exists():
+                return 0
             connection = self._open()
             connection.execute("BEGIN IMMEDIATE")
             try:
@@ -264,6 +266,8 @@ class TurnLog:
 
     def _query(self, sql: str, args: Sequence[Any]) -> list[sqlite3.Row]:
         with self._lock, self._faults():
+            if self._connection is None and not self.path.exists():
+                return []  # reading never creates the file (the log may be off)
             return list(self._open().execute(sql, list(args)).fetchall())
 
     # ------------------------------------------------------------------------ the file
