@@ -20,10 +20,6 @@ from ..errors import ImageError
 from ..images import image_block, image_source
 from .turns import ToolStep, Turn
 
-ENDINGS = ("finished", "stopped", "interrupted", "error")
-"""How a logged turn ended: the reply came whole, Stop cut it, an interrupt (or a token limit inside a tool
-step) cut it, or it failed (the session kept no turn then)."""
-
 _HF_TOKEN = re.compile(r"\bhf_[A-Za-z0-9]{30,}\b")
 """A Hugging Face access token's shape (``hf_`` and 34 letters and digits): blanked wherever it shows up."""
 _OWN_FORM = ("user", "reply", "reasoning", "images", "usage")
@@ -41,6 +37,8 @@ class LoggedTurn:
     kernel: str
     turn: Turn
     ended: str = "finished"
+    """How it ended: "finished" (the reply came whole), "stopped" (Stop cut it), "interrupted" (Ctrl-C, the kernel's
+    interrupt), or "error" (it failed, and the session kept no turn)."""
     notebook: str | None = None
     error: str | None = None
     carried: bool = False
