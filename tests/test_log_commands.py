@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -26,13 +25,6 @@ def ip() -> InteractiveShell:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("HF_MAGIC_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("HF_MAGIC_NO_LOG", raising=False)
-    return tmp_path / "home"
-
-
-@pytest.fixture
 def magics(ip: InteractiveShell) -> HfChatMagics:
     instance = ip.magics_manager.registry["HfChatMagics"]
     yield instance
@@ -49,13 +41,13 @@ def _chat(ip: InteractiveShell, recorder, name: str, *texts: str) -> None:
         ip.run_cell_magic("hfchat", f"--session {name} --endpoint-url {recorder.url} --no-stream", text)
 
 
-def test_table_search_and_show(ip, recorder, home, capsys) -> None:
+def test_table_search_and_show(ip, recorder, log_home, capsys) -> None:
     name = _name()
     _chat(ip, recorder, name, "What is the capital of France?", "And of Spain?")
     capsys.readouterr()
     ip.run_line_magic("hfchat", "log 5")
     table = capsys.readouterr().out
-    assert str(home / "logs.db") in table and "logging on" in table
+    assert str(log_home / "logs.db") in table and "logging on" in table
     assert "What is the capital of France?" in table and "Reply to And of Spain?" in table and name in table
     ip.run_line_magic("hfchat", "log search capital")
     found = capsys.readouterr().out
@@ -68,7 +60,7 @@ def test_table_search_and_show(ip, recorder, home, capsys) -> None:
     assert "Last 0 logged runs" in capsys.readouterr().out
 
 
-def test_export_from_the_log_matches_the_sessions_own_export(ip, recorder, home, tmp_path, capsys) -> None:
+def test_export_from_the_log_matches_the_sessions_own_export(ip, recorder, log_home, tmp_path, capsys) -> None:
     name = _name()
     say(recorder, "Hi")
     ip.run_cell_magic("hfchat", f"--session {name} --endpoint-url {recorder.url} -s 'Be brief.'", "Warm-up")
@@ -81,7 +73,7 @@ def test_export_from_the_log_matches_the_sessions_own_export(ip, recorder, home,
     assert logged["messages"][0] == {"role": "system", "content": "Be brief."}
 
 
-def test_restore_by_id_or_last_rebuilds_the_session_field_for_field(ip, recorder, home, capsys) -> None:
+def test_restore_by_id_or_last_rebuilds_the_session_field_for_field(ip, recorder, log_home, capsys) -> None:
     name, other = _name(), _name()
     _chat(ip, recorder, name, "First", "Second", "Third")
     original = [turn.to_dict() for turn in get_session(name).turns]
@@ -98,7 +90,7 @@ def test_restore_by_id_or_last_rebuilds_the_session_field_for_field(ip, recorder
     assert [t.user for t in get_session(other).turns] == ["First", "Second", "Fourth"]
 
 
-def test_forget_a_turn_a_session_or_everything(ip, recorder, home, capsys) -> None:
+def test_forget_a_turn_a_session_or_everything(ip, recorder, log_home, capsys) -> None:
     name, other = _name(), _name()
     _chat(ip, recorder, name, "Keep me", "Forget me")
     _chat(ip, recorder, other, "Other session")
@@ -113,7 +105,7 @@ def test_forget_a_turn_a_session_or_everything(ip, recorder, home, capsys) -> No
     assert TurnLog().count() == 0
 
 
-def test_off_on_config_and_environment_switches(ip, magics, recorder, home, monkeypatch, capsys) -> None:
+def test_off_on_config_and_environment_switches(ip, magics, recorder, log_home, monkeypatch, capsys) -> None:
     name = _name()
     ip.run_line_magic("hfchat", "log off")
     _chat(ip, recorder, name, "Not logged (off)")
@@ -144,15 +136,15 @@ def test_off_on_config_and_environment_switches(ip, magics, recorder, home, monk
         ("log restore --session nobody-logged-this", "holds no conversation of session 'nobody-logged-this'"),
     ],
 )
-def test_bad_log_lines_are_one_line_each(ip, home, capsys, line, expected) -> None:
+def test_bad_log_lines_are_one_line_each(ip, log_home, capsys, line, expected) -> None:
     ip.run_line_magic("hfchat", line)
     err = capsys.readouterr().err
     assert expected in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_a_corrupt_log_is_one_line_for_the_commands_and_the_chat(ip, recorder, home, capsys) -> None:
-    home.mkdir(parents=True)
-    (home / "logs.db").write_bytes(b"garbage " * 64)
+def test_a_corrupt_log_is_one_line_for_the_commands_and_the_chat(ip, recorder, log_home, capsys) -> None:
+    log_home.mkdir(parents=True)
+    (log_home / "logs.db").write_bytes(b"garbage " * 64)
     kernel_log().store()  # (re)open at this test's path
     name = _name()
     _chat(ip, recorder, name, "Still chatting")
@@ -161,13 +153,13 @@ def test_a_corrupt_log_is_one_line_for_the_commands_and_the_chat(ip, recorder, h
     lines = err.strip().splitlines()
     assert len(lines) == 2 and all("is damaged" in line for line in lines), err  # the chat's note, the command's error
     assert get_session(name).turns[-1].reply == "Reply to Still chatting"
-    (home / "logs.db").unlink()
+    (log_home / "logs.db").unlink()
     _chat(ip, recorder, name, "Again")
     assert [e.turn.user for e in TurnLog().recent()] == ["Still chatting", "Again"]
 
 
 # ---------------------------------------------------------------------------------- the panel
-def test_the_panel_lists_and_opens_a_past_conversation(recorder, home) -> None:
+def test_the_panel_lists_and_opens_a_past_conversation(recorder, log_home) -> None:
     from hf_magic import ChatHuggingFace, HuggingFaceEndpoint
     from hf_magic.notebook.model_spec import ModelSpec
 

@@ -41,14 +41,7 @@ class Heard:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("HF_MAGIC_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("HF_MAGIC_NO_LOG", raising=False)
-    return tmp_path / "home"
-
-
-@pytest.fixture
-def heard(home: Path) -> Heard:
+def heard(log_home: Path) -> Heard:
     return Heard()
 
 
@@ -236,7 +229,7 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_two_processes_writing_at_once_lose_and_interleave_nothing(home: Path) -> None:
+def test_two_processes_writing_at_once_lose_and_interleave_nothing(log_home: Path) -> None:
     count = 150
     writers = [
         subprocess.Popen(
@@ -270,15 +263,15 @@ def test_two_processes_writing_at_once_lose_and_interleave_nothing(home: Path) -
 
 
 # --------------------------------------------------------------------------------- faults
-def test_a_corrupt_file_is_one_line_and_chat_goes_on(chat: ChatSession, recorder, heard: Heard, home: Path) -> None:
-    home.mkdir(parents=True)
-    (home / "logs.db").write_bytes(b"this is not a database " * 100)
+def test_a_corrupt_file_is_one_line_and_chat_goes_on(chat: ChatSession, recorder, heard: Heard, log_home: Path) -> None:
+    log_home.mkdir(parents=True)
+    (log_home / "logs.db").write_bytes(b"this is not a database " * 100)
     for text in ("First", "Second"):
         say(recorder, f"Re {text}")
         chat.send(text)
     assert [t.reply for t in chat.turns] == ["Re First", "Re Second"]
     assert len(heard.lines) == 1 and "damaged" in heard.lines[0] and "\n" not in heard.lines[0]
-    (home / "logs.db").rename(home / "logs.db.bad")
+    (log_home / "logs.db").rename(log_home / "logs.db.bad")
     say(recorder, "Re Third")
     chat.send("Third")
     assert "works again" in heard.lines[-1] and "2 turn(s) held" in heard.lines[-1]
@@ -315,9 +308,9 @@ def test_a_full_disk_is_one_line_and_chat_goes_on(chat, recorder, heard: Heard) 
     assert [e.turn.user for e in TurnLog().recent(5)] == ["Fits"]
 
 
-def test_a_file_from_a_newer_hf_magic_is_one_line_and_left_untouched(chat, recorder, heard: Heard, home) -> None:
-    home.mkdir(parents=True)
-    newer = sqlite3.connect(home / "logs.db")
+def test_a_file_from_a_newer_hf_magic_is_one_line_and_left_untouched(chat, recorder, heard: Heard, log_home) -> None:
+    log_home.mkdir(parents=True)
+    newer = sqlite3.connect(log_home / "logs.db")
     newer.execute("CREATE TABLE future (x)")
     newer.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 5}")
     newer.commit()
@@ -325,7 +318,7 @@ def test_a_file_from_a_newer_hf_magic_is_one_line_and_left_untouched(chat, recor
     say(recorder, "Hello")
     assert chat.send("Hi").reply == "Hello"
     assert len(heard.lines) == 1 and "newer hf_magic" in heard.lines[0] and "upgrade" in heard.lines[0]
-    check = sqlite3.connect(home / "logs.db")
+    check = sqlite3.connect(log_home / "logs.db")
     tables = {row[0] for row in check.execute("SELECT name FROM sqlite_master")}
     assert tables == {"future"} and check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 5
     with pytest.raises(TurnLogError, match="newer hf_magic"):
@@ -353,27 +346,27 @@ READ_ONLY = textwrap.dedent(
 )
 
 
-def test_a_read_only_file_is_one_line(home: Path, tmp_path: Path) -> None:
+def test_a_read_only_file_is_one_line(log_home: Path, tmp_path: Path) -> None:
     store = TurnLog()
     store.write([_row("before")])  # creates the file
     store.close()
-    for path in (home / "logs.db", home / "logs.db-wal", home / "logs.db-shm"):
+    for path in (log_home / "logs.db", log_home / "logs.db-wal", log_home / "logs.db-shm"):
         if path.exists():
             path.chmod(0o444)
     tmp_path.chmod(0o755)
-    home.chmod(0o555)
+    log_home.chmod(0o555)
     try:
         result = subprocess.run(
             [sys.executable, "-c", READ_ONLY], capture_output=True, text=True, cwd=ROOT, env={**os.environ}, timeout=120
         )
     finally:
-        home.chmod(0o755)
+        log_home.chmod(0o755)
     lines = result.stdout.strip().splitlines()
     assert result.returncode == 0, result.stderr
     assert len(lines) == 1 and "cannot be written" in lines[0] and "HF_MAGIC_HOME" in lines[0], lines
 
 
-def test_an_older_file_is_migrated_keeping_its_turns(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_older_file_is_migrated_keeping_its_turns(log_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = TurnLog()
     store.write([_row("kept")])
     store.close()
@@ -382,7 +375,7 @@ def test_an_older_file_is_migrated_keeping_its_turns(home: Path, monkeypatch: py
     monkeypatch.setattr(turn_log_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     migrated = TurnLog()
     assert [entry.turn.user for entry in migrated.recent()] == ["kept"]
-    check = sqlite3.connect(home / "logs.db")
+    check = sqlite3.connect(log_home / "logs.db")
     assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
     assert "rating" in [row[1] for row in check.execute("PRAGMA table_info(turns)")]
 

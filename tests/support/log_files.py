@@ -1,10 +1,21 @@
-"""Helpers for turn-log tests: the raw bytes of a log file and its WAL, and a scripted streamed reply."""
+"""Helpers for turn-log tests: a log folder of the test's own, the raw bytes of a log file and its WAL, and a
+scripted streamed reply."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.support.http_recorder import Reply, chunk
+
+
+@pytest.fixture
+def log_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A turn log of the test's own: ``HF_MAGIC_HOME`` in ``tmp_path`` (not created yet), logging not switched off."""
+    monkeypatch.setenv("HF_MAGIC_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HF_MAGIC_NO_LOG", raising=False)
+    return tmp_path / "home"
 
 
 def every_byte(path: Path) -> bytes:
