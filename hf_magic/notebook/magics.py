@@ -12,11 +12,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
-from traitlets import Bool, Enum, Float, Integer, Unicode
+from traitlets import Bool, Enum, Float, Integer, Unicode, observe
 
 from ..config import DEFAULT_MAX_NEW_TOKENS
 from ..errors import ContextWindowError, HfMagicError, InvalidInputError
-from . import session_commands  # noqa: F401  (registers the built-in subcommands)
+from . import log_commands, session_commands  # noqa: F401  (register %hfchat log and the built-in subcommands)
 from .cell_errors import CellErrors
 from .cell_images import ImageFields, option_images
 from .cell_options import (
@@ -29,6 +29,7 @@ from .cell_options import (
     spec_from_options,
 )
 from .code_blocks import code_cell_text
+from .kernel_log import kernel_log, watch_kernel_sessions
 from .line_commands import registered
 from .model_spec import ModelSpec
 from .progress_views import ProgressView, make_progress_view
@@ -71,12 +72,20 @@ class HfChatMagics(Magics):
     display_mode = Enum(
         ["auto", "notebook", "terminal"], "auto", help="Rich display + widget bars, or plain text; auto detects."
     ).tag(config=True)
+    log = Bool(True, help="Write every turn to the turn log ($HF_MAGIC_HOME/logs.db); HF_MAGIC_NO_LOG=1 wins.").tag(
+        config=True
+    )
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.last_error: BaseException | None = None
         self.cell_errors = CellErrors()
         """The errors of this kernel's cells (``post_run_cell`` feeds it): ``{Err[n]}`` and ``%hfchat fix``."""
+        kernel_log().switched_on = self.log
+
+    @observe("log")
+    def _log_switched(self, change: dict[str, Any]) -> None:
+        kernel_log().switched_on = bool(change["new"])
 
     # ------------------------------------------------------------------------- context
     @property
@@ -345,6 +354,7 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = HfChatMagics(shell=ipython)
     ipython.register_magics(magics)
     ipython.events.register("post_run_cell", magics.cell_errors.record)
+    watch_kernel_sessions(ipython.user_ns)  # every kernel-wide session's turns go to the turn log
 
 
 def unload_ipython_extension(ipython: Any) -> None:

@@ -64,7 +64,11 @@ class PanelView:
         self._live: dict[int, tuple[Turn, widgets.HTML, float]] = {}
         self._build_model_tab(devices, hub_online)
         self._build_settings_tab()
-        self.settings = widgets.Accordion(children=[self.model_tab, self.settings_tab], titles=("Model", "Generation"))
+        self.past_box = widgets.VBox()  # the controller puts log_picker.PastConversations here
+        self.settings = widgets.Accordion(
+            children=[self.model_tab, self.settings_tab, self.past_box],
+            titles=("Model", "Generation", "Past conversations"),
+        )
         self._build_chat(session_name)
 
     # ------------------------------------------------------------------------------ layout

@@ -197,6 +197,7 @@ class ChatSession:
     def stop(self) -> None:
         """Ask the reply being generated to stop; its partial text is kept, marked interrupted."""
         self._cancel.set()
+        self.emit(SessionEvent("stop_requested"))
 
     @property
     def busy(self) -> bool:
@@ -381,13 +382,24 @@ class ChatSession:
 
 
 _SESSIONS: dict[str, ChatSession] = {}
+_ON_CREATED: list[Callable[[ChatSession], None]] = []
 
 
 def get_session(name: str = "default") -> ChatSession:
-    """The kernel-wide session called ``name``, created on first use."""
+    """The kernel-wide session called ``name``, created on first use (and shown to ``on_session_created`` hooks)."""
     if name not in _SESSIONS:
-        _SESSIONS[name] = ChatSession(name)
+        _SESSIONS[name] = session = ChatSession(name)
+        for hook in list(_ON_CREATED):
+            hook(session)
     return _SESSIONS[name]
+
+
+def on_session_created(hook: Callable[[ChatSession], None]) -> None:
+    """Call ``hook`` with every kernel-wide session, those there are and each one created later (the turn log)."""
+    if hook not in _ON_CREATED:
+        _ON_CREATED.append(hook)
+        for session in list(_SESSIONS.values()):
+            hook(session)
 
 
 def all_sessions() -> dict[str, ChatSession]:

@@ -155,7 +155,8 @@ class Turn:
 class SessionEvent:
     """What a view hears from a session: ``kind`` is one of "turn_started", "token", "reasoning" (a piece of
     the thinking), "turn_finished",
-    "turn_failed", "progress", "model_loaded", "model_unloaded", "reset", "transcript_loaded"."""
+    "turn_failed", "progress", "model_loaded", "model_unloaded", "reset", "transcript_loaded", "stop_requested"
+    (``stop()`` was called), "notice" (a collaborator's one-line message in ``text``, e.g. a turn log fault)."""
 
     kind: str
     turn: Turn | None = None
