@@ -9,7 +9,7 @@ prefilled them did), so every pass has the same rows, keys and inputs either way
 (SDPA) and matmuls give the same bits, on any CPU or GPU. A fresh single-turn prompt is one pass. Positions decoded
 one token at a time (the reply) are dropped and prefilled again, in one pass, with the next message.
 
-History: until round 3 every prompt was prefilled in chunks of 128 tokens cut at absolute positions (0, 128,
+History: before issue 21 every prompt was prefilled in chunks of 128 tokens cut at absolute positions (0, 128,
 256, ...; transformers' ``prefill_chunk_size``), and only whole chunks were kept. Exact too, but several small
 passes cost more than one large one (1.71x one pass at 671 tokens and 2.10x at 1400 on an AMX CPU), a fresh
 prompt's first text came about 200 ms after a plain prefill's, and turn 10 of a chat took 1.31x turn 1.
