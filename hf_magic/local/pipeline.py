@@ -66,11 +66,12 @@ class HuggingFacePipeline(BaseLLM):
     batch_size: int | None = None
     """Accepted for compatibility, and only as 1: prompts are generated one at a time."""
     reuse_kv_cache: bool = True
-    """Keep the conversation's KV cache between calls and prefill only the new tokens (with the last reply,
-    which was decoded one token at a time, and the last partial prefill chunk). It changes speed, never a reply:
-    prompts are prefilled in position-aligned chunks either way, so a reused turn computes exactly what a fresh
-    prefill computes (``kv_cache.py``). In a conversation with images, a turn with a new image prefills in one
-    pass (``vision.py``), so later turns that reuse it match a fresh prefill up to the kernels' rounding."""
+    """Keep the conversation's KV cache between calls and prefill only the new tokens (the last reply, which was
+    decoded one token at a time, the new message and the assistant header). It changes speed, never a reply: a chat
+    prompt is prefilled in passes cut where its earlier generations started either way, so a reused turn computes
+    exactly what a fresh prefill computes (``kv_cache.py``); with images too, the images going with the pass that
+    starts at position 0 (``vision.py``). Text completion prompts (``invoke("...")``) have no turns: each is one
+    pass, from scratch."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
 
