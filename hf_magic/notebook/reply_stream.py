@@ -1,12 +1,15 @@
-"""A model's streamed reply written into a Turn as it comes: text, thinking, usage and the tool calls it asks for."""
+"""A model's streamed reply written into a Turn as it comes: text, thinking, usage and the tool calls it asks for;
+and the seam through which a reply may take several model calls (``Responder``: the tool loop is one)."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from langchain_core.messages import BaseMessage
 
 from ..backend import ChatDelta, Usage
 from .turns import SessionEvent, Turn
@@ -71,6 +74,37 @@ def stream_into_turn(
             turn.interrupted = True
             break
     return outcome
+
+
+@dataclass
+class ReplyContext:
+    """What a session hands the code that writes one reply into ``turn``: the conversation so far (``messages``,
+    ending with the user's message), the call's settings (``kwargs``), who listens, and ``stream``, which asks
+    the session's model for one reply to any messages and settings."""
+
+    turn: Turn
+    messages: list[BaseMessage]
+    kwargs: dict[str, Any]
+    callbacks: ReplyCallbacks
+    cancel: threading.Event
+    start: float
+    stream: Callable[[list[BaseMessage], dict[str, Any]], Iterator[ChatDelta]]
+
+    def step(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> StepOutcome:
+        """One model call streamed into the turn; its usage is added to the turn's."""
+        outcome = stream_into_turn(self.stream(messages, kwargs), self.turn, self.callbacks, self.cancel, self.start)
+        self.turn.usage = add_usage(self.turn.usage, outcome.usage)
+        return outcome
+
+
+Responder = Callable[[ReplyContext], None]
+"""Writes the reply into ``context.turn`` with one model call or several (a tool loop). A KeyboardInterrupt it
+lets through marks the turn interrupted; anything else it raises fails the turn."""
+
+
+def single_reply(context: ReplyContext) -> None:
+    """The plain reply: one model call on the conversation as it is."""
+    context.step(context.messages, context.kwargs)
 
 
 def add_usage(total: Usage | None, step: Usage | None) -> Usage | None:
