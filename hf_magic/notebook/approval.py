@@ -53,12 +53,13 @@ def call_preview(call: ToolCall) -> str:
     return json.dumps(call.args, ensure_ascii=False, indent=1)
 
 
-def ask_with_input(call: ToolCall, read: Callable[[str], str] = input) -> Answer:
-    """Ask on the terminal (or Jupyter's input box); where input cannot be read, the call is skipped."""
+def ask_with_input(call: ToolCall, read: Callable[[str], str] | None = None) -> Answer:
+    """Ask on the terminal (or Jupyter's input box) with ``read`` (default: ``input``, looked up now, as IPython
+    replaces it); where input cannot be read, the call is skipped."""
     print(f"The model wants to run {call.name}:\n{call_preview(call)}")
     while True:
         try:
-            reply = read("Run it? [r]un / [s]kip / [a]lways this session: ")
+            reply = (read or input)("Run it? [r]un / [s]kip / [a]lways this session: ")
         except Exception as exc:  # EOFError, or StdinNotImplementedError where the frontend takes no input
             print(f"Cannot ask ({type(exc).__name__}): {call.name} was skipped.")
             return "skip"

@@ -49,12 +49,13 @@ class WidgetEvents:
             frames = self._socket.recv_multipart(copy=False)
             session = self._kernel.session
             idents, parts = session.feed_identities(frames, copy=False)
-            message = session.deserialize(parts, content=True, copy=False)
-            kind = message["header"]["msg_type"]
+            # A peek (content=False) leaves the message's signature unrecorded, so the kernel accepts it later.
+            kind = session.deserialize(parts, content=False, copy=False)["header"]["msg_type"]
             handler = self._kernel.shell_handlers.get(kind) if kind in _WIDGET_MESSAGES else None
             if handler is None:
                 self._held.append(frames)
                 continue
+            message = session.deserialize(parts, content=True, copy=False)
             try:
                 handler(self._reply_stream, idents, message)
             except Exception:  # a broken widget callback must not end the wait (the kernel logs it likewise)
