@@ -210,8 +210,11 @@ class McpServer:
         try:
             result = wait_for(_BACKGROUND.submit(self._session.call_tool(tool, arguments)))
         except Exception as exc:
-            if self._task is not None and self._task.done() and self.error is None:
-                self.error = f"it died ({_reason(exc)})"
+            if _connection_lost(exc) or (self._task is not None and self._task.done()):
+                self.error = f"it died ({_reason(exc)})"  # the next cell that needs it starts it again
+                raise ToolException(
+                    f"MCP server {self.name!r} stopped ({_reason(exc)}); the next cell starts it again."
+                ) from exc
             raise ToolException(f"MCP server {self.name!r}: {_reason(exc)}") from exc
         text = call_result_text(result)
         if result.is_error:
@@ -255,6 +258,13 @@ def call_result_text(result: Any) -> str:
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, ensure_ascii=False))
     return "\n".join(parts)
+
+
+def _connection_lost(exc: Exception) -> bool:
+    from mcp.shared.exceptions import MCPError
+    from mcp.types import CONNECTION_CLOSED
+
+    return isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED
 
 
 def _page(cursor: str | None) -> Any:
