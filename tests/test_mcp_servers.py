@@ -62,7 +62,8 @@ def test_a_stdio_servers_tools_come_with_the_schemas_it_declares(stdio_server: M
 
 
 def test_its_tools_run_on_the_server_from_this_thread(stdio_server: McpServer) -> None:
-    assert tool(stdio_server, "add_note").invoke({"title": "t", "text": "hello there"}) == "Stored note 't' (11 characters)."
+    stored = tool(stdio_server, "add_note").invoke({"title": "t", "text": "hello there"})
+    assert stored == "Stored note 't' (11 characters)."
     assert tool(stdio_server, "read_note").invoke({"title": "t"}) == "hello there"
     assert tool(stdio_server, "count_words").invoke({"text": "one two three"}) == "3"
     assert int(tool(stdio_server, "server_pid").invoke({})) != os.getpid()
