@@ -15,6 +15,7 @@ pytest_plugins: list[str] = [
     "tests.support.http_recorder",
     "tests.support.jupyterlab",
     "tests.support.mcp_server",
+    "tests.support.vllm",
 ]
 
 
