@@ -26,9 +26,7 @@ def mcp_http_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("mcp-http") / "server.log"
     with log.open("wb") as output:
-        process = subprocess.Popen(
-            [*STDIO_COMMAND, "--http", str(port)], stdout=output, stderr=subprocess.STDOUT
-        )
+        process = subprocess.Popen([*STDIO_COMMAND, "--http", str(port)], stdout=output, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 120
             while True:  # the MCP route answers only MCP requests: a listening socket is the sign it is up
