@@ -137,3 +137,13 @@ def test_the_terminal_asks_with_input_and_always_stops_asking(ip, magics, monkey
     ip.run_cell_magic("hfchat", f"--session {session.name}", "Record three.")
     assert ip.user_ns["touched"] == ["two", "three"] and len(prompts) == 3
     assert "The model wants to run touch:" in capsys.readouterr().out
+
+
+def test_tools_allow_says_always_ahead_so_nothing_asks(ip, magics, monkeypatch) -> None:
+    monkeypatch.setattr("builtins.input", lambda prompt: pytest.fail("asked although allowed"))
+    ip.user_ns["touched"].clear()
+    session, _ = scripted([call_text("touch", note="unattended"), "done"])
+    ip.run_line_magic("hfchat", f"tools add touch --approve --session {session.name}")
+    ip.run_line_magic("hfchat", f"tools allow touch --session {session.name}")
+    ip.run_cell_magic("hfchat", f"--session {session.name}", "Record.")
+    assert ip.user_ns["touched"] == ["unattended"]

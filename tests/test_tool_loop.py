@@ -318,3 +318,17 @@ def test_results_become_text_the_way_a_model_reads_them() -> None:
 
 def test_tool_names_split_on_commas_once_each() -> None:
     assert split_names(["a,b", "b", " c "]) == ["a", "b", "c"] and split_names(None) == []
+
+
+def test_a_servers_streamed_call_pieces_become_whole_calls() -> None:
+    from hf_magic.notebook.reply_stream import assembled_tool_calls
+
+    pieces = [
+        {"name": "add", "args": None, "id": "call_1", "index": 0},
+        {"name": None, "args": '{"a": 1', "id": None, "index": 0},
+        {"name": None, "args": ', "b": 2}', "id": None, "index": 0},
+        {"name": "add", "args": '"Paris"', "id": "call_2", "index": 1},
+    ]
+    calls, invalid = assembled_tool_calls(pieces)
+    assert [(c["name"], c["args"], c["id"]) for c in calls] == [("add", {"a": 1, "b": 2}, "call_1")]
+    assert [(c["name"], c["args"]) for c in invalid] == [("add", '"Paris"')]

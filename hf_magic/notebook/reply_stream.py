@@ -49,6 +49,7 @@ def stream_into_turn(
     The step's own usage is returned, not added to the turn: a caller with several steps adds them up.
     """
     outcome = StepOutcome()
+    chunks: list[dict[str, Any]] = []
     for delta in deltas:
         outcome.answered = True
         if delta.reasoning:
@@ -65,6 +66,7 @@ def stream_into_turn(
             callbacks.emit(SessionEvent("token", turn=turn, text=delta.text))
         outcome.tool_calls += delta.tool_calls
         outcome.invalid_tool_calls += delta.invalid_tool_calls
+        chunks += delta.tool_call_chunks
         if delta.usage is not None:
             outcome.usage = replace(delta.usage)  # the step's own copy: totals add these up
         if delta.finish_reason:
@@ -73,7 +75,22 @@ def stream_into_turn(
         if cancel.is_set():
             turn.interrupted = True
             break
+    if chunks:  # a server streams its calls in pieces (an endpoint): whole calls once the stream is done
+        calls, invalid = assembled_tool_calls(chunks)
+        outcome.tool_calls += calls
+        outcome.invalid_tool_calls += invalid
     return outcome
+
+
+def assembled_tool_calls(chunks: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Streamed tool-call pieces (``ChatDelta.tool_call_chunks``) as whole calls and invalid ones, joined by their
+    index and parsed the way langchain-core joins ``AIMessageChunk``s."""
+    from langchain_core.messages import AIMessageChunk
+
+    joined = AIMessageChunk(content="")
+    for chunk in chunks:
+        joined += AIMessageChunk(content="", tool_call_chunks=[chunk])  # type: ignore[list-item]
+    return [dict(call) for call in joined.tool_calls], [dict(call) for call in joined.invalid_tool_calls]
 
 
 @dataclass

@@ -146,7 +146,10 @@ def cell_tool_loop(magics: HfChatMagics, session: ChatSession, options: argparse
 
 
 # ------------------------------------------------------------------------------ %hfchat tools
-@line_command("tools", "tools [list] | tools add NAME[,NAME...] [--approve] | tools remove NAME[,NAME...]")
+@line_command(
+    "tools",
+    "tools [list] | tools add NAME[,NAME...] [--approve] | tools remove NAME[,NAME...] | tools allow NAME[,NAME...]",
+)
 def tools_command(magics: HfChatMagics, session: ChatSession, words: Sequence[str]) -> None:
     tools = session_tools(session, magics.tools)
     action, rest = (words[0], list(words[1:])) if words else ("list", [])
@@ -171,8 +174,14 @@ def tools_command(magics: HfChatMagics, session: ChatSession, words: Sequence[st
         tools.names = [name for name in tools.names if name not in names]
         tools.approval -= set(names)
         print(f"Session {session.name!r} tools: {', '.join(tools.names) or 'none'}")
+    elif action == "allow":  # "Always this session" said ahead: for notebooks run unattended, where nobody can click
+        names = ["run_code" if name == NOTEBOOK else name for name in split_names(rest)]
+        if not names:
+            raise InvalidInputError("%hfchat tools allow needs tool names: %hfchat tools allow run_code.")
+        tools.always.update(names)
+        print(f"Session {session.name!r} runs {', '.join(names)} without asking, as 'Always this session' would.")
     else:
-        raise InvalidInputError(f"Unknown %hfchat tools action {action!r}: use list, add or remove.")
+        raise InvalidInputError(f"Unknown %hfchat tools action {action!r}: use list, add, remove or allow.")
 
 
 def tools_table(magics: HfChatMagics, session: ChatSession, tools: SessionTools) -> InfoTable:
@@ -181,9 +190,11 @@ def tools_table(magics: HfChatMagics, session: ChatSession, tools: SessionTools)
     namespace = magics.shell.user_ns if magics.shell is not None else {}
     for name in tools.names:
         if name == NOTEBOOK:
-            where = "notebook tools: list_variables, describe_variable, read_cell, run_code (asks first)"
+            note = "" if "run_code" in tools.always else " (asks first)"
+            where = f"notebook tools: list_variables, describe_variable, read_cell, run_code{note}"
         elif name in namespace and callable(namespace[name]):
-            where = "function" + (" (asks first)" if name in tools.approval else "")
+            asks = name in tools.approval and name not in tools.always
+            where = "function" + (" (asks first)" if asks else "")
         else:
             where = "not defined in the notebook now"
         rows.append((name, where))

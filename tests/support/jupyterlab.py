@@ -153,3 +153,34 @@ def lab_page(jupyter_lab: JupyterLab, request: pytest.FixtureRequest) -> Iterato
             page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-page.png"), full_page=True)
         finally:
             browser.close()
+
+
+def notebook_cells(page: Any) -> list[dict[str, Any]]:
+    """The open notebook's cells as JupyterLab's model holds them: source, execution count and outputs."""
+    return json.loads(
+        page.evaluate(
+            """() => {
+                const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+                const out = [];
+                for (let i = 0; i < cells.length; i++) {
+                    const cell = cells.get(i);
+                    out.push({source: cell.sharedModel.getSource(), count: cell.executionCount ?? null,
+                              outputs: cell.outputs ? cell.outputs.toJSON() : []});
+                }
+                return JSON.stringify(out);
+            }"""
+        )
+    )
+
+
+def wait_until_run(page: Any, index: int, timeout_ms: int) -> None:
+    """Wait until cell ``index`` has run and the kernel is idle again."""
+    page.wait_for_function(
+        """(index) => {
+            const panel = window.jupyterapp.shell.currentWidget;
+            const cell = panel.content.model.cells.get(index);
+            return cell.executionCount !== null && panel.sessionContext.session.kernel.status === 'idle';
+        }""",
+        arg=index,
+        timeout=timeout_ms,
+    )
