@@ -126,6 +126,12 @@ class McpServer:
         """
         if self.running:
             return
+        try:
+            import mcp  # noqa: F401
+        except ImportError as exc:
+            raise McpServerError(
+                f"MCP server {self.name!r} needs the mcp package: pip install 'mcp>=2' (or hf-magic[lab])."
+            ) from exc
         self.stop()
         self.error = None
         ready: concurrent.futures.Future[list[BaseTool]] = concurrent.futures.Future()
