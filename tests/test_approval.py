@@ -22,17 +22,9 @@ import json, time
 from hf_magic.chat_models import ChatHuggingFace
 from hf_magic.notebook.session import get_session
 from tests.support.replay_backend import ScriptedBackend
+from tests.support.tool_functions import TOUCH_SOURCE
 
-order = []
-
-def touch(note: str) -> str:
-    """Record a note.
-
-    Args:
-        note: what to record.
-    """
-    order.append(note)
-    return "recorded " + note
+exec(TOUCH_SOURCE)  # touch(note) appends to touched
 
 def hang() -> str:
     """Takes forever."""
@@ -70,7 +62,7 @@ def value(kernel: Kernel, expression: str) -> Any:
 
 def script(kernel: Kernel, session: str, *replies: str) -> None:
     """The replies the model gives next, in a session of its own (``--session`` in the cells)."""
-    kernel.run(f"backend.replies[:] = [{', '.join(replies)}]; backend.requests.clear(); order.clear()")
+    kernel.run(f"backend.replies[:] = [{', '.join(replies)}]; backend.requests.clear(); touched.clear()")
     kernel.run(f"fresh({session!r})")
 
 
@@ -79,11 +71,11 @@ def test_run_is_clicked_while_the_cell_waits_and_a_cell_sent_meanwhile_runs_afte
     start = len(kernel.messages)
     cell = kernel.submit("%%hfchat --session run\nRecord a note.")
     run = kernel.button("Run", after=start)
-    queued = kernel.submit("order.append('queued')")  # waits in the kernel's queue while the cell asks
+    queued = kernel.submit("touched.append('queued')")  # waits in the kernel's queue while the cell asks
     kernel.click(run)
     assert kernel.wait_reply(cell, timeout=120)["content"]["status"] == "ok"
     kernel.wait_reply(queued, timeout=120)
-    assert value(kernel, "order") == ["first", "queued"]
+    assert value(kernel, "touched") == ["first", "queued"]
     assert value(kernel, "[c.status for c in get_session('run').turns[-1].steps[0].calls]") == ["ok"]
     texts = [m["content"].get("data", {}).get("text/plain", "") for m in kernel.outputs(cell)]
     assert "touch: approved once" in texts  # the buttons were replaced by what the user answered
@@ -96,7 +88,7 @@ def test_skip_runs_nothing_and_the_model_hears_the_user_declined(kernel: Kernel)
     cell = kernel.submit("%%hfchat --session skip\nRecord another.")
     kernel.click(kernel.button("Skip", after=start))
     kernel.wait_reply(cell)
-    assert value(kernel, "order") == []
+    assert value(kernel, "touched") == []
     assert value(kernel, "[m['content'] for m in backend.requests[1].messages if m['role'] == 'tool'][-1]") == (
         "The user declined to run this tool call."
     )
@@ -110,7 +102,7 @@ def test_always_runs_the_next_calls_of_that_tool_without_asking(kernel: Kernel) 
     kernel.wait_reply(cell)
     start = len(kernel.messages)
     kernel.run("%%hfchat --session always\nRecord b.")
-    assert value(kernel, "order") == ["a", "b"]
+    assert value(kernel, "touched") == ["a", "b"]
     assert not [m for m in kernel.messages[start:] if m["msg_type"] == "comm_open"]  # no buttons the second time
 
 
@@ -121,7 +113,7 @@ def test_an_interrupt_ends_the_wait_and_the_session_goes_on(kernel: Kernel) -> N
     kernel.button("Run", after=start)  # the question is up
     kernel.manager.interrupt_kernel()
     kernel.wait_reply(cell)
-    assert value(kernel, "order") == []
+    assert value(kernel, "touched") == []
     turn = "get_session('interrupt').turns[-1]"
     assert value(kernel, f"[{turn}.interrupted, {turn}.steps[0].calls[0].status]") == [True, "interrupted"]
     kernel.run("%%hfchat --session interrupt\nHello?")

@@ -4,11 +4,11 @@ server as one line, servers stopped when removed and when the extension is unloa
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +23,7 @@ from hf_magic.notebook.mcp_servers import McpServer, McpServerError, _server_fro
 from hf_magic.notebook.session import get_session
 from tests.support.mcp_server import STDIO_COMMAND
 from tests.support.replay_backend import ScriptedBackend
+from tests.support.tool_functions import tool_call_reply as call_text
 
 pytestmark = pytest.mark.integration
 
@@ -122,16 +123,12 @@ def test_mcp_add_refuses_what_is_neither_a_command_nor_a_url(words: list[str], m
 
 
 # ------------------------------------------------------------------------------- in the magic
-@pytest.fixture(scope="module")
-def ip() -> InteractiveShell:
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "hf_magic")
-    shell.magics_manager.registry["HfChatMagics"].display_mode = "terminal"
-    return shell
-
-
-def call_text(name: str, **args: Any) -> str:
-    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': args})}\n</tool_call>"
+@pytest.fixture
+def ip(hf_shell: InteractiveShell) -> Iterator[InteractiveShell]:
+    magics = hf_shell.magics_manager.registry["HfChatMagics"]
+    magics.display_mode = "terminal"
+    yield hf_shell
+    hf_shell.magics_manager.registry["HfChatMagics"].display_mode = "auto"
 
 
 def test_mcp_add_then_a_cell_uses_its_tools_and_remove_stops_it(ip: InteractiveShell, capsys: Any) -> None:
@@ -166,4 +163,3 @@ def test_unloading_the_extension_stops_the_servers(ip: InteractiveShell) -> None
         assert wait_gone(pid) and not server.running
     finally:
         ip.run_line_magic("load_ext", "hf_magic")
-        ip.magics_manager.registry["HfChatMagics"].display_mode = "terminal"

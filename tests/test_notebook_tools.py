@@ -11,11 +11,9 @@ from hf_magic.notebook.notebook_tools import notebook_tools
 from hf_magic.notebook.tool_loop import LoopTool
 
 
-@pytest.fixture(scope="module")
-def ip() -> InteractiveShell:
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "hf_magic")
-    return shell
+@pytest.fixture
+def ip(hf_shell: InteractiveShell) -> InteractiveShell:
+    return hf_shell
 
 
 @pytest.fixture

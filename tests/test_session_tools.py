@@ -3,9 +3,7 @@ real parsers); the same cells on the real default model are in test_tool_loop_mo
 
 from __future__ import annotations
 
-import json
 import uuid
-from typing import Any
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -14,40 +12,14 @@ from hf_magic.chat_models import ChatHuggingFace
 from hf_magic.notebook.magics import HfChatMagics
 from hf_magic.notebook.session import ChatSession, get_session
 from tests.support.replay_backend import ScriptedBackend
-
-ADD = '''
-def add(a: int, b: int) -> int:
-    """Add two integers.
-
-    Args:
-        a: the first number.
-        b: the second number.
-    """
-    return a + b
-
-touched = []
-
-def touch(note: str) -> str:
-    """Record a note.
-
-    Args:
-        note: what to record.
-    """
-    touched.append(note)
-    return "recorded"
-'''
-
-
-def call_text(name: str, **args: Any) -> str:
-    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': args})}\n</tool_call>"
+from tests.support.tool_functions import ADD_SOURCE, TOUCH_SOURCE
+from tests.support.tool_functions import tool_call_reply as call_text
 
 
 @pytest.fixture(scope="module")
-def ip() -> InteractiveShell:
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "hf_magic")
-    shell.run_cell(ADD)
-    return shell
+def ip(hf_shell: InteractiveShell) -> InteractiveShell:
+    hf_shell.run_cell(ADD_SOURCE + TOUCH_SOURCE)
+    return hf_shell
 
 
 @pytest.fixture

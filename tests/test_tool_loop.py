@@ -30,20 +30,8 @@ from hf_magic.notebook.tool_loop import (
 )
 from hf_magic.notebook.turns import ToolCall, Turn
 from tests.support.replay_backend import ScriptedBackend
-
-
-def call_text(name: str, **args: Any) -> str:
-    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': args})}\n</tool_call>"
-
-
-def add(a: int, b: int) -> int:
-    """Add two integers.
-
-    Args:
-        a: the first number.
-        b: the second number.
-    """
-    return a + b
+from tests.support.tool_functions import add
+from tests.support.tool_functions import tool_call_reply as call_text
 
 
 def fails(reason: str) -> str:

@@ -20,39 +20,17 @@ from hf_magic.notebook.session import ChatSession, get_session
 from hf_magic.notebook.session_tools import function_tool
 from hf_magic.notebook.tool_loop import MAX_STEPS_REACHED, LoopTool, ToolLoop
 from tests.support.mcp_server import STDIO_COMMAND
+from tests.support.tool_functions import ADD_SOURCE, add
 from tests.support.vllm import VllmServer
 
 pytestmark = pytest.mark.integration
 
-FUNCTIONS = '''
-def add(a: int, b: int) -> int:
-    """Add two integers.
-
-    Args:
-        a: the first number.
-        b: the second number.
-    """
-    return a + b
-'''
-
-
-def add(a: int, b: int) -> int:
-    """Add two integers.
-
-    Args:
-        a: the first number.
-        b: the second number.
-    """
-    return a + b
-
 
 @pytest.fixture(scope="module")
-def ip(chat_model: ChatHuggingFace) -> InteractiveShell:
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "hf_magic")
-    shell.run_cell(FUNCTIONS)
-    shell.run_cell("import pandas as pd\nframe = pd.DataFrame({'city': ['Paris', 'Rome'], 'people': [2.1, 2.8]})")
-    return shell
+def ip(hf_shell: InteractiveShell, chat_model: ChatHuggingFace) -> InteractiveShell:
+    hf_shell.run_cell(ADD_SOURCE)
+    hf_shell.run_cell("import pandas as pd\nframe = pd.DataFrame({'city': ['Paris', 'Rome'], 'people': [2.1, 2.8]})")
+    return hf_shell
 
 
 def model_session(chat_model: ChatHuggingFace) -> ChatSession:

@@ -10,11 +10,14 @@ shell its messages on an in-process socket, read here.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-_WIDGET_MESSAGES = ("comm_open", "comm_msg", "comm_close")
+_WIDGET_MESSAGES = ("comm_open", "comm_msg", "comm_close", "comm_info_request", "kernel_info_request")
+"""Handled at once: widget messages, and the two questions a frontend's widget manager waits for before it draws
+any widget (JupyterLab asks ``comm_info_request`` when the first widget of a kernel appears)."""
 
 
 class WidgetEvents:
@@ -57,7 +60,7 @@ class WidgetEvents:
                 continue
             message = session.deserialize(parts, content=True, copy=False)
             try:
-                handler(self._reply_stream, idents, message)
+                _run_now(handler(self._reply_stream, idents, message))
             except Exception:  # a broken widget callback must not end the wait (the kernel logs it likewise)
                 self._kernel.log.error("Widget message handler failed", exc_info=True)
             handled += 1
@@ -68,6 +71,19 @@ class WidgetEvents:
         held, self._held = self._held, []
         for frames in held:
             self._kernel.io_loop.add_callback(self._kernel.shell_main, None, frames)
+
+
+def _run_now(result: Any) -> None:
+    """Finish a handler's coroutine here: the info requests are ``async def`` without an ``await`` inside, so one
+    step runs them to the end (the kernel's loop, which would run them, is blocked by this cell)."""
+    if not inspect.iscoroutine(result):
+        return
+    try:
+        result.send(None)
+    except StopIteration:
+        return
+    result.close()  # it waited on something: it cannot finish while the cell runs
+    raise RuntimeError("a kernel handler waited on the event loop while a cell ran")
 
 
 @contextmanager
