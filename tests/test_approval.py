@@ -72,6 +72,9 @@ def test_run_is_clicked_while_the_cell_waits_and_a_cell_sent_meanwhile_runs_afte
     cell = kernel.submit("%%hfchat --session run\nRecord a note.")
     run = kernel.button("Run", after=start)
     queued = kernel.submit("touched.append('queued')")  # waits in the kernel's queue while the cell asks
+    # What JupyterLab's widget manager asks, and waits for, before it draws a kernel's first widget: answered now.
+    comms = kernel.wait_reply(kernel.client.comm_info(target_name="jupyter.widget"), timeout=30)
+    assert run in comms["content"]["comms"]
     kernel.click(run)
     assert kernel.wait_reply(cell, timeout=120)["content"]["status"] == "ok"
     kernel.wait_reply(queued, timeout=120)

@@ -320,3 +320,20 @@ def test_a_servers_streamed_call_pieces_become_whole_calls() -> None:
     calls, invalid = assembled_tool_calls(pieces)
     assert [(c["name"], c["args"], c["id"]) for c in calls] == [("add", {"a": 1, "b": 2}, "call_1")]
     assert [(c["name"], c["args"]) for c in invalid] == [("add", '"Paris"')]
+
+
+def test_the_panel_draws_the_calls_as_they_happen_and_the_same_blocks_after() -> None:
+    from hf_magic.notebook.panel import ChatPanel
+
+    session, _ = scripted([call_text("add", a=2, b=3), "It is 5."], name="panel")
+    panel = ChatPanel(session)
+    drawn: list[str] = []
+    session.subscribe(
+        lambda event: drawn.append(panel.view.transcript.children[0].value) if event.kind == "tool" else 0
+    )
+    turn = session.send("2+3?", responder=ToolLoop(tools(add)))
+    assert any("hfm-tool-running" in html for html in drawn)  # live, while the call ran
+    final = panel.view.transcript.children[0].value
+    assert "It is 5." in final
+    block = 'class="hfm-tool hfm-tool-ok"'
+    assert final.count(block) == Reply(turn)._repr_mimebundle_()[0]["text/html"].count(block) == 1

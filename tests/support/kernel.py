@@ -22,6 +22,7 @@ class Kernel:
     def __init__(self, manager: Any, client: Any) -> None:
         self.manager, self.client = manager, client
         self.messages: list[dict[str, Any]] = []
+        self._replies: dict[str, dict[str, Any]] = {}
 
     def run(self, code: str, timeout: float = 600) -> dict[str, Any]:
         """Run ``code`` and wait for its reply; raises when the cell failed."""
@@ -35,8 +36,9 @@ class Kernel:
         return str(self.client.execute(code, allow_stdin=False))
 
     def wait_reply(self, msg_id: str, timeout: float = 600) -> dict[str, Any]:
+        """The shell reply to request ``msg_id`` (replies to other requests are kept for their own wait)."""
         deadline = time.monotonic() + timeout
-        while True:
+        while msg_id not in self._replies:
             self.drain()
             try:
                 reply = self.client.get_shell_msg(timeout=0.2)
@@ -44,9 +46,9 @@ class Kernel:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"no reply to {msg_id} within {timeout} s") from None
                 continue
-            if reply["parent_header"].get("msg_id") == msg_id:
-                self.drain()
-                return dict(reply)
+            self._replies[reply["parent_header"].get("msg_id")] = dict(reply)
+        self.drain()
+        return self._replies.pop(msg_id)
 
     def drain(self) -> None:
         while True:
