@@ -101,7 +101,7 @@ class TerminalReplyView:
         """Each call once, when it has ended: its line, status and time, then the result's first lines."""
         for step in turn.steps:
             for call in step.calls:
-                if call.status in ("pending", "running") or call.id in self._calls_shown:
+                if call.status in ("pending", "asking", "running") or call.id in self._calls_shown:
                     continue
                 self._calls_shown.add(call.id)
                 self._end_thinking()

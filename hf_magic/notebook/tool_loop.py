@@ -174,10 +174,12 @@ class ToolLoop:
         try:
             if context.cancel.is_set():
                 raise KeyboardInterrupt
-            if tool.needs_approval and self.approve(call, context.cancel) != "run":
-                call.status, call.result = "declined", DECLINED
+            if tool.needs_approval:
+                call.status = "asking"
                 self._changed(context)
-                return True
+                if self.approve(call, context.cancel) != "run":
+                    call.status, call.result = "declined", DECLINED
+                    return True
             call.status = "running"
             self._changed(context)
             started = time.perf_counter()

@@ -140,6 +140,7 @@ TOOL_STATUS = {
     "declined": "declined",
     "interrupted": "■ interrupted",
     "running": "running…",
+    "asking": "waiting for your approval…",
     "pending": "not run",
 }
 MAX_STEPS_NOTE = "The tool loop stopped at its step limit before the model answered: raise --max-steps to let it go on."

@@ -44,7 +44,7 @@ class ToolCall:
     """What went back to the model as the tool message (a result, an error, or that the user declined)."""
     status: str = "pending"
     """"ok", "error" (the tool raised, or the call was invalid), "declined" (the user skipped it), "interrupted",
-    "running" (while it runs) or "pending" (not run)."""
+    "asking" (while the user is asked), "running" (while it runs) or "pending" (not run)."""
     duration: float | None = None
     """Seconds the tool ran."""
 

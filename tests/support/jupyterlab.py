@@ -78,6 +78,19 @@ class JupyterLab:
         )
 
 
+def start_cell(page: Any, index: int) -> None:
+    """Start running one cell and return at once: ``run_cell`` waits until the cell has run, which a cell that waits
+    for a click in its own output never does."""
+    page.evaluate(
+        """(index) => {
+            const notebook = window.jupyterapp.shell.currentWidget.content;
+            notebook.activeCellIndex = index;
+            void window.jupyterapp.commands.execute('notebook:run-cell');
+        }""",
+        index,
+    )
+
+
 def run_cell(page: Any, index: int) -> None:
     """Run one cell of the open notebook with JupyterLab's own command (the fixture exposes the app)."""
     page.evaluate(
