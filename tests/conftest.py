@@ -20,6 +20,7 @@ pytest_plugins: list[str] = [
     "tests.support.serve",
     "tests.support.http_recorder",
     "tests.support.jupyterlab",
+    "tests.support.mcp_server",
     "tests.support.vllm",
     "tests.support.log_files",
 ]
@@ -40,3 +41,13 @@ def chat_model(default_llm):
     from hf_magic import ChatHuggingFace
 
     return ChatHuggingFace(llm=default_llm)
+
+
+@pytest.fixture(scope="session")
+def hf_shell():
+    """This process's IPython shell (a singleton) with hf_magic loaded."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "hf_magic")
+    return shell

@@ -10,7 +10,7 @@ import re
 import shlex
 import string
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from langchain_core.messages import AIMessage
@@ -105,7 +105,10 @@ def check_options(options: argparse.Namespace) -> None:
 
 
 def reply_message(turn: Turn) -> AIMessage:
-    """A finished turn as the AIMessage ``-o VAR`` stores in the user's namespace."""
+    """A finished turn as the AIMessage ``-o VAR`` stores in the user's namespace; a turn that called tools has
+    its steps (each call's name, arguments, id, result, status and duration) in ``response_metadata["tool_steps"]``
+    and the usage of all its model calls."""
+    steps = {"tool_steps": [asdict(step) for step in turn.steps]} if turn.steps else {}
     return AIMessage(
         content=turn.reply,
         additional_kwargs={"reasoning_content": turn.reasoning} if turn.reasoning else {},
@@ -115,6 +118,7 @@ def reply_message(turn: Turn) -> AIMessage:
             "finish_reason": turn.finish_reason,
             "interrupted": turn.interrupted,
             "time_to_first_token": turn.time_to_first_token,
+            **steps,
         },
     )
 

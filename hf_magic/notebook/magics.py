@@ -12,11 +12,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
-from traitlets import Bool, Enum, Float, Integer, Unicode, observe
+from traitlets import Bool, Enum, Float, Integer, List, Unicode, observe
 
 from ..config import DEFAULT_MAX_NEW_TOKENS
 from ..errors import ContextWindowError, HfMagicError, InvalidInputError
-from . import log_commands, session_commands  # noqa: F401  (register %hfchat log and the built-in subcommands)
+from . import log_commands, mcp_servers, session_commands  # noqa: F401  (register %hfchat log, mcp and the built-in subcommands)
 from .cell_errors import CellErrors
 from .cell_images import ImageFields, option_images
 from .cell_options import (
@@ -41,6 +41,7 @@ from .render import (
 )
 from .reply_views import NotebookReplyView, ReplyView, TerminalReplyView
 from .session import ChatSession, all_sessions, get_session
+from .session_tools import cell_tool_loop
 from .turns import Turn
 from .variables import describe_value
 
@@ -69,6 +70,9 @@ class HfChatMagics(Magics):
     show_usage = Bool(True, help="Show the usage line under each reply.").tag(config=True)
     interpolate = Bool(False, help="Replace {name} in cells with user variables (as -i does).").tag(config=True)
     verbose = Bool(False, help="Show tracebacks for errors (also: %hfchat debug on).").tag(config=True)
+    tools = List(
+        Unicode(), [], help="Tools of new sessions: names of notebook functions, or 'notebook' (see %hfchat tools)."
+    ).tag(config=True)
     display_mode = Enum(
         ["auto", "notebook", "terminal"], "auto", help="Rich display + widget bars, or plain text; auto detects."
     ).tag(config=True)
@@ -204,6 +208,20 @@ class HfChatMagics(Magics):
         "image.",
     )
     @argument(
+        "--tools",
+        default=None,
+        metavar="NAME[,NAME...]",
+        help="Let the model call these functions of the notebook ('notebook': list, describe and read variables and "
+        "cells, run code after you approve); the session's tools and MCP servers join (%%hfchat tools, mcp).",
+    )
+    @argument(
+        "--tool-choice",
+        default=None,
+        metavar="auto|required|NAME",
+        help="Whether the first step must call a tool (required) or that one (NAME); later steps may answer.",
+    )
+    @argument("--max-steps", type=int, default=None, metavar="N", help="Most rounds of tool calls (default 8).")
+    @argument(
         "--image",
         action="append",
         default=None,
@@ -279,6 +297,7 @@ class HfChatMagics(Magics):
         images: list[dict[str, Any]] | None = None,
     ) -> None:
         spec = spec_from_options(session.spec, options)
+        tool_loop = cell_tool_loop(self, session, options)  # names checked before anything changes or loads
         if options.new:
             session.reset()
         if options.system is not None:
@@ -301,6 +320,8 @@ class HfChatMagics(Magics):
             progress.close()
         if images:
             self.show(SentImages(images))  # what the model is asked about, above its reply
+        if tool_loop is not None:
+            tool_loop.on_change, tool_loop.context_length = view.steps, session.context_length
         try:
             turn = session.send(
                 text,
@@ -311,6 +332,7 @@ class HfChatMagics(Magics):
                 enable_thinking=options.think,
                 temperature=options.temperature if options.temperature is not None else self.temperature,
                 max_new_tokens=max_new_tokens,
+                responder=tool_loop,
             )
         except Exception:
             view.fail()
@@ -369,6 +391,7 @@ def unload_ipython_extension(ipython: Any) -> None:
             pass
     for kind in ("line", "cell"):
         manager.magics[kind].pop("hfchat", None)
+    mcp_servers.stop_all()  # the servers the sessions started end with the extension
     # IPython has no public way to unregister magics: the two tables above are its public traitlets; the
     # instance it keeps in its registry is replaced by the next %load_ext.
     ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, HfChatMagics)]

@@ -327,8 +327,8 @@ class ChatPanel:
             if event.kind == "turn_started" and event.turn is not None:
                 self._generating, self._loading_done = True, True
                 self.view.draw_live_turn(event.turn, self.session.turns)
-            elif event.kind in ("token", "reasoning") and event.turn is not None:
-                self.view.draw_live_turn(event.turn, self.session.turns)
+            elif event.kind in ("token", "reasoning", "tool") and event.turn is not None:
+                self.view.draw_live_turn(event.turn, self.session.turns, force=event.kind == "tool")
             elif event.kind == "turn_finished":
                 self._generating = False
                 self._redraw_conversation()

@@ -305,8 +305,9 @@ class PanelView:
         children: list[widgets.Widget] = [view for _, view in self._ordered_views(turns)]
         self.transcript.children = tuple(children or [widgets.HTML(_EMPTY_TRANSCRIPT)])
 
-    def draw_live_turn(self, turn: Turn, turns: Sequence[Turn]) -> None:
-        """The reply being generated, on top; redrawn at most every ``REDRAW_SECONDS``."""
+    def draw_live_turn(self, turn: Turn, turns: Sequence[Turn], force: bool = False) -> None:
+        """The reply being generated, on top; redrawn at most every ``REDRAW_SECONDS`` unless ``force`` (a tool call
+        started or ended: rare, and each state is worth seeing)."""
         live = self._live.get(id(turn))
         if live is None:
             view = widgets.HTML(turn_html(turn, streaming=True))
@@ -317,7 +318,7 @@ class PanelView:
             return
         _, view, drawn = live
         now = time.perf_counter()
-        if now - drawn >= REDRAW_SECONDS:
+        if force or now - drawn >= REDRAW_SECONDS:
             view.value = turn_html(turn, streaming=True)
             self._live[id(turn)] = (turn, view, now)
 
