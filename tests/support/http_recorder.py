@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -83,8 +83,14 @@ class RecordingServer:
         self.requests: list[Recorded] = []
         self.replies: deque[Reply] = deque()
         self.default = Reply(body=completion())
+        self.respond: Callable[[Any], Reply] | None = None
+        """When set, makes each POST's reply from its body (replies that depend on the request, in any order)."""
         self.models = models
         self.disconnected = threading.Event()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        """The most POSTs the server was answering at once."""
+        self._count_lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -128,8 +134,19 @@ class RecordingServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
-                self._record(json.loads(raw) if raw else None)
-                self._send(server.replies.popleft() if server.replies else server.default)
+                body = json.loads(raw) if raw else None
+                self._record(body)
+                with server._count_lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    if server.respond is not None:
+                        self._send(server.respond(body))
+                    else:
+                        self._send(server.replies.popleft() if server.replies else server.default)
+                finally:
+                    with server._count_lock:
+                        server.in_flight -= 1
 
             def _send(self, reply: Reply) -> None:
                 if reply.events is not None:
