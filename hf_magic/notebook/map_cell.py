@@ -171,13 +171,17 @@ def run_map_cell(magics: HfChatMagics, session: ChatSession, options: argparse.N
     max_new_tokens = options.max_new_tokens if options.max_new_tokens is not None else magics.max_new_tokens
     if max_new_tokens is not None and max_new_tokens <= 0:
         raise InvalidInputError(f"--max-new-tokens must be a positive integer, got {max_new_tokens}: try 64.")
-    load_view, rows_view = make_progress_view(magics.notebook), make_progress_view(magics.notebook)
+    load_view = make_progress_view(magics.notebook)
+    try:
+        session.load(spec, progress=load_view)
+    finally:
+        load_view.close()
+    rows_view = make_progress_view(magics.notebook)  # made now, so its time counts the rows, not the load
     try:
         run = map_in_session(
             session,
             plan,
             spec=spec,
-            load_progress=load_view,
             progress=rows_view,
             system_prompt=options.system,
             resume=not options.fresh,
@@ -186,7 +190,6 @@ def run_map_cell(magics: HfChatMagics, session: ChatSession, options: argparse.N
             enable_thinking=options.think,
         )
     finally:
-        load_view.close()
         rows_view.close()
     magics.show(MapPreview(run, options.output))
     if options.output:
@@ -236,11 +239,14 @@ class MapPreview:
         shown = f" (first {PREVIEW_ROWS} shown)" if self.run.rows > PREVIEW_ROWS else ""
         return f"{self.run.totals()}{shown}{stored}"
 
+    def __repr__(self) -> str:
+        return f"{preview(self.run.frame, PREVIEW_ROWS)!r}\n{self._footer()}"
+
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         table = preview(self.run.frame, PREVIEW_ROWS)
         table_html = table._repr_html_() if hasattr(table, "_repr_html_") else f"<pre>{html.escape(repr(table))}</pre>"
         footer = html.escape(self._footer())
         return {
-            "text/plain": f"{table!r}\n{self._footer()}",
+            "text/plain": repr(self),
             "text/html": f"{table_html}<div style='font-size:.85em;opacity:.75'>{footer}</div>",
         }

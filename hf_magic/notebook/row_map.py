@@ -26,7 +26,7 @@ from langchain_core.utils.json import parse_json_markdown
 from pydantic import BaseModel, ValidationError
 
 from ..backend import ChatDelta
-from ..errors import HfMagicError, InvalidInputError
+from ..errors import ContextWindowError, HfMagicError, InvalidInputError
 from ..progress import ProgressCallback, ProgressEvent
 from ..structured_output import json_schema_format
 from .cell_options import field_names, interpolate
@@ -73,9 +73,9 @@ def plan_map(
     """
     check_concurrency(concurrency)
     if schema is not None and not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        given = f"the class {schema.__name__}" if isinstance(schema, type) else f"a {type(schema).__name__} object"
         raise InvalidInputError(
-            f"The schema must be a pydantic model (a class derived from pydantic.BaseModel), got "
-            f"{type(schema).__name__ if not isinstance(schema, type) else schema.__name__}."
+            f"The schema must be a pydantic model class (class Name(pydantic.BaseModel): ...), got {given}."
         )
     table = read_table(data, name)
     text = template.strip()
@@ -170,10 +170,10 @@ def result_store() -> ResultStore:
 
 
 def model_key(chat_model: Any) -> str:
-    """The model a row was answered by: backend, model name and, locally, the weights' dtype."""
+    """The model a row was answered by: backend, model name, the server's URL or, locally, the weights' dtype."""
     llm = chat_model.llm
-    dtype = getattr(getattr(llm, "model", None), "dtype", None)
-    return f"{type(llm).__name__}:{llm.model_name}" + (f":{dtype}" if dtype is not None else "")
+    where = getattr(llm, "endpoint_url", None) or getattr(getattr(llm, "model", None), "dtype", None)
+    return f"{type(llm).__name__}:{llm.model_name}" + (f"@{where}" if where is not None else "")
 
 
 def row_key(model: str, template: str, settings: dict[str, Any], values: dict[str, str]) -> str:
@@ -274,7 +274,7 @@ def run_map(
     if plan.schema is not None:
         settings["response_format"] = json_schema_format(plan.schema)
     bar = _RowsBar(progress, len(todo))
-    started, interrupted = time.perf_counter(), False
+    started = time.perf_counter()
     replies = chat_model.batch_deltas(
         [_messages(system_prompt, prompts[index]) for index in todo],
         concurrency=plan.concurrency,
@@ -290,10 +290,10 @@ def run_map(
                 if result.error is None:
                     store.put(keys[index], result)
                 bar.advance(result)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt:  # Ctrl-C / a kernel interrupt: the rows not finished are left for the next run
+        pass
     seconds = time.perf_counter() - started
-    bar.close(interrupted or any(result is None for result in results))
+    bar.close()
     frame = with_columns(plan.table, _columns(plan, results))
     sent = [results[index] for index in todo if results[index] is not None]
     return MapRun(
@@ -327,6 +327,8 @@ def _schema_key(schema: type[BaseModel] | None) -> Any:
 
 
 def _row_result(reply: ChatDelta | HfMagicError, schema: type[BaseModel] | None) -> RowResult:
+    if isinstance(reply, ContextWindowError):  # its remedy speaks of a conversation; a row has none
+        return RowResult(error=str(reply.with_remedy("shorten this row's values or the template")))
     if isinstance(reply, HfMagicError):
         return RowResult(error=str(reply))
     usage = reply.usage
@@ -374,8 +376,8 @@ class _RowsBar:
         self.tokens += result.input_tokens + result.output_tokens
         self._send(False)
 
-    def close(self, stopped: bool) -> None:
-        self._send(not stopped)
+    def close(self) -> None:
+        self._send(True)  # the bar's last event, whether every row was sent or the run was stopped
 
     def _send(self, done: bool) -> None:
         if self._progress is not None and self.total:

@@ -51,8 +51,9 @@ def read_table(data: Any, name: str = "DATA") -> Table:
     elif isinstance(data, (list, tuple)):
         table = _list_table(data)
     else:
+        what = f"the class {data.__name__}" if isinstance(data, type) else f"a {type(data).__name__}"
         raise InvalidInputError(
-            f"{name} is a {type(data).__name__}, not a table: pass a pandas or polars DataFrame, a Series or a list."
+            f"{name} is {what}, not a table: pass a pandas or polars DataFrame, a Series or a list."
         )
     if not table.rows:
         raise InvalidInputError(f"{name} is empty: there are no rows to send.")

@@ -87,10 +87,6 @@ class RecordingServer:
         """When set, makes each POST's reply from its body (replies that depend on the request, in any order)."""
         self.models = models
         self.disconnected = threading.Event()
-        self.in_flight = 0
-        self.max_in_flight = 0
-        """The most POSTs the server was answering at once."""
-        self._count_lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -136,17 +132,10 @@ class RecordingServer:
                 raw = self.rfile.read(length)
                 body = json.loads(raw) if raw else None
                 self._record(body)
-                with server._count_lock:
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    if server.respond is not None:
-                        self._send(server.respond(body))
-                    else:
-                        self._send(server.replies.popleft() if server.replies else server.default)
-                finally:
-                    with server._count_lock:
-                        server.in_flight -= 1
+                if server.respond is not None:
+                    self._send(server.respond(body))
+                else:
+                    self._send(server.replies.popleft() if server.replies else server.default)
 
             def _send(self, reply: Reply) -> None:
                 if reply.events is not None:
