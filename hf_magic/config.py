@@ -40,6 +40,12 @@ def env_token() -> str | None:
     return os.environ.get("HUGGINGFACEHUB_API_TOKEN") or os.environ.get("HF_TOKEN") or None
 
 
+def engine_python() -> str | None:
+    """The Python that runs engines hf_magic starts (vLLM, llama.cpp): ``HF_MAGIC_ENGINE_PYTHON``; ``None`` means the
+    kernel's own. vLLM pins its own torch, so it usually lives in a venv of its own."""
+    return os.environ.get("HF_MAGIC_ENGINE_PYTHON") or None
+
+
 def progress_disabled() -> bool:
     """Honour huggingface_hub's switch for progress bars."""
     return _truthy(os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"))

@@ -45,6 +45,10 @@ class EndpointError(HfMagicError):
     """A remote endpoint failed: unreachable, refused the token, no such model, overloaded..."""
 
 
+class EngineError(HfMagicError):
+    """A serving engine hf_magic starts (vLLM, llama.cpp) is missing, failed to start, or stopped."""
+
+
 class StreamInterruptedError(EndpointError):
     """A stream ended mid-reply; ``partial_text`` holds what had arrived."""
 

@@ -14,6 +14,7 @@ pytest_plugins: list[str] = [
     "tests.support.serve",
     "tests.support.http_recorder",
     "tests.support.jupyterlab",
+    "tests.support.vllm",
 ]
 
 
