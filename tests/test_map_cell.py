@@ -139,9 +139,9 @@ def test_interrupting_a_map_keeps_the_finished_rows_and_running_it_again_sends_t
         interrupted = {"sent": False}
 
         def interrupt_once_two_rows_are_done(message: dict[str, Any]) -> None:
-            # The rows bar is an ipywidgets Label: "2/12 rows · ..." arrives as a comm update.
+            # The rows bar's label is an ipywidgets Label: "2/12 · 0.5 rows/s · ..." arrives as a comm update.
             label = str(((message["content"].get("data") or {}).get("state") or {}).get("value", ""))
-            done = re.match(r"(\d+)/12 rows", label)
+            done = re.match(r"(\d+)/12 · ", label)
             if done and int(done.group(1)) >= 2 and not interrupted["sent"]:
                 interrupted["sent"] = True
                 manager.interrupt_kernel()

@@ -126,7 +126,7 @@ def test_the_rows_bar_says_rows_rate_eta_and_tokens():
     bar = state.update(ProgressEvent("generate", "Rows", 3, 12, "rows", bar_id=-2, tokens=1234))
     bar.started -= 3.0  # three seconds in
     text = bar.text()
-    assert text.startswith("3/12 rows · 1.00 rows/s · ETA 0:09") and text.endswith("1,234 tokens")
+    assert text.startswith("3/12 · 1.00 rows/s · ETA 0:09") and text.endswith("1,234 tokens")
 
 
 # ------------------------------------------------------------------ against a real HTTP server

@@ -47,7 +47,7 @@ class _Bar:
             return amount
         elapsed = time.perf_counter() - self.started
         rate = self.current / elapsed if elapsed > 0 and self.current else None
-        parts = [f"{amount} {self.unit}"]
+        parts = [amount]  # the bar's label names what is counted ("Rows")
         if rate:
             parts.append(f"{rate:.2f} {self.unit}/s")
             if self.total and not self.done:
