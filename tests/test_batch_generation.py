@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from hf_magic import ChatHuggingFace, HuggingFacePipeline
 from hf_magic.backend import ChatDelta, ChatRequest, GenerationParams
 from hf_magic.errors import ContextWindowError, HfMagicError
-from hf_magic.local.batch_generation import BatchGenerator, BatchReply
+from hf_magic.local.batch_generation import BatchGenerator, BatchReply, batches
 from hf_magic.local.pipeline import LoadedModel
 from hf_magic.structured_output import json_schema_format
 from tests.support.tiny_models import tiny_causal_lm
@@ -67,6 +67,12 @@ def largest_gap_to_the_top(llm: HuggingFacePipeline, request: ChatRequest, token
         logits = llm.model(torch.tensor([prompt + token_ids])).logits[0, len(prompt) - 1 : -1].float()
     chosen = logits.gather(1, torch.tensor(token_ids)[:, None])[:, 0]
     return float((logits.max(dim=1).values - chosen).max())
+
+
+def test_batches_group_prompts_of_similar_length_within_rows_and_tokens():
+    lengths = [50, 10, 400, 12, 3000, 11, 60]
+    assert batches(lengths, batch_size=3, token_budget=1000) == [[1, 5, 3], [0, 6], [2], [4]]
+    assert sorted(index for chunk in batches(lengths, 2) for index in chunk) == list(range(len(lengths)))
 
 
 def test_one_reply_per_request_and_each_row_its_own(tiny_llm):

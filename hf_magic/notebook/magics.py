@@ -211,7 +211,7 @@ class HfChatMagics(Magics):
         "--concurrency",
         default=None,
         metavar="N",
-        help="With --map: rows per batch on a local model, requests in flight to a server (defaults 16 and 8).",
+        help="With --map: rows per batch on a local model, requests in flight to a server (defaults 32 and 8).",
     )
     @argument("--fresh", action="store_true", help="With --map: send every row again instead of resuming.")
     @argument(

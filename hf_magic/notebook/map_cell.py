@@ -95,7 +95,7 @@ def map_rows(
         schema: a pydantic model: each reply is structured output (grammar-constrained locally) and each field a
             column.
         into: the reply's column (default ``reply``); ignored with a schema.
-        concurrency: rows per batch on a local model, requests in flight against a server (defaults 16 and 8).
+        concurrency: rows per batch on a local model, requests in flight against a server (defaults 32 and 8).
         system_prompt: sent before each row (default: the session's).
         resume: take rows already answered (same model, template, settings and values) from earlier runs.
         progress: draw a progress bar (True), none (False), or send ``ProgressEvent``s to this callback.
