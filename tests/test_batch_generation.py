@@ -86,12 +86,14 @@ def test_one_reply_per_request_and_each_row_its_own(tiny_llm):
         assert reply.usage.input_tokens == alone.usage.input_tokens  # the same prompt; padding is not counted
 
 
+@pytest.mark.exactness  # scripts/test.sh runs these again under other CPUs' kernels
 def test_each_batched_token_is_the_rows_top_token_up_to_rounding(tiny_llm):
     requests = requests_for(ROWS)
     for index, reply in batch_of(tiny_llm, requests, batch_size=3).items():
         assert reply.token_ids and largest_gap_to_the_top(tiny_llm, requests[index], reply.token_ids) <= 1e-4
 
 
+@pytest.mark.exactness  # scripts/test.sh runs these again under other CPUs' kernels
 def test_the_same_batch_twice_gives_the_same_replies(tiny_llm):
     requests = requests_for(ROWS)
     first = {index: reply.token_ids for index, reply in batch_of(tiny_llm, requests, batch_size=2).items()}
@@ -159,6 +161,7 @@ def test_chat_model_batch_deltas_takes_the_settings_of_invoke(tiny_llm):
 
 # ------------------------------------------------------------------------------ the real model
 @pytest.mark.integration
+@pytest.mark.exactness
 def test_batched_rows_of_the_default_model_are_their_own_replies(default_llm):
     rows = ["great product, works well", "broke after a day", "it is fine", "terrible support", "I love it"]
     requests = [
@@ -169,7 +172,7 @@ def test_batched_rows_of_the_default_model_are_their_own_replies(default_llm):
         for row in rows
     ]
     # fp32 (this CPU) rounds finely; bf16 (CPUs with native bf16) coarsely: a near tie may go either way by that much.
-    tol = 1e-3 if str(default_llm.model.dtype) == "torch.float32" else 0.5
+    tol = 1e-3 if str(default_llm.model.dtype) == "torch.float32" else 1.0
     for index, reply in batch_of(default_llm, requests, batch_size=len(rows)).items():
         assert reply.delta.text.strip()
         assert largest_gap_to_the_top(default_llm, requests[index], reply.token_ids) <= tol
