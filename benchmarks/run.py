@@ -32,10 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.support.serve, and hf_magic when not installed
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import row_map  # noqa: E402  (beside this script: the --map sections)
 from log_write import section_log  # noqa: E402  (benchmarks/, beside this script)
 
 RESULTS = ROOT / "benchmarks" / "results"
 SECTIONS = ("load", "tokens", "ttft", "turns", "prefill", "switch", "magic", "endpoint", "memory", "invariance", "log")
+SECTIONS += tuple(row_map.SECTIONS)  # map, map_vllm
 SYSTEM = "You're a helpful assistant"
 STORY = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 TOPICS = [
@@ -725,6 +727,7 @@ SECTION_FUNCTIONS: dict[str, Callable[[Models, Report], None]] = {
     "memory": section_memory,
     "invariance": section_invariance,
     "log": section_log,  # benchmarks/log_write.py: what the turn log costs a reply
+    **row_map.SECTIONS,  # --map: benchmarks/row_map.py
 }
 
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .images import image_block
     from .local.loading import ensure_default_model as default_model_path
     from .local.pipeline import HuggingFacePipeline
+    from .notebook.map_cell import map_rows
     from .notebook.panel import ChatPanel
     from .progress import ProgressEvent
     from .remote.endpoint import HuggingFaceEndpoint
@@ -58,6 +59,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "default_model_path": ("local.loading", "ensure_default_model"),
     "image_block": ("images", "image_block"),
     "ChatPanel": ("notebook.panel", "ChatPanel"),
+    "map_rows": ("notebook.map_cell", "map_rows"),
     "HuggingFacePipeline": ("local.pipeline", "HuggingFacePipeline"),
     "ProgressEvent": ("progress", "ProgressEvent"),
 }
@@ -115,4 +117,5 @@ __all__ = [
     "Usage",
     "default_model_path",
     "image_block",
+    "map_rows",
 ]

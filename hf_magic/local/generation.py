@@ -66,6 +66,11 @@ class LocalGenerator:
         self._lock = threading.Lock()
         self._lock_owner: int | None = None
 
+    @property
+    def model_lock(self) -> threading.Lock:
+        """Held while this model generates; batch_generation.py takes it too, so a batch and a reply never overlap."""
+        return self._lock
+
     def stream(
         self,
         input_ids: list[int],

@@ -58,6 +58,12 @@ def interpolate(
     return _FIELD.sub(substitute, text)
 
 
+def field_names(text: str) -> list[str]:
+    """The ``{name}`` fields ``interpolate`` would replace in ``text``, as written (``name``, ``name.attr``,
+    ``name[key]``), in order; dict literals, JSON and ``{{escaped}}`` braces are not fields."""
+    return [match.group(1) for match in _FIELD.finditer(text)]
+
+
 def cell_key(cell: str, cell_id: str | None) -> str:
     """What identifies "this cell" for re-run replacement: the notebook's cell id, else the cell's text."""
     if cell_id:

@@ -31,6 +31,7 @@ from .cell_options import (
 from .code_blocks import code_cell_text
 from .kernel_log import kernel_log, watch_kernel_sessions
 from .line_commands import registered
+from .map_cell import check_map_options, run_map_cell
 from .model_spec import ModelSpec
 from .progress_views import ProgressView, make_progress_view
 from .render import (
@@ -191,7 +192,7 @@ class HfChatMagics(Magics):
     )
     @argument("--no-think", dest="think", action="store_const", const=False, help="Ask it to answer directly.")
     @argument("--no-stream", action="store_true", help="Show the reply only when it is complete.")
-    @argument("-o", "--output", default=None, metavar="VAR", help="Store the reply (an AIMessage) in VAR.")
+    @argument("-o", "--output", default=None, metavar="VAR", help="Store the reply (an AIMessage; --map: the table).")
     @argument(
         "-f",
         "--format",
@@ -221,6 +222,25 @@ class HfChatMagics(Magics):
         help="Whether the first step must call a tool (required) or that one (NAME); later steps may answer.",
     )
     @argument("--max-steps", type=int, default=None, metavar="N", help="Most rounds of tool calls (default 8).")
+    @argument(
+        "--map",
+        default=None,
+        metavar="DATA",
+        help="Send the cell once per row of DATA (a DataFrame, Series or list): {column} takes each row's value; "
+        "the replies come back as a new column of a copy, stored with -o VAR. Rows are batched on a local model, "
+        "sent concurrently to a server; a run again resumes (only missing or failed rows are sent).",
+    )
+    @argument("--into", default=None, metavar="COLUMN", help="With --map: the replies' column (default: reply).")
+    @argument(
+        "--schema", default=None, metavar="NAME", help="With --map: a pydantic model; each of its fields is a column."
+    )
+    @argument(
+        "--concurrency",
+        default=None,
+        metavar="N",
+        help="With --map: rows per batch on a local model, requests in flight to a server (defaults 32 and 8).",
+    )
+    @argument("--fresh", action="store_true", help="With --map: send every row again instead of resuming.")
     @argument(
         "--image",
         action="append",
@@ -255,7 +275,11 @@ class HfChatMagics(Magics):
         session = self._session(options.session)
         # Every option is checked before anything changes (reset, system prompt, load): a typo costs nothing.
         check_options(options)
+        check_map_options(options)
         spec_from_options(session.spec, options)  # a bad --dtype, --backend... (ModelSpec checks itself)
+        if options.map is not None:
+            run_map_cell(self, session, options, cell)
+            return
         # The cell's trailing newline is not part of the message (small models answer it differently).
         text = cell.strip()
         used: dict[str, str] = {}

@@ -195,7 +195,8 @@ class ChatSession:
         return messages
 
     def stop(self) -> None:
-        """Ask the reply being generated to stop; its partial text is kept, marked interrupted."""
+        """Ask the reply being generated to stop; its partial text is kept, marked interrupted. Capabilities that
+        generate for the session (a prompt over a table) hear it as a "stop_requested" event."""
         self._cancel.set()
         self.emit(SessionEvent("stop_requested"))
 
