@@ -22,7 +22,7 @@ from ..chat_models import ChatHuggingFace
 from ..errors import HfMagicError, InvalidInputError
 from ..progress import ProgressCallback, ProgressEvent
 from . import transcript
-from .model_spec import ModelSpec, load_chat_model
+from .model_spec import ModelSpec, load_chat_model, release_chat_model
 from .turns import SessionEvent, SessionListener, Settings, Turn
 
 
@@ -117,8 +117,10 @@ class ChatSession:
         previous_model, previous_spec = self._fallback or (None, None)
         if previous_model is not None and previous_spec == spec:
             # Back to the model an untried endpoint replaced: it is still in memory.
+            untried = self.chat_model
             self.chat_model, self.spec = previous_model, spec
             self._loaded_spec, self._fallback = spec, None
+            self._let_go(untried)
             self._emit(SessionEvent("model_loaded"))
             return previous_model
 
@@ -137,13 +139,22 @@ class ChatSession:
             raise HfMagicError(message) from exc
         if spec.backend == "endpoint":
             # Unproven until it answers: keep what to go back to (the first model an untried chain replaced).
+            replaced = self.chat_model
             self._fallback = self._fallback or (self.chat_model, current)
             self.chat_model, self._loaded_spec, self.spec = chat_model, spec, spec
+            self._let_go(replaced)
         else:
             self._unload_locked(notify=False)
             self.chat_model, self._loaded_spec, self.spec = chat_model, spec, spec
         self._emit(SessionEvent("model_loaded"))
         return chat_model
+
+    def _let_go(self, *models: ChatHuggingFace | None) -> None:
+        """Models the session no longer holds give back what they hold outside this process (a started engine)."""
+        kept = (self.chat_model, self._fallback[0] if self._fallback else None)
+        for model in models:
+            if model is not None and not any(model is held for held in kept):
+                release_chat_model(model)
 
     def _current_spec(self) -> ModelSpec:
         return self._loaded_spec if self.chat_model is not None and self._loaded_spec is not None else self.spec
@@ -158,7 +169,8 @@ class ChatSession:
             return None
         previous_model, previous_spec = self._fallback
         self._fallback = None
-        self.chat_model, self.spec = previous_model, previous_spec
+        failed, self.chat_model, self.spec = self.chat_model, previous_model, previous_spec
+        self._let_go(failed)
         self._loaded_spec = previous_spec if previous_model is not None else None
         self._emit(SessionEvent("model_loaded" if previous_model is not None else "model_unloaded"))
         return previous_spec
@@ -175,7 +187,9 @@ class ChatSession:
     def _unload_locked(self, notify: bool) -> None:
         if self.chat_model is None and self._fallback is None:
             return
+        held = (self.chat_model, self._fallback[0] if self._fallback else None)
         self.chat_model, self._loaded_spec, self._fallback = None, None, None
+        self._let_go(*held)
         _free_memory()
         if notify:
             self._emit(SessionEvent("model_unloaded"))
@@ -294,7 +308,9 @@ class ChatSession:
             for delta in self._stream(chat_model, messages, kwargs):
                 if not answered:
                     answered = True
-                    self._fallback = None  # the new model answered: the one it replaced can go
+                    # The new model answered: the one it replaced can go.
+                    replaced, self._fallback = self._fallback, None
+                    self._let_go(replaced[0] if replaced else None)
                 if delta.reasoning:
                     if turn.time_to_first_token is None:
                         turn.time_to_first_token = time.perf_counter() - start
