@@ -67,6 +67,8 @@ def test_config_sets_the_engine_python_and_arguments(ip: InteractiveShell, magic
     ip.run_line_magic("config", "HfChatMagics.engine_python = '/opt/vllm/bin/python'")
     ip.run_line_magic("config", "HfChatMagics.engine_args = {'vllm': '--max-model-len 2048'}")
     assert DEFAULTS.python == "/opt/vllm/bin/python" and DEFAULTS.arguments == {"vllm": "--max-model-len 2048"}
+    ip.run_line_magic("config", "HfChatMagics.engine_python = {'vllm': '/opt/vllm/bin/python'}")
+    assert DEFAULTS.python == {"vllm": "/opt/vllm/bin/python"}
 
 
 @pytest.mark.parametrize(
