@@ -32,11 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.support.serve, and hf_magic when not installed
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from benchmarks.engines import SECTIONS as ENGINE_SECTIONS  # noqa: E402 - needs ROOT on sys.path
+from engine_speed import SECTIONS as ENGINE_SECTIONS  # noqa: E402  (benchmarks/, beside this script)
+from log_write import section_log  # noqa: E402  (benchmarks/, beside this script)
 
 RESULTS = ROOT / "benchmarks" / "results"
-SECTIONS = ("load", "tokens", "ttft", "turns", "prefill", "magic", "endpoint", "memory", "invariance")
-SECTIONS += tuple(ENGINE_SECTIONS)  # benchmarks/engines.py: llama.cpp and vLLM engines
+SECTIONS = ("load", "tokens", "ttft", "turns", "prefill", "magic", "endpoint", "memory", "invariance", "log")
+SECTIONS += tuple(ENGINE_SECTIONS)  # benchmarks/engine_speed.py: llama.cpp and vLLM engines
 SYSTEM = "You're a helpful assistant"
 STORY = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 TOPICS = [
@@ -628,6 +629,7 @@ SECTION_FUNCTIONS: dict[str, Callable[[Models, Report], None]] = {
     "endpoint": section_endpoint,
     "memory": section_memory,
     "invariance": section_invariance,
+    "log": section_log,  # benchmarks/log_write.py: what the turn log costs a reply
     **ENGINE_SECTIONS,
 }
 

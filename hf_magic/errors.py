@@ -133,6 +133,11 @@ class ImageError(InvalidInputError):
     """An image that cannot be sent: unreadable, unreachable, not an image, or to a model that reads text only."""
 
 
+class TurnLogError(HfMagicError):
+    """The turn log (``logs.db``) cannot be read or written: locked, read-only, corrupt, full, or from a newer
+    hf_magic. Chat goes on without it; the message says what to do."""
+
+
 def input_error(exc: ValidationError, owner: str) -> InvalidInputError:
     """A pydantic ``ValidationError`` from building ``owner`` as one line: our own validators' errors as they were
     raised, pydantic's naming the argument (pydantic's own message spans several lines)."""

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from langchain_core.language_models import LanguageModelInput
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import BaseMessage
 from langchain_core.output_parsers import JsonOutputKeyToolsParser, JsonOutputParser, PydanticToolsParser
 from langchain_core.output_parsers.pydantic import PydanticOutputParser
@@ -20,14 +20,11 @@ from pydantic import BaseModel
 
 from .errors import InvalidInputError, StructuredOutputCutError
 
-if TYPE_CHECKING:
-    from .chat_models import ChatHuggingFace
-
 StructuredMethod = Literal["function_calling", "json_schema", "json_mode"]
 
 
 def structured_output(
-    model: ChatHuggingFace, schema: dict[str, Any] | type, method: StructuredMethod, include_raw: bool
+    model: BaseChatModel, schema: dict[str, Any] | type, method: StructuredMethod, include_raw: bool
 ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
     """``model.with_structured_output(schema, method=..., include_raw=...)``: see that method."""
     is_pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
@@ -50,7 +47,11 @@ def structured_output(
                 "json_schema": {"name": json_schema.get("title", "output"), "schema": json_schema, "strict": True},
             }
         else:
+            # A JSON object; the schema rides along so the local grammar can hold the reply to it (endpoints send
+            # OpenAI's plain json_object, and the prompt must ask for the fields, as with any json_mode).
             response_format = {"type": "json_object"}
+            if schema is not None:
+                response_format["schema"] = convert_to_json_schema(schema)
         llm = model.bind(
             response_format=response_format,
             ls_structured_output_format={

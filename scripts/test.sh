@@ -16,11 +16,12 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
 pytest=(.venv/bin/python -m pytest -p no:cacheprovider)
+# The 15 slowest tests close the main run, so a slower suite shows where the time went.
 if [ $# -eq 0 ]; then
     echo "== mypy (configured in pyproject.toml)"
     .venv/bin/python -m mypy
 fi
-"${pytest[@]}" "$@"
+"${pytest[@]}" --durations=15 "$@"
 if [ $# -eq 0 ]; then
     # The whole suite also proves exact KV-cache reuse under other CPUs' kernels: oneDNN capped below AMX (no
     # AMX), and at AVX2 (a laptop: bf16 emulated, so the default model loads in float32). A cap above what

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The turn log of every session and kernel the tests start goes to a folder of this test run, never the user's.
+os.environ["HF_MAGIC_HOME"] = tempfile.mkdtemp(prefix="hf_magic_home_")
+atexit.register(shutil.rmtree, os.environ["HF_MAGIC_HOME"], ignore_errors=True)
 
 pytest_plugins: list[str] = [
     "tests.support.olah",
@@ -15,6 +21,7 @@ pytest_plugins: list[str] = [
     "tests.support.http_recorder",
     "tests.support.jupyterlab",
     "tests.support.vllm",
+    "tests.support.log_files",
 ]
 
 

@@ -15,8 +15,9 @@ from IPython.utils.capture import capture_output
 from hf_magic.images import load_image
 from hf_magic.notebook.cell_images import ImageFields
 from hf_magic.notebook.cell_options import interpolate
-from hf_magic.notebook.render import SentImages, Transcript, turn_markdown, turn_text
+from hf_magic.notebook.render import SentImages, Transcript
 from hf_magic.notebook.session import ChatSession, get_session
+from hf_magic.notebook.turn_drawing import turn_markdown, turn_text
 from hf_magic.notebook.turns import Turn
 from tests import test_magics
 from tests.support.tiny_vlms import build_tiny_vlm

@@ -21,12 +21,12 @@ REPLAYED = "Here you go:\n\n```python\ndef square(x):\n    return x * x\n```\n\n
 SETUP_CELL = f"""\
 import sys
 sys.path.insert(0, {str(REPO)!r})
-import hf_magic.notebook.session as session_module
+import hf_magic.notebook.model_slot as model_slot
 from hf_magic.chat_models import ChatHuggingFace
 from tests.support.replay_backend import ReplayBackend
 
-real_load = session_module.load_chat_model
-session_module.load_chat_model = lambda spec, progress=None: (
+real_load = model_slot.load_chat_model
+model_slot.load_chat_model = lambda spec, progress=None: (
     ChatHuggingFace(llm=ReplayBackend([{REPLAYED!r}])) if spec.model == "replay" else real_load(spec, progress)
 )
 %load_ext hf_magic"""

@@ -20,8 +20,9 @@ from hf_magic import (
     StreamInterruptedError,
 )
 from hf_magic.backend import ChatRequest
+from hf_magic.errors import InvalidInputError
 from hf_magic.remote.clients import chat_payload, parse_stream_line
-from hf_magic.remote.request_args import chat_completions_url, completion_args, models_url
+from hf_magic.remote.request_args import chat_completions_url, completion_args, known_providers, models_url
 from hf_magic.remote.responses import parse_output_tool_calls
 from tests.support.http_recorder import Reply, chunk, completion
 
@@ -121,6 +122,18 @@ def test_construction_needs_a_target_and_a_valid_url():
         HuggingFaceEndpoint(endpoint_url="http://x", max_new_tokens="many")
 
 
+def test_an_unknown_provider_is_one_line_that_lists_the_valid_ones():
+    providers = known_providers()
+    assert "together" in providers and "hf-inference" in providers  # huggingface_hub still lists its providers
+    with pytest.raises(InvalidInputError) as caught:
+        HuggingFaceEndpoint(repo_id="org/model", provider="no-such-provider")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("Unknown provider 'no-such-provider'")
+    assert all(name in message for name in providers) and "endpoint_url" in message
+    for name in ("auto", providers[0]):  # the valid names pass
+        HuggingFaceEndpoint(repo_id="org/model", provider=name)
+
+
 def test_unknown_arguments_become_model_kwargs_and_are_sent(recorder):
     llm = HuggingFaceEndpoint(endpoint_url=recorder.url, typical_p=0.9)
     assert llm.model_kwargs == {"typical_p": 0.9}
@@ -183,6 +196,14 @@ def test_json_schema_response_format_is_sent_openai_shaped(recorder):
 def test_json_mode_response_format(recorder):
     recorder.default = Reply(body=completion('{"a": 1}'))
     assert chat(recorder.url).with_structured_output(None, method="json_mode").invoke("JSON please") == {"a": 1}
+    assert recorder.posts()[0].body["response_format"] == {"type": "json_object"}
+
+
+def test_json_mode_with_a_schema_sends_openais_plain_json_object(recorder):
+    # The schema is the local grammar's hint; a server gets OpenAI's json_object, and the parser validates.
+    recorder.default = Reply(body=completion('{"name": "Ann", "age": 31}'))
+    person = chat(recorder.url).with_structured_output(Person, method="json_mode").invoke("Ann is 31, as JSON.")
+    assert person == Person(name="Ann", age=31)
     assert recorder.posts()[0].body["response_format"] == {"type": "json_object"}
 
 

@@ -15,7 +15,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-import hf_magic.notebook.session as session_module
+import hf_magic.notebook.model_slot as model_slot
 from hf_magic.backend import ChatRequest
 from hf_magic.chat_models import ChatHuggingFace
 from hf_magic.errors import ContextWindowError
@@ -64,7 +64,7 @@ def replies(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     def load(spec: Any, progress: Any = None) -> ChatHuggingFace:
         return ChatHuggingFace(llm=GuardedReplay([queue.pop(0) if queue else CODE_REPLY]))
 
-    monkeypatch.setattr(session_module, "load_chat_model", load)
+    monkeypatch.setattr(model_slot, "load_chat_model", load)
     return queue
 
 

@@ -8,10 +8,9 @@ from hf_magic.notebook.render import (
     Reply,
     Transcript,
     UsageReport,
-    markdown_to_html,
-    transcript_markdown,
     usage_line,
 )
+from hf_magic.notebook.turn_drawing import markdown_to_html, transcript_markdown
 from hf_magic.notebook.turns import Turn
 
 
@@ -98,7 +97,7 @@ def test_error_line_is_one_red_line():
 
 
 def test_turn_html_draws_a_finished_turn_as_chat_bubbles_with_its_facts():
-    from hf_magic.notebook.render import turn_html
+    from hf_magic.notebook.turn_drawing import turn_html
 
     drawn = turn_html(make_turn(user="<b>hi</b>", model="default"))
     assert drawn.startswith('<div class="hfm-turn hfm-done">')
@@ -109,7 +108,7 @@ def test_turn_html_draws_a_finished_turn_as_chat_bubbles_with_its_facts():
 
 
 def test_turn_html_while_streaming_and_once_stopped():
-    from hf_magic.notebook.render import turn_html
+    from hf_magic.notebook.turn_drawing import turn_html
 
     streaming = turn_html(make_turn(reply="Once", usage=None), streaming=True)
     assert "hfm-streaming" in streaming and "hfm-cursor" in streaming and "hfm-meta" not in streaming

@@ -208,7 +208,7 @@ def test_a_prompt_over_the_context_window_is_refused_before_any_prefill(
 def test_a_turn_records_usage_finish_reason_and_model_from_the_backends_typed_deltas(monkeypatch) -> None:
     from hf_magic.backend import Usage
     from hf_magic.chat_models import ChatHuggingFace
-    from hf_magic.notebook import session as session_module
+    from hf_magic.notebook import model_slot as session_module
     from tests.support.replay_backend import ReplayBackend
 
     backend = ReplayBackend(["Bon", "jour"], finish_reason="stop", output_tokens=2, model_name="replayed-model")

@@ -65,14 +65,6 @@ class TestPipelineChatModelIntegration(_OnDefaultModel, ChatModelIntegrationTest
         return {"llm": self.llm, "max_tokens": 48}
 
     @pytest.mark.xfail(
-        reason="json_mode guarantees a JSON object, not its keys, and SmolLM2-135M (the model's ability) leaves out "
-        "'punchline'; test_constraints.py::test_json_mode_reply_is_a_json_object proves the path on the real model",
-        strict=False,
-    )
-    def test_json_mode(self, model: BaseChatModel) -> None:
-        super().test_json_mode(model)
-
-    @pytest.mark.xfail(
         reason="with tool_choice left to the model, SmolLM2-135M (the model's ability) answers in prose instead of "
         "calling get_weather; forced calls and tool-result histories are proven in test_tool_calls.py",
         strict=False,

@@ -15,8 +15,9 @@ from IPython.core.interactiveshell import InteractiveShell
 from hf_magic import ChatHuggingFace, ChatPanel
 from hf_magic.backend import ChatRequest
 from hf_magic.notebook.magics import HfChatMagics
-from hf_magic.notebook.render import STILL_THINKING, Reply, Streaming, Transcript, transcript_markdown
+from hf_magic.notebook.render import Reply, Streaming, Transcript
 from hf_magic.notebook.session import ChatSession, get_session
+from hf_magic.notebook.turn_drawing import STILL_THINKING, transcript_markdown
 from hf_magic.notebook.turns import Turn
 from tests.support.replay_backend import ReplayBackend
 
@@ -37,8 +38,7 @@ class RecordingReplay(ReplayBackend):
 
 def replay_session(pieces: list[str], finish_reason: str = "stop", name: str | None = None) -> ChatSession:
     session = get_session(name) if name else ChatSession(f"think-{uuid.uuid4().hex[:6]}")
-    session.chat_model = ChatHuggingFace(llm=RecordingReplay(pieces, finish_reason))
-    session._loaded_spec = session.spec  # the replay stands in for the session's model: nothing to load
+    session.use_model(ChatHuggingFace(llm=RecordingReplay(pieces, finish_reason)))  # stands in: nothing to load
     return session
 
 

@@ -23,8 +23,7 @@ from hf_magic.notebook.session import get_session
 from tests.support.replay_backend import ReplayBackend
 session = get_session("thinking")
 pieces = ["<think>Two plus two", " is four.</think>\\n\\n", "The answer is **4**."]
-session.chat_model = ChatHuggingFace(llm=ReplayBackend(pieces, "stop"))
-session._loaded_spec = session.spec  # the replay stands in for the session's model"""
+session.use_model(ChatHuggingFace(llm=ReplayBackend(pieces, "stop")))  # the replay stands in for the model"""
 MAGIC_CELL = "%%hfchat --session thinking\nWhat is 2+2?"
 PANEL_CELL = "%hfchat panel --session thinking"
 

@@ -102,6 +102,10 @@ def response_format_schema(response_format: dict[str, Any] | None) -> GrammarSpe
         return None
     kind = response_format["type"]
     if kind == "json_object":
+        # with_structured_output(schema, method="json_mode") adds the schema: held to it, not to any object.
+        schema = response_format.get("schema")
+        if isinstance(schema, dict):
+            return GrammarSpec("json", schema, f"a JSON object of schema {schema.get('title') or 'output'!r}")
         return GrammarSpec("json", {"type": "object"}, "a JSON object")
     if kind == "json_schema":
         spec = response_format.get("json_schema") or {}

@@ -1,13 +1,13 @@
 """HuggingFacePipeline: a local transformers model as a langchain LLM and as a chat backend.
 
-It turns requests into prompt token ids (chat template, tools, context-window check) and logits processors
-(grammar constraints, logprobs); ``generation.LocalGenerator`` generates and streams the reply. It runs past 400
-lines because it carries both interfaces (langchain's LLM, sync and async, and the backend contract) for one model.
+It carries both interfaces (langchain's LLM, sync and async, and the backend contract) for one model. A request
+becomes prompt ids in prompt.py (chat template, tools, context-window check) and logits processors here (grammar
+constraints); ``generation.LocalGenerator`` generates and streams the reply, which reasoning.py and tool_calls.py read.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,36 +18,24 @@ from pydantic import ConfigDict, PrivateAttr, ValidationError, model_validator
 
 from .. import config
 from ..backend import ChatDelta, ChatRequest, GenerationParams, join_deltas
-from ..errors import ContextWindowError, ImageError, InvalidInputError, input_error
-from ..images import messages_have_images
+from ..errors import InvalidInputError, input_error
 from ..progress import ProgressCallback
 from ..reasoning import ReplyParser, ReplySplitter, ThinkTagParser, asplit_stream, split_stream
 from ..text_completion import astream_chunks, stream_chunks
-from .chat_template import render_prompt, to_template_messages
 from .constraints import constrainer_for, grammar_spec
 from .generation import LocalGenerator, eos_token_ids
+from .generation_params import params_from_kwargs, supported
 from .kv_cache import ConversationCache
 from .loading import default_device, is_default_model, load_model_and_tokenizer, resolve_model_path, torch_device
-from .reply_format import reply_parser_for, thinking_template_kwargs
-from .tool_calls import aattach_tool_calls, attach_tool_calls, prompt_messages
+from .prompt import PromptRenderer
+from .reply_format import reply_parser_for
+from .tool_calls import aattach_tool_calls, attach_tool_calls
 from .vision import TASK as VISION_TASK
-from .vision import VisionPrompt, is_vision_language, render_vision_prompt
+from .vision import VisionPrompt, is_vision_language
 
 SUPPORTED_TASKS = ("text-generation", VISION_TASK)
 
 _END = object()
-_GENERATION_KEYS = (
-    "max_new_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "repetition_penalty",
-    "do_sample",
-    "seed",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-)
 
 
 @dataclass(frozen=True)
@@ -147,7 +135,7 @@ class HuggingFacePipeline(BaseLLM):
             raise InvalidInputError(f"Backend {backend!r} is not supported: use the default transformers backend.")
         if device is not None and device_map is not None:
             raise InvalidInputError("Pass either device or device_map, not both.")
-        _supported(_params_from_kwargs(pipeline_kwargs or {}))  # validate before the (slow) load
+        supported(params_from_kwargs(pipeline_kwargs or {}))  # validate before the (slow) load
         if device is not None:
             device = torch_device(device)  # a device that is not here fails now, before a download or a load
         elif device_map is None:
@@ -222,7 +210,7 @@ class HuggingFacePipeline(BaseLLM):
 
     def default_params(self) -> GenerationParams:
         """Generation settings given at construction (``pipeline_kwargs``)."""
-        return _params_from_kwargs(self.pipeline_kwargs or {})
+        return params_from_kwargs(self.pipeline_kwargs or {})
 
     def reset_cache(self) -> None:
         """Forget the conversation's KV cache (new chat, model swapped): the next call prefills in full."""
@@ -254,7 +242,7 @@ class HuggingFacePipeline(BaseLLM):
 
     def _prepare(self, request: ChatRequest) -> tuple[GenerationParams, VisionPrompt, list[Any], ReplySplitter]:
         """The generation settings, the prompt, the logits processors and what reads the reply."""
-        params = _supported(self.default_params().merged(request.params))
+        params = supported(self.default_params().merged(request.params))
         prompt = self._chat_prompt(request)
         return params, prompt, self._logits_processors(request, params), self._reply_splitter(request, prompt)
 
@@ -280,59 +268,14 @@ class HuggingFacePipeline(BaseLLM):
         return self._chat_prompt(request).input_ids
 
     def _chat_prompt(self, request: ChatRequest) -> VisionPrompt:
-        """The prompt's token ids and, for a VLM, its processed images.
+        """The prompt's token ids and, for a VLM, its processed images (see ``prompt.PromptRenderer``)."""
+        return self._prompts().chat_prompt(request)
 
-        Raises:
-            ContextWindowError: the prompt (images included, as the processor resized them) leaves no room for a
-                reply token in the model's context window.
-            ImageError: an image for a model that reads text only, or one that cannot be read.
-        """
-        if self.reads_images:
-            tools = request.tools if request.tool_choice != "none" else None
-            prompt = render_vision_prompt(self.processor, self.model, request.messages, tools)
-            self._check_fits(prompt.input_ids, lambda: self._history_tokens(request), prompt.image_tokens)
-            return prompt
-        if messages_have_images(request.messages):
-            raise ImageError(
-                f"{self.model_name} reads text only and cannot see images: load a vision-language model "
-                "(e.g. HuggingFaceTB/SmolVLM-256M-Instruct), or send text only."
-            )
-        ids = self._render_ids(request.messages, request)
-        self._check_fits(ids, lambda: self._history_tokens(request))
-        return VisionPrompt(input_ids=ids)
+    def _check_fits(self, input_ids: list[int]) -> None:
+        self._prompts().check_fits(input_ids)
 
-    def _render_ids(self, chat_messages: list[dict[str, Any]], request: ChatRequest) -> list[int]:
-        tools = request.tools if request.tool_choice != "none" else None
-        if self.reads_images:
-            return render_vision_prompt(self.processor, self.model, chat_messages, tools).input_ids
-        messages, tools = prompt_messages(self.tokenizer, to_template_messages(chat_messages), tools)
-        prompt = render_prompt(self.tokenizer, messages, tools, thinking_template_kwargs(self.tokenizer, request))
-        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-
-    def _history_tokens(self, request: ChatRequest) -> int | None:
-        """Tokens of the conversation before the new message (what the refusal tells apart from the message)."""
-        earlier = list(request.messages)
-        while earlier and earlier[-1].get("role") not in ("assistant", "system"):
-            earlier.pop()  # the trailing user / tool messages are the new message
-        if not earlier or len(earlier) == len(request.messages):
-            return None
-        return len(self._render_ids(earlier, request))
-
-    def _check_fits(
-        self,
-        input_ids: list[int],
-        history_tokens: Callable[[], int | None] | None = None,
-        image_tokens: int | None = None,
-    ) -> None:
-        """Refuse a prompt that cannot fit, before any prefill: a prompt past the window would prefill for
-        minutes and then fail or answer garbage, and cutting it silently would answer a different question."""
-        window = self.context_length
-        if window is None or len(input_ids) + 1 <= window:
-            return
-        history = history_tokens() if history_tokens is not None else None
-        raise ContextWindowError(
-            len(input_ids), window, model=self.model_name, history_tokens=history, image_tokens=image_tokens
-        )
+    def _prompts(self) -> PromptRenderer:
+        return PromptRenderer(self.model, self.tokenizer, self.processor, self.model_name, self.context_length)
 
     def _logits_processors(self, request: ChatRequest, params: GenerationParams) -> list[Any]:
         """Grammar constraints for one generation (none unless asked for).
@@ -372,7 +315,7 @@ class HuggingFacePipeline(BaseLLM):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
-        params = _supported(self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop})))
+        params = supported(self.default_params().merged(params_from_kwargs({**kwargs, "stop": stop})))
         input_ids = self.tokenizer(prompt)["input_ids"]
         self._check_fits(input_ids)
         yield from stream_chunks(self._stream_ids(input_ids, params), run_manager)
@@ -384,7 +327,7 @@ class HuggingFacePipeline(BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
-        params = _supported(self.default_params().merged(_params_from_kwargs({**kwargs, "stop": stop})))
+        params = supported(self.default_params().merged(params_from_kwargs({**kwargs, "stop": stop})))
         input_ids = self.tokenizer(prompt)["input_ids"]
         self._check_fits(input_ids)
         async for chunk in astream_chunks(self._astream_ids(input_ids, params), run_manager):
@@ -428,27 +371,3 @@ def _parses_tool_calls(request: ChatRequest) -> bool:
 
 def _tool_names(request: ChatRequest) -> list[str]:
     return [tool["function"]["name"] for tool in request.tools or []]
-
-
-def _supported(params: GenerationParams) -> GenerationParams:
-    """``params``, after refusing what local generation cannot do (rather than ignoring it).
-
-    Raises:
-        InvalidInputError: ``presence_penalty`` or ``frequency_penalty`` (transformers has neither).
-    """
-    for name in ("presence_penalty", "frequency_penalty"):
-        if getattr(params, name) is not None:
-            raise InvalidInputError(
-                f"{name} is not supported by the local pipeline: use repetition_penalty (e.g. 1.1, transformers' "
-                "penalty on tokens already generated), or an endpoint, which sends it to the server."
-            )
-    return params
-
-
-def _params_from_kwargs(kwargs: dict[str, Any]) -> GenerationParams:
-    """GenerationParams from pipeline-style keyword arguments (unknown keys are ignored)."""
-    values = {key: kwargs[key] for key in _GENERATION_KEYS if kwargs.get(key) is not None}
-    stop = kwargs.get("stop") or kwargs.get("stop_sequences") or ()
-    if isinstance(stop, str):
-        stop = (stop,)
-    return GenerationParams(stop=tuple(stop), **values)

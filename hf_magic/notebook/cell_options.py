@@ -19,23 +19,6 @@ from ..errors import HfMagicError, InvalidInputError
 from .model_spec import ModelSpec
 from .turns import Turn
 
-SUBCOMMANDS = (
-    "history",
-    "reset",
-    "usage",
-    "export",
-    "load",
-    "unload",
-    "status",
-    "models",
-    "panel",
-    "debug",
-    "fix",
-    "restore",
-    "engine",
-)
-
-
 _FIELD = re.compile(r"(?<!\{)\{([A-Za-z_]\w*(?:\.[A-Za-z_]\w*|\[[^\[\]{}]+\])*)\}(?!\})")
 
 
@@ -161,8 +144,8 @@ class Subcommand:
     name: str
     argument: str | None
     session: str | None
-    with_thinking: bool = False
-    """``export x.md --thinking``: the Markdown keeps the models' thinking."""
+    words: tuple[str, ...] = ()
+    """Every word after the name (``--session NAME`` taken out), for subcommands registered in line_commands."""
 
 
 def parse_subcommand(line: str) -> Subcommand:
@@ -171,25 +154,28 @@ def parse_subcommand(line: str) -> Subcommand:
     Raises:
         InvalidInputError: an unknown subcommand or a missing path.
     """
+    from .line_commands import registered
+
     try:
         words = shlex.split(line)
     except ValueError as exc:
         raise InvalidInputError(f"Cannot parse {line!r}: {exc}; check the quotes.") from exc
     session = None
-    if "--session" in words:
+    # ``--session NAME`` is the line's own up to a ``--``; what follows that belongs to the subcommand (a command).
+    own = words.index("--") if "--" in words else len(words)
+    if "--session" in words[:own]:
         at = words.index("--session")
-        if at + 1 >= len(words):
+        if at + 1 >= own:
             raise InvalidInputError("--session needs a name: %hfchat history --session NAME.")
         session = words[at + 1]
         del words[at : at + 2]
-    with_thinking = "--thinking" in words
-    words = [word for word in words if word != "--thinking"]
-    if not words or words[0] not in SUBCOMMANDS:
+    names = [*registered(), "debug"]
+    if not words or words[0] not in names:
         given = words[0] if words else ""
         raise InvalidInputError(
-            f"Unknown %hfchat subcommand {given!r}: use one of {', '.join(SUBCOMMANDS)}; "
+            f"Unknown %hfchat subcommand {given!r}: use one of {', '.join(names)}; "
             "to send a message use the %%hfchat cell magic."
         )
     if words[0] in ("export", "load") and len(words) < 2:
         raise InvalidInputError(f"%hfchat {words[0]} needs a file path, e.g. %hfchat {words[0]} chat.json.")
-    return Subcommand(words[0], words[1] if len(words) > 1 else None, session, with_thinking)
+    return Subcommand(words[0], words[1] if len(words) > 1 else None, session, tuple(words[1:]))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .render import _markdown_parser
+from .turn_drawing import _markdown_parser
 
 
 def fenced_code(markdown: str) -> list[str]:

@@ -6,11 +6,16 @@ A gateway to remote/engines.py, as model_spec.py is to the backends: views read 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError
 from ..remote.engines import DEFAULTS, ManagedEngine, last_started
-from .session import ChatSession
+from .line_commands import line_command
+
+if TYPE_CHECKING:
+    from .magics import HfChatMagics
+    from .session import ChatSession
 
 LOG_LINES = 200
 """The log's last lines ``%hfchat engine log`` prints (vLLM logs ~150 lines while it starts)."""
@@ -29,6 +34,11 @@ def session_engine(session: ChatSession) -> ManagedEngine | None:
     """The engine the session's model talks to, else the one this kernel started last (a failed start too)."""
     engine = getattr(getattr(session.chat_model, "llm", None), "engine", None)
     return engine if isinstance(engine, ManagedEngine) else last_started()
+
+
+@line_command("engine", "engine [status|log]")
+def engine(magics: HfChatMagics, session: ChatSession, words: Sequence[str]) -> None:
+    print(engine_command(session, words[0] if words else None))
 
 
 def engine_command(session: ChatSession, argument: str | None) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import traceback
 from collections import ChainMap
@@ -17,7 +16,8 @@ from traitlets import Bool, Dict, Enum, Float, Integer, Unicode, Union, observe
 
 from ..config import DEFAULT_MAX_NEW_TOKENS
 from ..errors import ContextWindowError, HfMagicError, InvalidInputError
-from .cell_errors import CellErrors, fix_prompt
+from . import log_commands, session_commands  # noqa: F401  (register %hfchat log and the built-in subcommands)
+from .cell_errors import CellErrors
 from .cell_images import ImageFields, option_images
 from .cell_options import (
     Subcommand,
@@ -29,20 +29,18 @@ from .cell_options import (
     spec_from_options,
 )
 from .code_blocks import code_cell_text
-from .engine_commands import configure_engines, engine_command
-from .info_tables import models_table, status_table
+from .engine_commands import configure_engines  # also registers %hfchat engine
+from .kernel_log import kernel_log, watch_kernel_sessions
+from .line_commands import registered
 from .model_spec import ModelSpec
 from .progress_views import ProgressView, make_progress_view
 from .render import (
     ErrorLine,
     Reply,
     SentImages,
-    Transcript,
-    UsageReport,
     usage_line,
 )
 from .reply_views import NotebookReplyView, ReplyView, TerminalReplyView
-from .restore import images_left_out, notebook_turns, read_notebook, running_notebook
 from .session import ChatSession, all_sessions, get_session
 from .turns import Turn
 from .variables import describe_value
@@ -75,6 +73,9 @@ class HfChatMagics(Magics):
     display_mode = Enum(
         ["auto", "notebook", "terminal"], "auto", help="Rich display + widget bars, or plain text; auto detects."
     ).tag(config=True)
+    log = Bool(True, help="Write every turn to the turn log ($HF_MAGIC_HOME/logs.db); HF_MAGIC_NO_LOG=1 wins.").tag(
+        config=True
+    )
     engine_python = Union(
         [Unicode(), Dict()],
         default_value=None,
@@ -86,16 +87,21 @@ class HfChatMagics(Magics):
         config=True
     )
 
-    @observe("engine_python", "engine_args")
-    def _engine_defaults(self, _change: Any = None) -> None:
-        configure_engines(self.engine_python, self.engine_args)
-
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.last_error: BaseException | None = None
         self.cell_errors = CellErrors()
         """The errors of this kernel's cells (``post_run_cell`` feeds it): ``{Err[n]}`` and ``%hfchat fix``."""
+        kernel_log().switched_on = self.log
         self._engine_defaults()
+
+    @observe("engine_python", "engine_args")
+    def _engine_defaults(self, _change: Any = None) -> None:
+        configure_engines(self.engine_python, self.engine_args)
+
+    @observe("log")
+    def _log_switched(self, change: dict[str, Any]) -> None:
+        kernel_log().switched_on = bool(change["new"])
 
     # ------------------------------------------------------------------------- context
     @property
@@ -129,7 +135,8 @@ class HfChatMagics(Magics):
         session.settings.history_limit = self.history_limit
         return session
 
-    def _show(self, obj: Any) -> None:
+    def show(self, obj: Any) -> None:
+        """Display ``obj`` in the cell (its repr in a terminal)."""
         if self.notebook:
             from IPython.display import display
 
@@ -235,12 +242,13 @@ class HfChatMagics(Magics):
         ``--session NAME``.
         ``fix`` sends the last error and its cell's code and puts the corrected code into a new cell;
         ``restore`` rebuilds the conversation from a saved notebook's ``%%hfchat`` outputs (default: this one).
+        Capabilities add their own (``%hfchat NAME ...``, see ``line_commands.py``).
         """
         try:
             if cell is None:
                 self._run_subcommand(parse_subcommand(line))
             else:
-                self._run_cell(self.parse_cell_options(line), cell)
+                self.run_cell(self.parse_cell_options(line), cell)
         except HfMagicError as exc:
             self._error(exc)
         except KeyboardInterrupt:
@@ -248,7 +256,8 @@ class HfChatMagics(Magics):
         except Exception as exc:  # keep the kernel's session alive whatever happened
             self._error(exc)
 
-    def _run_cell(self, options: argparse.Namespace, cell: str, *, may_interpolate: bool = True) -> None:
+    def run_cell(self, options: argparse.Namespace, cell: str, *, may_interpolate: bool = True) -> None:
+        """Send ``cell`` with ``options`` (a parsed ``%%hfchat`` line): the whole of a ``%%hfchat`` cell."""
         session = self._session(options.session)
         # Every option is checked before anything changes (reset, system prompt, load): a typo costs nothing.
         check_options(options)
@@ -315,7 +324,7 @@ class HfChatMagics(Magics):
         finally:
             progress.close()
         if images:
-            self._show(SentImages(images))  # what the model is asked about, above its reply
+            self.show(SentImages(images))  # what the model is asked about, above its reply
         try:
             turn = session.send(
                 text,
@@ -351,71 +360,7 @@ class HfChatMagics(Magics):
         if command.name == "debug":
             self._debug(command.argument)
             return
-        session = self._session(command.session)
-        if command.name == "history":
-            self._show(Transcript(session.turns, title=f"Session {session.name!r}"))
-        elif command.name == "reset":
-            session.reset()
-            print(f"Session {session.name!r}: conversation cleared (the model stays loaded).")
-        elif command.name == "usage":
-            self._show(UsageReport(session.turns, session.context_fill()))
-        elif command.name == "export":
-            assert command.argument is not None
-            target = session.export(command.argument, include_reasoning=command.with_thinking)
-            print(f"Exported {len(session.turns)} turns to {target}")
-        elif command.name == "load":
-            assert command.argument is not None
-            session.load_transcript(command.argument)
-            print(f"Session {session.name!r}: loaded {len(session.turns)} turns from {command.argument}")
-        elif command.name == "unload":
-            was_loaded = session.loaded
-            session.unload()
-            print(f"Session {session.name!r}: model unloaded." if was_loaded else "No model was loaded.")
-        elif command.name == "status":
-            self._show(status_table(session))
-        elif command.name == "models":
-            self._show(models_table())
-        elif command.name == "panel":
-            self._panel(session)
-        elif command.name == "fix":
-            self._fix(session)
-        elif command.name == "restore":
-            self._restore(session, command.argument)
-        elif command.name == "engine":
-            print(engine_command(session, command.argument))
-
-    def _fix(self, session: ChatSession) -> None:
-        error = self.cell_errors.last()
-        if error is None:
-            print("No error so far: run the cell that fails, then %hfchat fix.")
-            return
-        options = self.parse_cell_options(f"--session {shlex.quote(session.name)} --format code")
-        # The message quotes code: {braces} in it are code, never interpolated.
-        self._run_cell(options, fix_prompt(error), may_interpolate=False)
-
-    def _restore(self, session: ChatSession, path: str | None) -> None:
-        if path is None:
-            found = running_notebook(self.shell.user_ns if self.shell is not None else {})
-            if found is None:
-                raise InvalidInputError(
-                    "Cannot tell which notebook this kernel runs: give its path, e.g. %hfchat restore chat.ipynb."
-                )
-            path = str(found)
-        notebook = read_notebook(path)
-        turns = notebook_turns(notebook, session.name)
-        if not turns:
-            raise InvalidInputError(
-                f"{path} holds no saved %%hfchat reply of session {session.name!r}: save the notebook with its "
-                "outputs, or name the session with --session NAME."
-            )
-        session.restore_turns(turns, turns[-1].system_prompt, action="restore a conversation")
-        print(f"Session {session.name!r}: restored {len(turns)} turns from {path}")
-        skipped = images_left_out(notebook, session.name)
-        if skipped:
-            print(
-                f"{skipped} image(s) sent in those turns were left out: a saved notebook keeps only their thumbnails; "
-                "send them again with --image to ask about them."
-            )
+        registered()[command.name].handler(self, self._session(command.session), command.words)
 
     def _debug(self, argument: str | None) -> None:
         if argument in ("on", "off"):
@@ -427,24 +372,13 @@ class HfChatMagics(Magics):
             error = self.last_error
             traceback.print_exception(type(error), error, error.__traceback__, file=sys.stdout)
 
-    def _panel(self, session: ChatSession) -> None:
-        try:
-            from .panel import ChatPanel
-        except ImportError as exc:
-            raise HfMagicError("The chat panel is not available in this version of hf_magic.") from exc
-        panel = ChatPanel(session)
-        show = getattr(panel, "display", None)
-        if callable(show):
-            show()
-        else:
-            self._show(panel)
-
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext hf_magic``: register ``%%hfchat`` / ``%hfchat``, and record the errors cells raise."""
     magics = HfChatMagics(shell=ipython)
     ipython.register_magics(magics)
     ipython.events.register("post_run_cell", magics.cell_errors.record)
+    watch_kernel_sessions(ipython.user_ns)  # every kernel-wide session's turns go to the turn log
 
 
 def unload_ipython_extension(ipython: Any) -> None:

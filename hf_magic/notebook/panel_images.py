@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import ImageError
 from ..images import decode_image, image_block
-from .render import images_html
+from .turn_drawing import images_html
 
 
 def attached_images(uploads: Sequence[Any]) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """The chat panel's stylesheet and its one script (Shift+Enter presses Send), kept apart from its widgets."""
 
-# The panel's frame; the turns inside it are styled by render.TURN_CSS, as in cell outputs.
+# The panel's frame; the turns inside it are styled by turn_drawing.TURN_CSS, as in cell outputs.
 PANEL_CSS = """<style>
 .hf-magic-panel { border: 1px solid var(--jp-border-color2, #ddd); border-radius: 8px; padding: 8px 10px;
   background: var(--jp-layout-color1, #fff); max-width: 900px; }

@@ -1,7 +1,7 @@
 """The chat panel's widgets and how they draw what the controller (``panel.ChatPanel``) tells them.
 
 The view knows no session and starts no thread: it lays out the pickers, settings, transcript and buttons, reads
-the pickers as a ``ModelSpec``, and draws turns (``render.turn_html``), progress (``WidgetProgress``), the usage
+the pickers as a ``ModelSpec``, and draws turns (``turn_drawing.turn_html``), progress (``WidgetProgress``), the usage
 line, the status and the error line it is given. It runs past 400 lines because it is the whole widget tree of one
 window, a method per section.
 """
@@ -22,7 +22,7 @@ from .model_spec import ENGINES, ModelSpec
 from .panel_images import attachment_summary
 from .panel_style import PANEL_CSS, SHIFT_ENTER_JS
 from .progress_views import WidgetProgress
-from .render import TURN_CSS, turn_html
+from .turn_drawing import TURN_CSS, turn_html
 from .turns import Settings, Turn
 
 REDRAW_SECONDS = 0.08
@@ -64,7 +64,11 @@ class PanelView:
         self._live: dict[int, tuple[Turn, widgets.HTML, float]] = {}
         self._build_model_tab(devices, hub_online)
         self._build_settings_tab()
-        self.settings = widgets.Accordion(children=[self.model_tab, self.settings_tab], titles=("Model", "Generation"))
+        self.past_box = widgets.VBox()  # the controller puts log_picker.PastConversations here
+        self.settings = widgets.Accordion(
+            children=[self.model_tab, self.settings_tab, self.past_box],
+            titles=("Model", "Generation", "Past conversations"),
+        )
         self._build_chat(session_name)
 
     # ------------------------------------------------------------------------------ layout

@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
-from .render import STILL_THINKING, Reply, Streaming, thinking_text
+from .render import Reply, Streaming
+from .turn_drawing import STILL_THINKING, thinking_text
 
 _STREAM_REFRESH_SECONDS = 0.05
 """Redraw the streaming reply at most this often: one display update per token floods the frontend."""

@@ -1,12 +1,13 @@
 """ChatSession: one chat model, its transcript and usage tally; what the magic and the panel share.
 
-It runs past 400 lines because its operations (load, send, stop, reset, history, restore) share one lock and one
-event stream; its records live in turns.py and its transcript files in transcript.py.
+Its operations (load, send, stop, reset, history, restore) share one lock and one event stream. What they work with
+lives beside it: the loaded model in model_slot.py, a reply streaming into a turn in reply_stream.py, the records in
+turns.py, transcript files in transcript.py. Capabilities (the tool loop, a prompt over rows, the turn log) are
+collaborators that use the public methods and events, not code in here.
 """
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -15,14 +16,16 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
 from ..backend import ChatDelta, Usage
 from ..chat_models import ChatHuggingFace
 from ..errors import HfMagicError, InvalidInputError
 from ..progress import ProgressCallback, ProgressEvent
 from . import transcript
-from .model_spec import ModelSpec, load_chat_model, release_chat_model
+from .model_slot import ModelSlot, noted
+from .model_spec import ModelSpec
+from .reply_stream import ReplyCallbacks, add_usage, stream_into_turn
 from .turns import SessionEvent, SessionListener, Settings, Turn
 
 
@@ -37,19 +40,15 @@ class ChatSession:
 
     def __init__(self, name: str = "default", spec: ModelSpec | None = None, settings: Settings | None = None) -> None:
         self.name = name
-        self.spec = spec or ModelSpec()
+        self._slot = ModelSlot(spec)
         self.settings = settings or Settings()
         self.turns: list[Turn] = []
-        self.chat_model: ChatHuggingFace | None = None
-        self._loaded_spec: ModelSpec | None = None
         self._listeners: list[SessionListener] = []
         # Load, send, reset and the like hold this lock, so a panel and a cell acting at once take turns and
         # never swap the model or rewrite the transcript under a reply. Reentrant: send loads under it.
         self._lock = threading.RLock()
         self._replying = False
         self._cancel = threading.Event()
-        self._fallback: tuple[ChatHuggingFace | None, ModelSpec] | None = None
-        """The model (and spec) to go back to while a new endpoint has not answered yet."""
 
     # ----------------------------------------------------------------------------- events
     def subscribe(self, listener: SessionListener) -> Callable[[], None]:
@@ -57,7 +56,8 @@ class ChatSession:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
-    def _emit(self, event: SessionEvent) -> None:
+    def emit(self, event: SessionEvent) -> None:
+        """Tell every listener; a listener that raises is skipped, never the conversation."""
         for listener in list(self._listeners):
             try:
                 listener(event)
@@ -92,8 +92,22 @@ class ChatSession:
 
     # ------------------------------------------------------------------------------ model
     @property
+    def spec(self) -> ModelSpec:
+        """The model the session is on, or loads at its next message."""
+        return self._slot.spec
+
+    @spec.setter
+    def spec(self, spec: ModelSpec) -> None:
+        self._slot.spec = spec
+
+    @property
+    def chat_model(self) -> ChatHuggingFace | None:
+        """The loaded chat model (``None`` before the first load and after ``unload``)."""
+        return self._slot.chat_model
+
+    @property
     def loaded(self) -> bool:
-        return self.chat_model is not None
+        return self._slot.chat_model is not None
 
     def load(self, spec: ModelSpec | None = None, progress: ProgressCallback | None = None) -> ChatHuggingFace:
         """Load ``spec`` (default: the session's) unless that exact model is loaded already.
@@ -110,70 +124,27 @@ class ChatSession:
         with self.exclusive("load another model"):
             return self._load_locked(spec or self.spec, progress)
 
-    def _load_locked(self, spec: ModelSpec, progress: ProgressCallback | None) -> ChatHuggingFace:
-        if self.chat_model is not None and spec == self._loaded_spec:
-            self.spec = spec
-            return self.chat_model
-        previous_model, previous_spec = self._fallback or (None, None)
-        if previous_model is not None and previous_spec == spec:
-            # Back to the model an untried endpoint replaced: it is still in memory.
-            untried = self.chat_model
-            self.chat_model, self.spec = previous_model, spec
-            self._loaded_spec, self._fallback = spec, None
-            self._let_go(untried)
-            self._emit(SessionEvent("model_loaded"))
-            return previous_model
+    def use_model(self, chat_model: ChatHuggingFace, spec: ModelSpec | None = None) -> None:
+        """Put a chat model built elsewhere in the session, as if ``spec`` (default: the session's) had been
+        loaded; the transcript is kept.
 
+        Raises:
+            InvalidInputError: a reply is being generated.
+        """
+        with self.exclusive("change the model"):
+            self._slot.use(chat_model, spec or self.spec)
+            self.emit(SessionEvent("model_loaded"))
+
+    def _load_locked(self, spec: ModelSpec, progress: ProgressCallback | None) -> ChatHuggingFace:
         def report(event: ProgressEvent) -> None:
             if progress:
                 progress(event)
-            self._emit(SessionEvent("progress", progress=event))
+            self.emit(SessionEvent("progress", progress=event))
 
-        current = self._current_spec()
-        try:
-            chat_model = load_chat_model(spec, report)
-        except HfMagicError as exc:
-            raise _noted(exc, self._still_on(current)) from exc
-        except Exception as exc:
-            message = f"Loading {spec.describe()} failed: {type(exc).__name__}: {exc}. {self._still_on(current)}"
-            raise HfMagicError(message) from exc
-        if spec.backend == "endpoint":
-            # Unproven until it answers: keep what to go back to (the first model an untried chain replaced).
-            replaced = self.chat_model
-            self._fallback = self._fallback or (self.chat_model, current)
-            self.chat_model, self._loaded_spec, self.spec = chat_model, spec, spec
-            self._let_go(replaced)
-        else:
-            self._unload_locked(notify=False)
-            self.chat_model, self._loaded_spec, self.spec = chat_model, spec, spec
-        self._emit(SessionEvent("model_loaded"))
+        chat_model, changed = self._slot.load(spec, report)
+        if changed:
+            self.emit(SessionEvent("model_loaded"))
         return chat_model
-
-    def _let_go(self, *models: ChatHuggingFace | None) -> None:
-        """Models the session no longer holds give back what they hold outside this process (a started engine)."""
-        kept = (self.chat_model, self._fallback[0] if self._fallback else None)
-        for model in models:
-            if model is not None and not any(model is held for held in kept):
-                release_chat_model(model)
-
-    def _current_spec(self) -> ModelSpec:
-        return self._loaded_spec if self.chat_model is not None and self._loaded_spec is not None else self.spec
-
-    def _still_on(self, spec: ModelSpec) -> str:
-        loaded = self.chat_model is not None and spec == self._loaded_spec
-        return f"The session is still on {spec.label()}{'' if loaded else ', not loaded yet'}."
-
-    def _revert_switch(self) -> ModelSpec | None:
-        """Go back to the model an endpoint replaced, after the endpoint's first reply failed."""
-        if self._fallback is None:
-            return None
-        previous_model, previous_spec = self._fallback
-        self._fallback = None
-        failed, self.chat_model, self.spec = self.chat_model, previous_model, previous_spec
-        self._let_go(failed)
-        self._loaded_spec = previous_spec if previous_model is not None else None
-        self._emit(SessionEvent("model_loaded" if previous_model is not None else "model_unloaded"))
-        return previous_spec
 
     def unload(self, notify: bool = True) -> None:
         """Drop the loaded model and its caches, and give the memory back.
@@ -182,17 +153,8 @@ class ChatSession:
             InvalidInputError: a reply is being generated.
         """
         with self.exclusive("unload the model"):
-            self._unload_locked(notify)
-
-    def _unload_locked(self, notify: bool) -> None:
-        if self.chat_model is None and self._fallback is None:
-            return
-        held = (self.chat_model, self._fallback[0] if self._fallback else None)
-        self.chat_model, self._loaded_spec, self._fallback = None, None, None
-        self._let_go(*held)
-        _free_memory()
-        if notify:
-            self._emit(SessionEvent("model_unloaded"))
+            if self._slot.unload() and notify:
+                self.emit(SessionEvent("model_unloaded"))
 
     # ------------------------------------------------------------------------ conversation
     def reset(self) -> None:
@@ -204,7 +166,7 @@ class ChatSession:
         with self.exclusive("reset the conversation"):
             self.turns.clear()
             self._drop_kv_cache()
-            self._emit(SessionEvent("reset"))
+            self.emit(SessionEvent("reset"))
 
     def _drop_kv_cache(self) -> None:
         reset_cache = getattr(getattr(self.chat_model, "llm", None), "reset_cache", None)
@@ -228,18 +190,14 @@ class ChatSession:
         if self.settings.system_prompt:
             messages.append(SystemMessage(content=self.settings.system_prompt))
         for turn in history:
-            # The thinking goes with the answer; the backend sends it back only as the model's template expects.
-            thought = {"reasoning_content": turn.reasoning} if turn.reasoning else {}
-            messages += [
-                HumanMessage(content=turn.user_content()),
-                AIMessage(content=turn.reply, additional_kwargs=thought),
-            ]
+            messages += turn.messages()
         messages.append(HumanMessage(content=Turn(user=text, images=list(images)).user_content()))
         return messages
 
     def stop(self) -> None:
         """Ask the reply being generated to stop; its partial text is kept, marked interrupted."""
         self._cancel.set()
+        self.emit(SessionEvent("stop_requested"))
 
     @property
     def busy(self) -> bool:
@@ -299,57 +257,16 @@ class ChatSession:
         kwargs = {**self.settings.call_kwargs(), **{k: v for k, v in overrides.items() if v is not None}}
         turn = Turn(user=text, model=self.spec.model, system_prompt=self.settings.system_prompt, key=key)
         turn.images = list(images or [])
-        self._emit(SessionEvent("turn_started", turn=turn))
-        pieces: list[str] = []
-        thoughts: list[str] = []
-        answered = False
+        self.emit(SessionEvent("turn_started", turn=turn))
+        callbacks = ReplyCallbacks(self.emit, on_token, on_reasoning)
         start = time.perf_counter()
         try:
-            for delta in self._stream(chat_model, messages, kwargs):
-                if not answered:
-                    answered = True
-                    # The new model answered: the one it replaced can go.
-                    replaced, self._fallback = self._fallback, None
-                    self._let_go(replaced[0] if replaced else None)
-                if delta.reasoning:
-                    if turn.time_to_first_token is None:
-                        turn.time_to_first_token = time.perf_counter() - start
-                    thoughts.append(delta.reasoning)
-                    turn.reasoning = "".join(thoughts)
-                    if on_reasoning:
-                        on_reasoning(delta.reasoning)
-                    self._emit(SessionEvent("reasoning", turn=turn, text=delta.reasoning))
-                if delta.text:
-                    if turn.time_to_first_token is None:
-                        turn.time_to_first_token = time.perf_counter() - start
-                    pieces.append(delta.text)
-                    turn.reply = "".join(pieces)
-                    if on_token:
-                        on_token(delta.text)
-                    self._emit(SessionEvent("token", turn=turn, text=delta.text))
-                if delta.usage is not None:
-                    turn.usage = replace(delta.usage)  # the turn's own copy: totals add these up
-                if delta.finish_reason:
-                    turn.finish_reason = delta.finish_reason
-                    turn.model = delta.model_name or turn.model
-                if self._cancel.is_set():
-                    turn.interrupted = True
-                    break
+            outcome = stream_into_turn(self._stream(chat_model, messages, kwargs), turn, callbacks, self._cancel, start)
+            turn.usage = add_usage(turn.usage, outcome.usage)
         except KeyboardInterrupt:
             turn.interrupted = True
         except Exception as exc:
-            error = (
-                exc
-                if isinstance(exc, HfMagicError)
-                else HfMagicError(f"Generation failed: {type(exc).__name__}: {exc}")
-            )
-            # A bad request is the caller's to fix; anything else before the first word means the new model
-            # (an endpoint nobody had tried yet) does not work: go back to the one it replaced.
-            if not answered and not isinstance(exc, InvalidInputError):
-                previous = self._revert_switch()
-                if previous is not None:
-                    error = _noted(error, self._still_on(previous))
-            self._emit(SessionEvent("turn_failed", turn=turn, error=str(error)))
+            error = self._failed(turn, exc)
             if error is exc:
                 raise
             raise error from exc
@@ -357,16 +274,35 @@ class ChatSession:
         if turn.interrupted:
             turn.finish_reason = "interrupted"
         self._record(turn)
-        self._emit(SessionEvent("turn_finished", turn=turn))
+        self.emit(SessionEvent("turn_finished", turn=turn))
         return turn
 
-    @staticmethod
+    def _failed(self, turn: Turn, exc: Exception) -> HfMagicError:
+        """The error to raise for a reply that failed, after telling the listeners.
+
+        A bad request is the caller's to fix; anything else before the first word means the new model (an endpoint
+        nobody had tried yet) does not work: the session goes back to the one it replaced (``revert`` does nothing
+        once the model has answered), and the error says so.
+        """
+        error = (
+            exc if isinstance(exc, HfMagicError) else HfMagicError(f"Generation failed: {type(exc).__name__}: {exc}")
+        )
+        if not isinstance(exc, InvalidInputError):
+            previous = self._slot.revert()
+            if previous is not None:
+                self.emit(SessionEvent("model_loaded" if self.loaded else "model_unloaded"))
+                error = noted(error, self._slot.still_on(previous))
+        self.emit(SessionEvent("turn_failed", turn=turn, error=str(error)))
+        return error
+
     def _stream(
-        chat_model: ChatHuggingFace, messages: list[BaseMessage], kwargs: dict[str, Any]
+        self, chat_model: ChatHuggingFace, messages: list[BaseMessage], kwargs: dict[str, Any]
     ) -> Iterator[ChatDelta]:
         stream = chat_model.stream_deltas(messages, **kwargs)
         try:
-            yield from stream
+            for delta in stream:
+                self._slot.proven()  # the new model answered: the one it replaced can go
+                yield delta
         finally:
             stream.close()  # stops generation at the next token when the loop ended early
 
@@ -442,38 +378,28 @@ class ChatSession:
             if system_prompt is not None:
                 self.settings = replace(self.settings, system_prompt=system_prompt)
             self._drop_kv_cache()
-            self._emit(SessionEvent("transcript_loaded"))
-
-
-def _noted(error: HfMagicError, note: str) -> HfMagicError:
-    """``error`` with ``note`` appended to its line, of the same type where that type takes a message."""
-    try:
-        noted = type(error)(f"{error} {note}")
-    except TypeError:  # a subclass built from other arguments
-        noted = HfMagicError(f"{error} {note}")
-    noted.__dict__.update(error.__dict__)
-    return noted
-
-
-def _free_memory() -> None:
-    gc.collect()
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except ImportError:
-        pass
+            self.emit(SessionEvent("transcript_loaded"))
 
 
 _SESSIONS: dict[str, ChatSession] = {}
+_ON_CREATED: list[Callable[[ChatSession], None]] = []
 
 
 def get_session(name: str = "default") -> ChatSession:
-    """The kernel-wide session called ``name``, created on first use."""
+    """The kernel-wide session called ``name``, created on first use (and shown to ``on_session_created`` hooks)."""
     if name not in _SESSIONS:
-        _SESSIONS[name] = ChatSession(name)
+        _SESSIONS[name] = session = ChatSession(name)
+        for hook in list(_ON_CREATED):
+            hook(session)
     return _SESSIONS[name]
+
+
+def on_session_created(hook: Callable[[ChatSession], None]) -> None:
+    """Call ``hook`` with every kernel-wide session, those there are and each one created later (the turn log)."""
+    if hook not in _ON_CREATED:
+        _ON_CREATED.append(hook)
+        for session in list(_SESSIONS.values()):
+            hook(session)
 
 
 def all_sessions() -> dict[str, ChatSession]:

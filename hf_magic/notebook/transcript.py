@@ -13,6 +13,7 @@ from .turns import Turn
 def chat_messages(turns: list[Turn], system_prompt: str | None) -> list[dict[str, Any]]:
     """``turns`` as ``{"role", "content"}`` chat messages, the system prompt first when set. A message with images
     has OpenAI content parts, each image an ``image_url`` (a data URL when embedded)."""
+    from ..chat_format import convert_messages
     from ..images import to_openai_image_part
 
     messages: list[dict[str, Any]] = []
@@ -22,8 +23,16 @@ def chat_messages(turns: list[Turn], system_prompt: str | None) -> list[dict[str
         user: Any = turn.user
         if turn.images:
             user = [*(to_openai_image_part(block) for block in turn.images), {"type": "text", "text": turn.user}]
-        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": turn.reply}]
+        messages.append({"role": "user", "content": user})
+        # Tool steps as OpenAI writes them: an assistant message with "tool_calls", then one "tool" message each.
+        steps = turn.messages()[1:-1]
+        messages += [_without_reasoning(message) for message in convert_messages(steps)] if steps else []
+        messages.append({"role": "assistant", "content": turn.reply})
     return messages
+
+
+def _without_reasoning(message: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in message.items() if key != "reasoning_content"}
 
 
 def export(
@@ -41,7 +50,7 @@ def export(
     Raises:
         InvalidInputError: another suffix, a folder that does not exist, or a file that cannot be written.
     """
-    from .render import transcript_markdown
+    from .turn_drawing import transcript_markdown
 
     target = Path(path).expanduser()
     if target.suffix == ".json":

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+
 from .. import config
 from ..backend import Usage
 from ..progress import ProgressEvent
@@ -32,8 +34,45 @@ class Settings:
 
 
 @dataclass
+class ToolCall:
+    """One tool call a model asked for, and what came of it."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+    result: str | None = None
+    """What went back to the model as the tool message (a result, an error, or that the user declined)."""
+    status: str = "pending"
+    """"ok", "error" (the tool raised, or the call was invalid), "declined" (the user skipped it), "interrupted"
+    or "pending" (not run)."""
+    duration: float | None = None
+    """Seconds the tool ran."""
+
+
+@dataclass
+class ToolStep:
+    """A model step that ended in tool calls: what the model wrote and thought before asking, and the calls."""
+
+    text: str = ""
+    reasoning: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ToolStep:
+        calls = [
+            ToolCall(**{k: v for k, v in call.items() if k in ToolCall.__dataclass_fields__})
+            for call in data.get("calls") or []
+        ]
+        return cls(text=data.get("text") or "", reasoning=data.get("reasoning") or "", calls=calls)
+
+
+@dataclass
 class Turn:
-    """One exchange: the user's message and the model's reply, with what it cost."""
+    """One exchange: the user's message and the model's reply, with what it cost.
+
+    A turn in which the model called tools holds those steps in ``steps`` (in order, each with its calls and
+    their results); ``reply`` is the final answer, and ``usage`` adds up every step.
+    """
 
     user: str
     reply: str = ""
@@ -52,6 +91,8 @@ class Turn:
     duration: float | None = None
     images: list[dict[str, Any]] = field(default_factory=list)
     """Image content blocks sent with ``user`` (``hf_magic.images``), in order, before the text."""
+    steps: list[ToolStep] = field(default_factory=list)
+    """The tool-calling steps before the final reply (empty for a plain exchange)."""
 
     def user_content(self) -> str | list[str | dict[Any, Any]]:
         """The user's message as chat-message content: the text, or the images then the text."""
@@ -59,6 +100,21 @@ class Turn:
             return self.user
         parts: list[str | dict[Any, Any]] = [*self.images, {"type": "text", "text": self.user}]
         return parts
+
+    def messages(self) -> list[BaseMessage]:
+        """This turn as the langchain messages a later prompt repeats: the user's message, each tool step (an
+        AIMessage with its tool calls, then one ToolMessage per call), and the reply."""
+        messages: list[BaseMessage] = [HumanMessage(content=self.user_content())]
+        for step in self.steps:
+            thought = {"reasoning_content": step.reasoning} if step.reasoning else {}
+            calls = [{"name": c.name, "args": c.args, "id": c.id, "type": "tool_call"} for c in step.calls]
+            messages.append(AIMessage(content=step.text, tool_calls=calls, additional_kwargs=thought))
+            for call in step.calls:
+                messages.append(ToolMessage(content=call.result or "", tool_call_id=call.id, name=call.name))
+        # The thinking goes with the answer; the backend sends it back only as the model's template expects.
+        thought = {"reasoning_content": self.reasoning} if self.reasoning else {}
+        messages.append(AIMessage(content=self.reply, additional_kwargs=thought))
+        return messages
 
     @property
     def still_thinking(self) -> bool:
@@ -86,8 +142,9 @@ class Turn:
     def from_dict(cls, data: dict[str, Any]) -> Turn:
         data = dict(data)
         usage = data.pop("usage", None)
+        steps = [ToolStep.from_dict(step) for step in data.pop("steps", None) or []]
         known = {name for name in cls.__dataclass_fields__}
-        turn = cls(**{key: value for key, value in data.items() if key in known})
+        turn = cls(**{key: value for key, value in data.items() if key in known}, steps=steps)
         if usage:
             reasoning = (usage.get("output_token_details") or {}).get("reasoning")
             turn.usage = Usage(usage.get("input_tokens", 0), usage.get("output_tokens", 0), reasoning)
@@ -98,7 +155,8 @@ class Turn:
 class SessionEvent:
     """What a view hears from a session: ``kind`` is one of "turn_started", "token", "reasoning" (a piece of
     the thinking), "turn_finished",
-    "turn_failed", "progress", "model_loaded", "model_unloaded", "reset", "transcript_loaded"."""
+    "turn_failed", "progress", "model_loaded", "model_unloaded", "reset", "transcript_loaded", "stop_requested"
+    (``stop()`` was called), "notice" (a collaborator's one-line message in ``text``, e.g. a turn log fault)."""
 
     kind: str
     turn: Turn | None = None

@@ -24,7 +24,14 @@ from ..text_completion import astream_chunks, stream_chunks
 from .clients import AsyncDirectChatClient, DirectChatClient
 from .endpoint_errors import EndpointTarget, endpoint_error
 from .forced_calls import ForcedCall, ForcedToolCalls, as_schema_request, forced_tool
-from .request_args import completion_args, is_huggingface_url, models_url, thinking_fields, without_past_thinking
+from .request_args import (
+    completion_args,
+    is_huggingface_url,
+    known_providers,
+    models_url,
+    thinking_fields,
+    without_past_thinking,
+)
 from .responses import StreamAssembler, delta_from_output
 from .retries import Retries
 
@@ -126,6 +133,12 @@ class HuggingFaceEndpoint(LLM):
         else:
             raise InvalidInputError(
                 "HuggingFaceEndpoint needs repo_id='org/model' (Inference Providers) or endpoint_url='http://...'."
+            )
+        providers = known_providers()
+        if self.provider is not None and providers and self.provider not in ("auto", *providers):
+            raise InvalidInputError(
+                f"Unknown provider {self.provider!r}: use 'auto' (the default) or one of {', '.join(providers)}; "
+                "for your own server pass endpoint_url instead."
             )
         if self.task is not None and self.task not in SUPPORTED_TASKS:
             raise InvalidInputError(f"Task {self.task!r} is not supported: use task='text-generation'.")
@@ -274,7 +287,8 @@ class HuggingFaceEndpoint(LLM):
             if request.tool_choice is not None:
                 args["tool_choice"] = request.tool_choice
         if request.response_format is not None:
-            args["response_format"] = request.response_format
+            # A json_object's "schema" (json_mode with a schema) is hf_magic's local hint; OpenAI's form has none.
+            args["response_format"] = {k: v for k, v in request.response_format.items() if k != "schema"}
         thinking = thinking_fields(request)
         if thinking:
             args["extra_body"] = {**args.get("extra_body", {}), **thinking}

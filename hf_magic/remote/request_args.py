@@ -3,7 +3,7 @@ there) and the ``chat_completion`` arguments for a request's generation settings
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlparse, urlunparse
 
 from .. import config
@@ -11,6 +11,20 @@ from ..backend import ChatRequest, GenerationParams
 
 # Hosts run by Hugging Face: the only ones a Hugging Face token is ever sent to.
 _HF_DOMAINS = ("huggingface.co", "hf.co", "huggingface.cloud", "hf.space")
+
+
+def known_providers() -> tuple[str, ...]:
+    """The Inference Providers this huggingface_hub can route to (``"auto"`` not included); empty if it cannot tell.
+
+    huggingface_hub lists them only as the ``PROVIDER_T`` literal of its inference package, which it checks at the
+    first request; reading it here lets a wrong name fail at construction, in one line. tests/test_endpoint.py checks
+    it still reads a list after upgrades.
+    """
+    try:
+        from huggingface_hub.inference._providers import PROVIDER_T
+    except ImportError:
+        return ()
+    return tuple(name for name in get_args(PROVIDER_T) if isinstance(name, str))
 
 
 def is_huggingface_url(url: str) -> bool:
