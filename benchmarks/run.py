@@ -33,11 +33,13 @@ sys.path.insert(0, str(ROOT))  # tests.support.serve, and hf_magic when not inst
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import row_map  # noqa: E402  (beside this script: the --map sections)
+from engine_speed import SECTIONS as ENGINE_SECTIONS  # noqa: E402  (benchmarks/, beside this script)
 from log_write import section_log  # noqa: E402  (benchmarks/, beside this script)
 
 RESULTS = ROOT / "benchmarks" / "results"
 SECTIONS = ("load", "tokens", "ttft", "turns", "prefill", "switch", "magic", "endpoint", "memory", "invariance", "log")
 SECTIONS += tuple(row_map.SECTIONS)  # map, map_vllm
+SECTIONS += tuple(ENGINE_SECTIONS)  # benchmarks/engine_speed.py: llama.cpp and vLLM engines
 SYSTEM = "You're a helpful assistant"
 STORY = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 TOPICS = [
@@ -728,6 +730,7 @@ SECTION_FUNCTIONS: dict[str, Callable[[Models, Report], None]] = {
     "invariance": section_invariance,
     "log": section_log,  # benchmarks/log_write.py: what the turn log costs a reply
     **row_map.SECTIONS,  # --map: benchmarks/row_map.py
+    **ENGINE_SECTIONS,
 }
 
 

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         ContextWindowError,
         DefaultModelMissingError,
         EndpointError,
+        EngineError,
         GenerationCancelled,
         HfMagicError,
         ImageError,
@@ -33,18 +34,21 @@ if TYPE_CHECKING:
     from .notebook.panel import ChatPanel
     from .progress import ProgressEvent
     from .remote.endpoint import HuggingFaceEndpoint
+    from .remote.engine_endpoint import EngineEndpoint
 
 # Public name -> (module, attribute in it).
 _LAZY: dict[str, tuple[str, str]] = {
     **{name: ("backend", name) for name in ("ChatDelta", "ChatRequest", "GenerationParams", "Usage")},
     "ChatHuggingFace": ("chat_models", "ChatHuggingFace"),
     "HuggingFaceEndpoint": ("remote.endpoint", "HuggingFaceEndpoint"),
+    "EngineEndpoint": ("remote.engine_endpoint", "EngineEndpoint"),
     **{
         name: ("errors", name)
         for name in (
             "ContextWindowError",
             "DefaultModelMissingError",
             "EndpointError",
+            "EngineError",
             "GenerationCancelled",
             "HfMagicError",
             "ImageError",
@@ -101,6 +105,8 @@ __all__ = [
     "ContextWindowError",
     "DefaultModelMissingError",
     "EndpointError",
+    "EngineEndpoint",
+    "EngineError",
     "GenerationCancelled",
     "GenerationParams",
     "HfMagicError",

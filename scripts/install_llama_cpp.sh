@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs llama-cpp-python into ./.venv (or $PYTHON's environment) from a wheel built once per machine and kept
+# Installs llama-cpp-python (with its server) into ./.venv (or $PYTHON's environment) from a wheel built once per machine and kept
 # under ~/.cache/hf_magic/wheels, so reruns do not compile llama.cpp again (about 7 minutes on 2 cores).
 #
 # Build settings, and why:
@@ -34,4 +34,6 @@ if ! ls "$wheels"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
     rm -rf "$wheels" && mv "$wheels.tmp" "$wheels"
     echo "== built in $(( $(date +%s) - started )) s"
 fi
-"${pip[@]}" install "$wheels"/llama_cpp_python-"$version"-*.whl
+# The [server] extra: hf_magic runs llama.cpp as llama-cpp-python's OpenAI server (uvicorn, fastapi, sse-starlette).
+wheel=$(ls "$wheels"/llama_cpp_python-"$version"-*.whl | head -1)
+"${pip[@]}" install "llama_cpp_python[server] @ file://$wheel"

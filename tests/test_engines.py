@@ -6,12 +6,10 @@ Real engines (vLLM, llama.cpp) are started in test_vllm_endpoint.py, test_engine
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,36 +17,7 @@ import pytest
 
 from hf_magic.errors import EngineError, InvalidInputError
 from hf_magic.remote.engines import EngineLaunch, ManagedEngine, running_engines, start_engine
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead: it only waits for its parent to read its exit code.
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().split(")")[-1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
-def _wait_gone(pids: list[int], timeout: float = 30) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
-        time.sleep(0.1)
-    return [pid for pid in pids if _alive(pid)]
+from tests.support.processes import alive, descendants, wait_gone
 
 
 @pytest.fixture
@@ -70,11 +39,11 @@ def test_an_engine_starts_reports_progress_and_stops_with_all_it_started(http_la
         assert engine.url.startswith("http://127.0.0.1:")
         assert engine in running_engines()
         assert events[0].stage == "load" and events[-1].done and events[-1].fraction == 1.0
-        server = _children(engine.process.pid)
-        assert len(server) == 1 and _alive(server[0])
+        server = descendants(engine.process.pid)
+        assert len(server) == 1 and alive(server[0])
     finally:
         engine.stop()
-    assert not _alive(engine.process.pid) and _wait_gone(server) == []
+    assert not alive(engine.process.pid) and wait_gone(server) == []
     assert engine not in running_engines()
     engine.stop()  # a second stop is harmless
 
@@ -96,12 +65,12 @@ def test_the_engine_stops_when_the_process_that_started_it_is_killed(http_launch
     try:
         assert launcher.stdout is not None
         guard = int(launcher.stdout.readline())
-        server = _children(guard)
-        assert server and all(_alive(pid) for pid in server)
+        server = descendants(guard)
+        assert server and all(alive(pid) for pid in server)
     finally:
         launcher.send_signal(signal.SIGKILL)
         launcher.wait()
-    assert _wait_gone([guard, *server]) == []
+    assert wait_gone([guard, *server]) == []
 
 
 def test_a_failed_start_is_one_line_with_the_log_tail(http_launch: EngineLaunch) -> None:
@@ -130,3 +99,13 @@ def test_a_stopped_engine_reads_as_exited(http_launch: EngineLaunch) -> None:
     engine: ManagedEngine = start_engine(http_launch, timeout=60)
     engine.stop()
     assert not engine.running and "exited" in repr(engine)
+
+
+def test_the_engine_stops_when_its_guard_is_killed(http_launch: EngineLaunch) -> None:
+    engine = start_engine(http_launch, timeout=60)
+    server = descendants(engine.process.pid)
+    engine.process.kill()  # SIGKILL: the guard runs no handler; the parent-death signal reaches the server
+    try:
+        assert wait_gone(server, timeout=30) == []
+    finally:
+        engine.stop()

@@ -81,6 +81,7 @@ def spec_from_options(current: ModelSpec, options: argparse.Namespace) -> ModelS
         changes.setdefault("backend", "endpoint")
     if options.backend is not None:
         changes["backend"] = options.backend
+    changes.update(_engine_changes(current, options, changes))
     if options.provider is not None:
         changes["provider"] = options.provider
     if options.quantize is not None:
@@ -92,6 +93,25 @@ def spec_from_options(current: ModelSpec, options: argparse.Namespace) -> ModelS
     if changes.get("backend") == "pipeline":
         changes.setdefault("endpoint_url", None)
     return replace(current, **changes) if changes else current
+
+
+def _engine_changes(current: ModelSpec, options: argparse.Namespace, changes: dict[str, Any]) -> dict[str, Any]:
+    """``--engine`` / ``--gguf-file`` (a ``.gguf`` model implies llama.cpp); ``--backend`` or ``--endpoint-url``
+    alone leaves the engine."""
+    engine = getattr(options, "engine", None)
+    gguf_file = getattr(options, "gguf_file", None)
+    model = changes.get("model", current.model)
+    if engine is None and (gguf_file is not None or (options.model or "").endswith(".gguf")):
+        engine = "llama.cpp"
+    if engine is not None:
+        # An --endpoint-url given with it stays, for ModelSpec to refuse the pair in one line.
+        url = changes.get("endpoint_url") if options.endpoint_url else None
+        return {"engine": engine, "gguf_file": gguf_file, "backend": "endpoint", "endpoint_url": url}
+    if "backend" in changes or "endpoint_url" in changes:
+        return {"engine": None, "gguf_file": None}
+    if "model" in changes and model != current.model and current.engine:
+        return {"gguf_file": None}  # another model on the same engine: the old repo's file name means nothing
+    return {}
 
 
 def check_options(options: argparse.Namespace) -> None:

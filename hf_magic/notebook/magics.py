@@ -12,7 +12,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
-from traitlets import Bool, Enum, Float, Integer, List, Unicode, observe
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, Union, observe
 
 from ..config import DEFAULT_MAX_NEW_TOKENS
 from ..errors import ContextWindowError, HfMagicError, InvalidInputError
@@ -29,6 +29,7 @@ from .cell_options import (
     spec_from_options,
 )
 from .code_blocks import code_cell_text
+from .engine_commands import configure_engines  # also registers %hfchat engine
 from .kernel_log import kernel_log, watch_kernel_sessions
 from .line_commands import registered
 from .map_cell import check_map_options, run_map_cell
@@ -80,6 +81,16 @@ class HfChatMagics(Magics):
     log = Bool(True, help="Write every turn to the turn log ($HF_MAGIC_HOME/logs.db); HF_MAGIC_NO_LOG=1 wins.").tag(
         config=True
     )
+    engine_python = Union(
+        [Unicode(), Dict()],
+        default_value=None,
+        allow_none=True,
+        help="Python that runs --engine vllm / llama.cpp, or one per engine: {'vllm': '~/vllm/bin/python'} "
+        "(default: the kernel's own).",
+    ).tag(config=True)
+    engine_args = Dict(help='More server arguments per engine, e.g. {"vllm": "--tensor-parallel-size 2"}.').tag(
+        config=True
+    )
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
@@ -87,6 +98,11 @@ class HfChatMagics(Magics):
         self.cell_errors = CellErrors()
         """The errors of this kernel's cells (``post_run_cell`` feeds it): ``{Err[n]}`` and ``%hfchat fix``."""
         kernel_log().switched_on = self.log
+        self._engine_defaults()
+
+    @observe("engine_python", "engine_args")
+    def _engine_defaults(self, _change: Any = None) -> None:
+        configure_engines(self.engine_python, self.engine_args)
 
     @observe("log")
     def _log_switched(self, change: dict[str, Any]) -> None:
@@ -167,6 +183,13 @@ class HfChatMagics(Magics):
     @argument("--backend", choices=["pipeline", "endpoint"], default=None, help="Run locally or call a server.")
     @argument("--endpoint-url", default=None, help="URL of an OpenAI-compatible server (implies --backend endpoint).")
     @argument("--provider", default=None, help="Inference provider for --backend endpoint.")
+    @argument(
+        "--engine",
+        default=None,
+        help="Start a serving engine for the model and chat through it: vllm or llama.cpp "
+        "(its Python: %%config HfChatMagics.engine_python).",
+    )
+    @argument("--gguf-file", default=None, help="The .gguf file of a GGUF repo to run on llama.cpp.")
     @argument("-s", "--system", default=None, help="System prompt (kept for later cells of the session).")
     @argument("--temperature", type=float, default=None, help="Sampling temperature; 0 is greedy.")
     @argument("--max-new-tokens", type=int, default=None, help="Longest reply, in tokens.")
@@ -253,7 +276,8 @@ class HfChatMagics(Magics):
         """Chat with a Hugging Face model: the cell body is your message.
 
         Line magic: ``%hfchat history | reset | usage | export PATH [--thinking] | load PATH | unload | status |
-        models | panel | debug [on|off] | fix | restore [NOTEBOOK]``, each with an optional ``--session NAME``.
+        models | panel | debug [on|off] | fix | restore [NOTEBOOK] | engine [status|log]``, each with an optional
+        ``--session NAME``.
         ``fix`` sends the last error and its cell's code and puts the corrected code into a new cell;
         ``restore`` rebuilds the conversation from a saved notebook's ``%%hfchat`` outputs (default: this one).
         Capabilities add their own (``%hfchat NAME ...``, see ``line_commands.py``).

