@@ -32,11 +32,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.support.serve, and hf_magic when not installed
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import speed_paths  # noqa: E402  (benchmarks/ is on the path when run.py runs)
+import row_map  # noqa: E402  (beside this script: the --map sections)
+import speed_paths  # noqa: E402  (beside this script: issue 21's local speed paths)
+from engine_speed import SECTIONS as ENGINE_SECTIONS  # noqa: E402  (benchmarks/, beside this script)
+from log_write import section_log  # noqa: E402  (benchmarks/, beside this script)
 
 RESULTS = ROOT / "benchmarks" / "results"
-SECTIONS = ("load", "tokens", "ttft", "turns", "prefill", "magic", "endpoint", "memory", "invariance")
-SECTIONS += ("paths", "quality", "large")  # benchmarks/speed_paths.py
+SECTIONS = ("load", "tokens", "ttft", "turns", "prefill", "switch", "magic", "endpoint", "memory", "invariance", "log")
+SECTIONS += tuple(row_map.SECTIONS)  # map, map_vllm
+SECTIONS += tuple(ENGINE_SECTIONS)  # benchmarks/engine_speed.py: llama.cpp and vLLM engines
+SECTIONS += tuple(speed_paths.SECTIONS)  # paths, quality, large
 SYSTEM = "You're a helpful assistant"
 STORY = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 TOPICS = [
@@ -182,12 +187,14 @@ def timed(action: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, result
 
 
-def raw_generate(models: Models, ids: list[int], new_tokens: int) -> Any:
+def raw_generate(models: Models, ids: list[int], new_tokens: int, model: Any = None) -> Any:
+    """Plain ``generate`` (its own cache, one prefill pass) on the plainly loaded model, or on ``model``."""
     import torch
 
-    tensor = torch.tensor([ids], device=models.model.device)
+    model = model if model is not None else models.model
+    tensor = torch.tensor([ids], device=model.device)
     with torch.inference_mode():
-        return models.model.generate(
+        return model.generate(
             input_ids=tensor,
             attention_mask=torch.ones_like(tensor),
             max_new_tokens=new_tokens,
@@ -261,38 +268,46 @@ def section_tokens(models: Models, report: Report, new_tokens: int = 128, repeat
         report.add("tokens/s", "langchain_huggingface", "not installed: run benchmarks/setup.sh")
 
 
-def section_ttft(models: Models, report: Report, repeats: int = 3) -> None:
-    """Time to the first streamed text vs the prefill alone (a one-token raw generate), same long prompt."""
+def section_ttft(models: Models, report: Report, repeats: int = 5) -> None:
+    """First streamed text of a fresh single-turn prompt vs a plain one-pass prefill of the same prompt: ``generate``
+    of one token on the same model (hf_magic's: same dtype and attention), interleaved rounds. What is left over is
+    what hf_magic adds before the first text: the chat template, tokenizing, the cache, streaming, decoding."""
     filler = " ".join(f"Note {i}: the {topic} chapter needs a summary." for i, topic in enumerate(TOPICS * 3))
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"{filler}\n\n{STORY}"}]
     ids = models.prompt_ids(messages)
+    model = models.llm.model
     prefill, first = [], []
-    raw_generate(models, ids, 1)  # warm-up
+    raw_generate(models, ids, 1, model)  # warm-up both
+    hf_stream(models, messages, 2)
     for _ in range(repeats):
-        prefill.append(timed(lambda: raw_generate(models, ids, 1))[0])
-        models.llm.reset_cache()  # measure a full prefill, not a reused one
+        prefill.append(timed(lambda: raw_generate(models, ids, 1, model))[0])
+        models.llm.reset_cache()  # measure a fresh prefill, not a reused one
         first.append(hf_stream(models, messages, 4)[1] or float("nan"))
     prefill_ms, first_ms = statistics.median(prefill) * 1000, statistics.median(first) * 1000
+    # Per-round differences, then their median: a load spike on a shared machine hits one round, not one side.
+    extra_ms = statistics.median(f - p for f, p in zip(first, prefill, strict=True)) * 1000
     report.add(
         "time to first token",
-        f"prefill alone: raw generate of 1 token ({len(ids)}-token prompt)",
+        f"plain one-pass prefill: generate of 1 token ({len(ids)}-token prompt, {model.dtype}, median of {repeats})",
         f"{prefill_ms:.0f} ms",
     )
     report.add(
         "time to first token",
-        "hf_magic stream: first text",
-        f"{first_ms:.0f} ms (+{first_ms - prefill_ms:.0f} ms)",
+        "hf_magic stream, fresh prompt: first text (+ median of per-round differences)",
+        f"{first_ms:.0f} ms (+{extra_ms:.0f} ms)",
         "<= prefill + 50 ms",
-        first_ms <= prefill_ms + 50,
+        extra_ms <= 50,
     )
 
 
-def _conversation(turns: int) -> list[str]:
-    return [
-        f"Turn {turn + 1}. Here is a short note for my records: {TOPICS[turn % len(TOPICS)]} are interesting, "
-        f"and I would like to learn more about {TOPICS[turn % len(TOPICS)]} today. Tell me one fact about them."
-        for turn in range(turns)
-    ]
+def _conversation(turns: int, notes: int = 12) -> list[str]:
+    """User messages of about 150 tokens each (``notes`` sentences and a question), one per turn."""
+    messages = []
+    for turn in range(turns):
+        topic = TOPICS[turn % len(TOPICS)]
+        lines = " ".join(f"Note {i + 1}: the {topic} chapter needs a summary." for i in range(notes))
+        messages.append(f"Turn {turn + 1}. Here are my notes on {topic}. {lines} Tell me one fact about {topic}.")
+    return messages
 
 
 Turn = tuple[float, float, int]  # latency and time to first text (seconds), minor page faults of one turn
@@ -317,8 +332,9 @@ def _run_conversation(ask: Callable[[list[dict[str, str]]], tuple[str, float | N
     return measured
 
 
-def section_turns(models: Models, report: Report, turns: int = 20, new_tokens: int = 24, repeats: int = 3) -> None:
-    """Latency of turns 1..N of a scripted chat: hf_magic (cache reuse) vs fresh prefill vs langchain.
+def section_turns(models: Models, report: Report, turns: int = 10, new_tokens: int = 24, repeats: int = 3) -> None:
+    """Latency of turns 1..N of a scripted chat of ~150-token messages: hf_magic (cache reuse) vs fresh prefill
+    vs langchain. A reused turn prefills one pass (the last reply, the new message, the assistant header).
 
     Each conversation runs ``repeats`` times, interleaved with the others; each turn's latency is the median
     of its runs, so one load spike on a shared machine does not decide a turn."""
@@ -347,7 +363,7 @@ def section_turns(models: Models, report: Report, turns: int = 20, new_tokens: i
         firsts = [statistics.median(run[1] for run in turn) for turn in zip(*series, strict=True)]
         report.turn_series[name] = latencies
         growth = latencies[-1] / latencies[0]
-        goal = ("turn N <= 1.25x turn 1", growth <= 1.25) if name.startswith("hf_magic (") else ("", None)
+        goal = (f"turn {turns} <= 1.1x turn 1", growth <= 1.1) if name.startswith("hf_magic (") else ("", None)
         report.add(
             "turn latency",
             f"{name}: turn 1 / turn {turns} (median of {repeats} runs)",
@@ -534,34 +550,120 @@ def section_load(models: Models, report: Report, repeats: int = 8) -> None:
     )
 
 
-def section_prefill(models: Models, report: Report, length: int = 1420, repeats: int = 3) -> None:
-    """What chunked prefill costs: a fresh prompt in one pass (plain ``generate``) vs cut into hf_magic's
-    position-aligned chunks (``kv_cache.PREFILL_CHUNK``), the same model and attention (SDPA)."""
+REPLY = "Here is one fact about them, in two short sentences."
+
+
+def _chat_history(turns: int, reply: str = REPLY) -> list[dict[str, str]]:
+    """The messages of ``turns`` turns of the scripted chat, replies filled with ``reply``, ending with a question."""
+    messages = [{"role": "system", "content": SYSTEM}]
+    for question in _conversation(turns):
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+    return messages[:-1]
+
+
+def section_prefill(models: Models, report: Report, turns: int = 10, repeats: int = 3) -> None:
+    """What cutting costs where it happens: a fresh prefill of a whole conversation (after a reset, an edit of
+    an early turn, a model switch) runs one pass per turn, as the turns first ran; vs one pass over it all.
+    Fresh single-turn prompts and reused turns are one pass, so this is the only place the cuts cost."""
     import torch
 
-    from hf_magic.local.kv_cache import PREFILL_CHUNK
+    from hf_magic.backend import ChatRequest
+    from hf_magic.local.kv_cache import ConversationCache, prefill_earlier_turns
 
     model = models.llm.model
-    torch.manual_seed(0)
-    ids = torch.randint(100, model.config.vocab_size, (1, length), device=model.device)
+    prompt = models.llm._chat_prompt(ChatRequest(messages=_chat_history(turns)))
+    ids = torch.tensor([prompt.input_ids], device=model.device)
+    pad = models.tokenizer.eos_token_id
 
-    def prefill(chunk: int | None) -> None:
+    def one_pass() -> None:
+        raw_generate(models, prompt.input_ids, 1, model)
+
+    def cut() -> None:
+        lease = ConversationCache().take(model, prompt.input_ids, prompt.turn_starts)
+        assert lease is not None
         with torch.inference_mode():
+            prefill_earlier_turns(model, ids, lease, pad_token_id=pad)
             model.generate(
-                ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False,
-                prefill_chunk_size=chunk, pad_token_id=models.tokenizer.eos_token_id,
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False, pad_token_id=pad,
+                **lease.generate_kwargs(),
             )  # fmt: skip
 
-    prefill(None)  # warm-up
-    costs: dict[int | None, list[float]] = {None: [], PREFILL_CHUNK: []}
+    one_pass()  # warm-up
+    costs: dict[str, list[float]] = {"one": [], "cut": []}
     for _ in range(repeats):  # interleaved, so a load spike hits both
-        for chunk in costs:
-            costs[chunk].append(timed(lambda chunk=chunk: prefill(chunk))[0])
-    whole, chunked = (statistics.median(costs[chunk]) for chunk in costs)
+        costs["one"].append(timed(one_pass)[0])
+        costs["cut"].append(timed(cut)[0])
+    whole, passes = statistics.median(costs["one"]), statistics.median(costs["cut"])
     report.add(
         "prefill",
-        f"{length} tokens: one pass vs chunks of {PREFILL_CHUNK} (median of {repeats})",
-        f"{whole * 1000:.0f} ms vs {chunked * 1000:.0f} ms ({chunked / whole:.2f}x)",
+        f"fresh {turns}-turn prompt, {len(prompt.input_ids)} tokens: one pass vs cut at its "
+        f"{len(prompt.turn_starts)} turn starts (median of {repeats})",
+        f"{whole * 1000:.0f} ms vs {passes * 1000:.0f} ms ({passes / whole:.2f}x)",
+    )
+
+
+def section_switch(models: Models, report: Report, turns: int = 4, quantize: str = "4bit", repeats: int = 3) -> None:
+    """First text right after a model switch (default -> 4-bit -> default in one session, the conversation kept)
+    vs the same prompt on another freshly loaded default model with no quantized one in between (what a fresh
+    kernel's first cell pays: the first call), vs again after ``reset_cache`` (warm), vs one plain pass. The new
+    model holds no cache, so the whole conversation is prefilled, cut at its turn starts; anything slow a switch
+    left behind (threads, allocator, the old model's caches) would put the first figure above the second."""
+    import torch
+
+    from hf_magic.notebook.model_spec import ModelSpec, load_chat_model
+    from hf_magic.notebook.session import ChatSession
+    from hf_magic.notebook.turns import Settings
+
+    session = ChatSession("bench-switch", ModelSpec(), Settings(system_prompt=SYSTEM, max_new_tokens=24))
+    session.use_model(models.chat, ModelSpec())  # the conversation, on the benchmark's loaded model
+    questions = _conversation(turns + 2)
+    for question in questions[:turns]:
+        session.send(question)
+    session.load(ModelSpec(quantize=quantize))  # type: ignore[arg-type]
+    session.send(questions[turns], max_new_tokens=8)
+
+    def first_text(reset: bool = False) -> float:
+        """The next turn's time to first text; the same turn sent again when one was sent already."""
+        if session.turns[-1].user == questions[turns + 1]:
+            session.turns.pop()
+        if reset:
+            session.chat_model.llm.reset_cache()
+        start, first = time.perf_counter(), []
+
+        def on_token(_text: str) -> None:
+            if not first:
+                first.append(time.perf_counter() - start)
+
+        session.send(questions[turns + 1], on_token=on_token, max_new_tokens=2)
+        return first[0] * 1000
+
+    session.load(ModelSpec())
+    after_switch = first_text()
+    session.use_model(load_chat_model(ModelSpec()), ModelSpec())  # a fresh load, nothing quantized before it
+    fresh_load = first_text()
+    warm = statistics.median(first_text(reset=True) for _ in range(repeats))
+    llm = session.chat_model.llm
+    ids = torch.tensor([llm._kv_cache._token_ids], device=llm.model.device)
+    passes = len(llm._kv_cache.pass_ends)
+
+    def one_pass() -> None:
+        with torch.inference_mode():
+            llm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=1, do_sample=False,
+                               pad_token_id=models.tokenizer.eos_token_id)  # fmt: skip
+
+    plain = statistics.median(timed(one_pass)[0] for _ in range(repeats)) * 1000
+    report.add(
+        "model switch",
+        f"first text right after default -> {quantize} -> default ({ids.shape[1]}-token prompt, {passes} passes)",
+        f"{after_switch:.0f} ms",
+    )
+    report.add(
+        "model switch",
+        "the same turn: on another freshly loaded default model; warm after reset_cache "
+        f"(median of {repeats}); one plain pass over the prompt",
+        f"{fresh_load:.0f} ms ({after_switch / fresh_load:.2f}x); {warm:.0f} ms; {plain:.0f} ms",
+        "switch <= 1.1x fresh load",
+        after_switch <= 1.1 * fresh_load,
     )
 
 
@@ -569,11 +671,12 @@ def section_invariance(
     models: Models, report: Report, length: int = 900, cuts: tuple[int, ...] = (100, 500, 897), kept: int = 512
 ) -> None:
     """Do logits depend on how a sequence is cut into prefills (what cache reuse does)? The model in pieces with
-    its KV cache vs in one pass, at arbitrary cuts; and what hf_magic compares: a reused turn (the whole chunks of
-    an earlier, different prompt's cache, then chunks of the new tokens) vs a fresh chunked prefill."""
+    its KV cache vs in one pass, at arbitrary cuts; and what hf_magic compares: a reused turn (an earlier,
+    different prompt's cache cropped at a turn start both share, then one pass) vs a fresh prefill cut at the
+    same turn starts."""
     import torch
 
-    from hf_magic.local.kv_cache import PREFILL_CHUNK, cache_keyword, new_cache
+    from hf_magic.local.kv_cache import cache_keyword, new_cache
 
     model = models.llm.model
     dtype = model.dtype
@@ -581,6 +684,7 @@ def section_invariance(
     ids = torch.randint(100, model.config.vocab_size, (1, length), device=model.device)
     earlier = ids.clone()  # an earlier turn: the same first ``kept`` tokens, then something else
     earlier[:, kept:] = torch.randint(100, model.config.vocab_size, (1, length - kept), device=model.device)
+    starts = [kept // 3, kept]  # turn starts both prompts share
 
     def run(tokens: Any, ends: list[int], cache: Any = None, start: int = 0) -> tuple[Any, Any]:
         cache, out = cache if cache is not None else new_cache(model), []
@@ -590,24 +694,21 @@ def section_invariance(
                 start = end
         return torch.cat(out, dim=1), cache
 
-    def chunk_ends(start: int, stop: int) -> list[int]:
-        return [*range(start + PREFILL_CHUNK, stop, PREFILL_CHUNK), stop]
-
     try:
         for as_type in (torch.bfloat16, torch.float32):
             model.to(as_type)
             name = str(as_type).removeprefix("torch.")
             whole, _ = run(ids, [length])
             pieces, _ = run(ids, [*cuts, length])
-            fresh, _ = run(ids, chunk_ends(0, length))
-            _, cache = run(earlier, chunk_ends(0, length - 100))
+            fresh, _ = run(ids, [*starts, length])
+            _, cache = run(earlier, [*starts, length - 100])
             cache.crop(kept - cache.get_seq_length())  # by a negative count: what crop accepts
-            reused, _ = run(ids, chunk_ends(kept, length), cache, kept)
+            reused, _ = run(ids, [length], cache, kept)
             for what, difference in (
                 (f"cut at {list(cuts)} vs one pass", (pieces - whole).abs().max().item()),
                 (
-                    f"a reused turn ({kept} cached positions of another prompt, then chunks of {PREFILL_CHUNK}) "
-                    "vs a fresh chunked prefill",
+                    f"a reused turn ({kept} cached positions of another prompt, cut at {starts}, then one pass) "
+                    "vs a fresh prefill cut at the same points",
                     (reused - fresh[:, kept:]).abs().max().item(),
                 ),
             ):
@@ -623,6 +724,7 @@ def section_invariance(
 SECTION_FUNCTIONS: dict[str, Callable[[Models, Report], None]] = {
     "load": section_load,
     "prefill": section_prefill,
+    "switch": section_switch,
     "tokens": section_tokens,
     "ttft": section_ttft,
     "turns": section_turns,
@@ -630,6 +732,9 @@ SECTION_FUNCTIONS: dict[str, Callable[[Models, Report], None]] = {
     "endpoint": section_endpoint,
     "memory": section_memory,
     "invariance": section_invariance,
+    "log": section_log,  # benchmarks/log_write.py: what the turn log costs a reply
+    **row_map.SECTIONS,  # --map: benchmarks/row_map.py
+    **ENGINE_SECTIONS,
     **speed_paths.SECTIONS,  # issue 21: the local speed paths against llama.cpp, their quality, a 1.5B-class model
 }
 

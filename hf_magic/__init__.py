@@ -16,6 +16,7 @@ if TYPE_CHECKING:
         ContextWindowError,
         DefaultModelMissingError,
         EndpointError,
+        EngineError,
         GenerationCancelled,
         HfMagicError,
         ImageError,
@@ -29,21 +30,25 @@ if TYPE_CHECKING:
     from .images import image_block
     from .local.loading import ensure_default_model as default_model_path
     from .local.pipeline import HuggingFacePipeline
+    from .notebook.map_cell import map_rows
     from .notebook.panel import ChatPanel
     from .progress import ProgressEvent
     from .remote.endpoint import HuggingFaceEndpoint
+    from .remote.engine_endpoint import EngineEndpoint
 
 # Public name -> (module, attribute in it).
 _LAZY: dict[str, tuple[str, str]] = {
     **{name: ("backend", name) for name in ("ChatDelta", "ChatRequest", "GenerationParams", "Usage")},
     "ChatHuggingFace": ("chat_models", "ChatHuggingFace"),
     "HuggingFaceEndpoint": ("remote.endpoint", "HuggingFaceEndpoint"),
+    "EngineEndpoint": ("remote.engine_endpoint", "EngineEndpoint"),
     **{
         name: ("errors", name)
         for name in (
             "ContextWindowError",
             "DefaultModelMissingError",
             "EndpointError",
+            "EngineError",
             "GenerationCancelled",
             "HfMagicError",
             "ImageError",
@@ -58,6 +63,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "default_model_path": ("local.loading", "ensure_default_model"),
     "image_block": ("images", "image_block"),
     "ChatPanel": ("notebook.panel", "ChatPanel"),
+    "map_rows": ("notebook.map_cell", "map_rows"),
     "HuggingFacePipeline": ("local.pipeline", "HuggingFacePipeline"),
     "ProgressEvent": ("progress", "ProgressEvent"),
 }
@@ -99,6 +105,8 @@ __all__ = [
     "ContextWindowError",
     "DefaultModelMissingError",
     "EndpointError",
+    "EngineEndpoint",
+    "EngineError",
     "GenerationCancelled",
     "GenerationParams",
     "HfMagicError",
@@ -115,4 +123,5 @@ __all__ = [
     "Usage",
     "default_model_path",
     "image_block",
+    "map_rows",
 ]

@@ -7,12 +7,13 @@ messages; ``chat_models`` converts at the boundary.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from . import config
-from .errors import InvalidInputError
+from .errors import HfMagicError, InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,20 @@ class ChatBackend(Protocol):
         ...
 
     async def achat(self, request: ChatRequest) -> ChatDelta: ...
+
+
+@runtime_checkable
+class BatchChatBackend(Protocol):
+    """Optional: a backend that answers many independent requests faster together than one by one (the local
+    pipeline, in padded batches). ``ChatHuggingFace.batch_deltas`` uses it; for other backends it sends the
+    requests concurrently instead (``concurrent_chat.py``)."""
+
+    def batch_chat(
+        self, requests: Sequence[ChatRequest], *, batch_size: int | None = None, cancel: threading.Event | None = None
+    ) -> Iterator[tuple[int, ChatDelta | HfMagicError]]:
+        """Each request's whole reply (or the error that kept it from running) as ``(index, reply)``, in the order
+        they finish; ``cancel`` or closing the iterator stops what is still generating."""
+        ...
 
 
 def join_deltas(deltas: list[ChatDelta]) -> ChatDelta:

@@ -7,6 +7,7 @@ session) and ``_stream`` turns into message chunks. Drop-in compatible with lang
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .backend import ChatBackend, ChatDelta, ChatRequest, GenerationParams
+from .backend import BatchChatBackend, ChatBackend, ChatDelta, ChatRequest, GenerationParams
 from .chat_format import (
     PROVIDER,
     convert_delta_to_chunk,
@@ -28,7 +29,8 @@ from .chat_format import (
     convert_messages,
     normalize_tool_choice,
 )
-from .errors import InvalidInputError, input_error
+from .concurrent_chat import DEFAULT_CONCURRENCY, concurrent_replies
+from .errors import HfMagicError, InvalidInputError, input_error
 from .structured_output import StructuredMethod, structured_output
 
 
@@ -251,6 +253,31 @@ class ChatHuggingFace(BaseChatModel):
         """``stream_deltas`` without blocking the event loop; cancelling the task stops generation."""
         async for delta in self.llm.astream_chat(self._request(messages, stop, **kwargs)):
             yield delta
+
+    def batch_deltas(
+        self,
+        conversations: Sequence[Sequence[BaseMessage]],
+        stop: list[str] | None = None,
+        *,
+        concurrency: int | None = None,
+        cancel: threading.Event | None = None,
+        **kwargs: Any,
+    ) -> Iterator[tuple[int, ChatDelta | HfMagicError]]:
+        """Replies to many independent conversations, each whole, as ``(index, reply)`` in the order they finish.
+
+        A local pipeline generates ``concurrency`` rows per batch (``local/batch_generation.py``); other backends
+        get ``concurrency`` requests in flight at once (default 8, ``concurrent_chat.py``). A conversation that
+        fails comes back as its ``HfMagicError`` and never stops the others. ``kwargs`` are per-call settings, as for
+        ``invoke`` (``response_format``, ``tools``, ``max_tokens``...), the same for every conversation. ``cancel``,
+        closing the iterator, or Ctrl-C in the caller stops what is still generating.
+
+        Raises:
+            InvalidInputError: an unsupported message or a bad setting (before anything is sent).
+        """
+        requests = [self._request(messages, stop, **kwargs) for messages in conversations]
+        if isinstance(self.llm, BatchChatBackend):
+            return self.llm.batch_chat(requests, batch_size=concurrency, cancel=cancel)
+        return concurrent_replies(self.llm, requests, concurrency=concurrency or DEFAULT_CONCURRENCY, cancel=cancel)
 
     # -------------------------------------------------------------- tools and structured output
     def bind_tools(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +32,31 @@ def cache_dir() -> Path:
     return Path(xdg).expanduser() / "hf_magic"
 
 
+def home_dir() -> Path:
+    """Where hf_magic keeps what it writes for the user (the turn log): ``$HF_MAGIC_HOME``, else the user's data
+    folder: ``$XDG_DATA_HOME/hf_magic`` (``~/.local/share/hf_magic``), ``~/Library/Application Support/hf_magic``
+    on macOS, ``%LOCALAPPDATA%\\hf_magic`` on Windows."""
+    explicit = os.environ.get("HF_MAGIC_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "hf_magic"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "hf_magic"
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg).expanduser() / "hf_magic"
+
+
+def log_path() -> Path:
+    """The turn log's SQLite file: ``logs.db`` in ``home_dir()``."""
+    return home_dir() / "logs.db"
+
+
+def log_disabled() -> bool:
+    """``HF_MAGIC_NO_LOG=1``: no turn is written to the log in this process, whatever the magic's settings say."""
+    return _truthy(os.environ.get("HF_MAGIC_NO_LOG"))
+
+
 def hub_endpoint() -> str:
     """The hub base URL huggingface_hub talks to (``HF_ENDPOINT``), read when needed, not at import."""
     return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
@@ -39,6 +65,18 @@ def hub_endpoint() -> str:
 def env_token() -> str | None:
     """The access token from the environment: ``HUGGINGFACEHUB_API_TOKEN``, then ``HF_TOKEN``."""
     return os.environ.get("HUGGINGFACEHUB_API_TOKEN") or os.environ.get("HF_TOKEN") or None
+
+
+def engine_python() -> str | None:
+    """The Python that runs engines hf_magic starts (vLLM, llama.cpp): ``HF_MAGIC_ENGINE_PYTHON``; ``None`` means the
+    kernel's own. vLLM pins its own torch, so it usually lives in a venv of its own."""
+    return os.environ.get("HF_MAGIC_ENGINE_PYTHON") or None
+
+
+def env_tokens() -> list[str]:
+    """Every access token the environment holds (``HUGGINGFACEHUB_API_TOKEN``, ``HF_TOKEN``): what must never be
+    written anywhere, whichever of them is used."""
+    return [value for value in (os.environ.get(name) for name in ("HUGGINGFACEHUB_API_TOKEN", "HF_TOKEN")) if value]
 
 
 def progress_disabled() -> bool:

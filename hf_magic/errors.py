@@ -45,6 +45,10 @@ class EndpointError(HfMagicError):
     """A remote endpoint failed: unreachable, refused the token, no such model, overloaded..."""
 
 
+class EngineError(HfMagicError):
+    """A serving engine hf_magic starts (vLLM, llama.cpp) is missing, failed to start, or stopped."""
+
+
 class StreamInterruptedError(EndpointError):
     """A stream ended mid-reply; ``partial_text`` holds what had arrived."""
 
@@ -127,6 +131,11 @@ class StructuredOutputCutError(HfMagicError, OutputParserException):
 
 class ImageError(InvalidInputError):
     """An image that cannot be sent: unreadable, unreachable, not an image, or to a model that reads text only."""
+
+
+class TurnLogError(HfMagicError):
+    """The turn log (``logs.db``) cannot be read or written: locked, read-only, corrupt, full, or from a newer
+    hf_magic. Chat goes on without it; the message says what to do."""
 
 
 def input_error(exc: ValidationError, owner: str) -> InvalidInputError:

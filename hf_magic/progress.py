@@ -17,7 +17,7 @@ from typing import Any, Literal
 # The plain tqdm base: tqdm.auto's notebook variant would display its own widget from __init__.
 from tqdm.std import tqdm as auto_tqdm
 
-Stage = Literal["download", "convert", "load", "compile"]
+Stage = Literal["download", "convert", "load", "compile", "generate"]
 
 
 @dataclass(frozen=True)
@@ -26,13 +26,14 @@ class ProgressEvent:
 
     Attributes:
         stage: what is happening: fetching bytes, converting the embedded model, loading weights, compiling the
-            decode step.
+            decode step, generating replies (rows of a ``--map``).
         label: the bar's description (a file name, "Loading weights"...).
         current: units done so far.
         total: units expected, or None when unknown.
         unit: "B" for bytes, "it" for items such as tensors or shards.
         done: True on the bar's last event.
         bar_id: tells concurrent bars (one per file) apart.
+        tokens: tokens spent so far, for work measured in replies (rows of a ``--map``); None otherwise.
     """
 
     stage: Stage
@@ -42,6 +43,7 @@ class ProgressEvent:
     unit: str = "it"
     done: bool = False
     bar_id: int = 0
+    tokens: int | None = None
 
     @property
     def fraction(self) -> float | None:

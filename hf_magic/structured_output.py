@@ -41,11 +41,7 @@ def structured_output(
         )
     elif method in ("json_schema", "json_mode"):
         if method == "json_schema":
-            json_schema = convert_to_json_schema(schema)
-            response_format: dict[str, Any] = {
-                "type": "json_schema",
-                "json_schema": {"name": json_schema.get("title", "output"), "schema": json_schema, "strict": True},
-            }
+            response_format: dict[str, Any] = json_schema_format(schema)
         else:
             # A JSON object; the schema rides along so the local grammar can hold the reply to it (endpoints send
             # OpenAI's plain json_object, and the prompt must ask for the fields, as with any json_mode).
@@ -68,6 +64,16 @@ def structured_output(
     parsed = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
     fallback = RunnablePassthrough.assign(parsed=lambda _: None)
     return RunnableMap(raw=llm) | parsed.with_fallbacks([fallback], exception_key="parsing_error")
+
+
+def json_schema_format(schema: dict[str, Any] | type) -> dict[str, Any]:
+    """OpenAI's ``response_format`` asking for JSON that matches ``schema`` (Pydantic class, TypedDict or JSON
+    schema): what servers enforce, and what the local pipeline compiles into a grammar."""
+    json_schema = convert_to_json_schema(schema)
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": json_schema.get("title", "output"), "schema": json_schema, "strict": True},
+    }
 
 
 def cut_reply_check(method: str) -> Runnable:

@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh lab,test
+# vLLM's CPU build in a venv of its own, made once per machine under ~/.cache/hf_magic/engines and reused
+# (tests/support/vllm.py; about 10 minutes the first time), and llama-cpp-python from a wheel built once per machine.
+.venv/bin/python -m tests.support.vllm
+scripts/install_llama_cpp.sh
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
     if [ "$(id -u)" = 0 ]; then apt_get=(apt-get); else apt_get=(sudo apt-get); fi
     "${apt_get[@]}" update -qq

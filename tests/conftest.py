@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The turn log of every session and kernel the tests start goes to a folder of this test run, never the user's.
+os.environ["HF_MAGIC_HOME"] = tempfile.mkdtemp(prefix="hf_magic_home_")
+atexit.register(shutil.rmtree, os.environ["HF_MAGIC_HOME"], ignore_errors=True)
 
 pytest_plugins: list[str] = [
     "tests.support.olah",
     "tests.support.serve",
     "tests.support.http_recorder",
     "tests.support.jupyterlab",
+    "tests.support.mcp_server",
+    "tests.support.vllm",
+    "tests.support.log_files",
 ]
 
 
@@ -32,3 +41,13 @@ def chat_model(default_llm):
     from hf_magic import ChatHuggingFace
 
     return ChatHuggingFace(llm=default_llm)
+
+
+@pytest.fixture(scope="session")
+def hf_shell():
+    """This process's IPython shell (a singleton) with hf_magic loaded."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "hf_magic")
+    return shell

@@ -118,7 +118,6 @@ def test_a_text_turn_after_an_image_turn_reuses_the_cache(
     ip: InteractiveShell, vlm_session: ChatSession, pictures: list[Path]
 ) -> None:
     llm = vlm_session.chat_model.llm
-    llm._kv_cache.chunk = 4  # small chunks: the image's positions lie in whole chunks
     ip.run_cell_magic("hfchat", f"--session {vlm_session.name} --max-new-tokens 3 --image {pictures[0]}", "What?")
     assert llm.last_prefill_note is not None
     ip.run_cell_magic("hfchat", f"--session {vlm_session.name} --max-new-tokens 3", "And then?")

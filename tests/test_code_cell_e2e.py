@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hf_magic.notebook.code_blocks import code_cell_text
-from tests.support.jupyterlab import ARTIFACTS, JupyterLab, run_cell
+from tests.support.jupyterlab import ARTIFACTS, JupyterLab, notebook_cells, run_cell, wait_until_run
 
 pytestmark = pytest.mark.integration
 
@@ -34,36 +33,6 @@ REPLAYED_CELL = "%%hfchat -m replay --session replay -f code\nWrite a square fun
 MODEL_CELL = "%%hfchat -f code --max-new-tokens 64\nWrite a Python function that adds two numbers."
 
 
-def _cells(page: Any) -> list[dict[str, Any]]:
-    """The open notebook's cells as JupyterLab's model holds them: source, execution count and outputs."""
-    return json.loads(
-        page.evaluate(
-            """() => {
-                const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
-                const out = [];
-                for (let i = 0; i < cells.length; i++) {
-                    const cell = cells.get(i);
-                    out.push({source: cell.sharedModel.getSource(), count: cell.executionCount ?? null,
-                              outputs: cell.outputs ? cell.outputs.toJSON() : []});
-                }
-                return JSON.stringify(out);
-            }"""
-        )
-    )
-
-
-def _wait_until_run(page: Any, index: int) -> None:
-    page.wait_for_function(
-        """(index) => {
-            const panel = window.jupyterapp.shell.currentWidget;
-            const cell = panel.content.model.cells.get(index);
-            return cell.executionCount !== null && panel.sessionContext.session.kernel.status === 'idle';
-        }""",
-        arg=index,
-        timeout=REPLY_TIMEOUT_MS,
-    )
-
-
 def _reply(cell: dict[str, Any]) -> str:
     return next(o["metadata"]["hf_magic"]["reply"] for o in cell["outputs"] if "hf_magic" in o.get("metadata", {}))
 
@@ -73,14 +42,14 @@ def test_format_code_creates_a_cell_with_the_replys_code(jupyter_lab: JupyterLab
     jupyter_lab.write_notebook("code.ipynb", [SETUP_CELL, REPLAYED_CELL, MODEL_CELL])
     jupyter_lab.open_notebook(page, "code.ipynb")
     run_cell(page, 0)
-    _wait_until_run(page, 0)
+    wait_until_run(page, 0, REPLY_TIMEOUT_MS)
 
     # 1. The reply's code block becomes a new cell right below the %%hfchat cell; the reply still shows.
     run_cell(page, 1)
     page.wait_for_function(
         "() => window.jupyterapp.shell.currentWidget.content.model.cells.length === 4", timeout=REPLY_TIMEOUT_MS
     )
-    cells = _cells(page)
+    cells = notebook_cells(page)
     assert cells[2]["source"] == code_cell_text(_reply(cells[1])) == "def square(x):\n    return x * x"
     assert cells[3]["source"] == MODEL_CELL
     assert "Here you go" in page.locator(".jp-Cell").nth(1).inner_text()
@@ -88,9 +57,9 @@ def test_format_code_creates_a_cell_with_the_replys_code(jupyter_lab: JupyterLab
     # 2. The default model: the new cell holds exactly the code blocks of the reply shown, or, with none, the cell
     #    says so and no cell is added.
     run_cell(page, 3)
-    _wait_until_run(page, 3)
+    wait_until_run(page, 3, REPLY_TIMEOUT_MS)
     page.wait_for_timeout(1000)  # the payload's cell is inserted after the reply arrives
-    cells = _cells(page)
+    cells = notebook_cells(page)
     code = code_cell_text(_reply(cells[3]))
     if code is None:
         assert len(cells) == 4

@@ -50,7 +50,7 @@ def test_turns_stream_with_usage_and_reuse_the_cache_in_gpu_memory(session) -> N
     first = session.send("Hello! Who are you?", on_token=pieces.append)
     assert first.reply and "".join(pieces) == first.reply
     assert first.usage is not None and first.usage.output_tokens > 0
-    session.send("And what can you do? " * 40)  # over one prefill chunk: the next turn reuses it
+    session.send("And what can you do? " * 40)  # the next turn prefills from where this one's reply began
     session.send("Thanks.")
     store = session.chat_model.llm._kv_cache
     assert store.last_reused > 0
@@ -88,7 +88,7 @@ def test_replies_with_cache_reuse_equal_fresh_prefills_on_the_gpu(dtype: str) ->
     fresh = ChatHuggingFace(
         llm=HuggingFacePipeline(pipeline=llm.pipeline, model_id=llm.model_id, pipeline_kwargs=llm.pipeline_kwargs)
     )
-    messages: list[BaseMessage] = [SystemMessage(content="You're a helpful assistant. " * 30)]  # over a chunk
+    messages: list[BaseMessage] = [SystemMessage(content="You're a helpful assistant. " * 30)]
     for turn, question in enumerate(QUESTIONS * 2):
         messages.append(HumanMessage(content=question))
         reply = cached.invoke(messages).content
@@ -108,7 +108,7 @@ def test_a_quantized_session_runs_on_the_gpu_in_less_memory(session, quantize: s
     full = session.chat_model.llm.model.get_memory_footprint()
     quantized = ChatSession(f"cuda-{quantize}", ModelSpec(model=MODEL, quantize=quantize), Settings(max_new_tokens=8))
     try:
-        quantized.send("Hello! " * 80)  # over one prefill chunk: the next turn reuses it
+        quantized.send("Hello! " * 80)  # the next turn prefills from where this one's reply began
         turn = quantized.send("Tell me more.")
         llm = quantized.chat_model.llm
         assert _on_gpu(llm.model)

@@ -167,3 +167,70 @@ def test_401_with_a_token_says_the_token_was_refused(recorder_as_hub, tokens_eve
     with pytest.raises(EndpointError, match=r"refused the token \(401\).*settings/tokens") as caught:
         llm.chat(ChatRequest(messages=[{"role": "user", "content": "Hi"}]))
     assert FROM_LEGACY_ENV not in str(caught.value)
+
+
+# ------------------------------------------------------------------------------- the turn log
+def _logged_session(recorder, tmp_path, monkeypatch, token=None):
+    """A session on the local server, followed by a turn log of its own under ``tmp_path``."""
+    from hf_magic.notebook.kernel_log import KernelLog
+    from hf_magic.notebook.model_spec import ModelSpec
+    from hf_magic.notebook.session import ChatSession
+
+    monkeypatch.setenv("HF_MAGIC_HOME", str(tmp_path / "home"))
+    session = ChatSession("hygiene")
+    llm = HuggingFaceEndpoint(endpoint_url=recorder.url, huggingfacehub_api_token=token)
+    session.use_model(ChatHuggingFace(llm=llm), ModelSpec(backend="endpoint", endpoint_url=recorder.url))
+    log = KernelLog()
+    log.follow(session)
+    return session, log
+
+
+def _written_anywhere(data: bytes, token: str) -> bool:
+    """The token as written, or as the full-text index keeps it (lower-cased, split at the underscore)."""
+    return any(form.encode() in data for form in (token, token.lower(), token.split("_", 1)[1].lower()))
+
+
+def test_no_token_is_ever_written_to_the_turn_log(recorder, tokens_everywhere, tmp_path, monkeypatch):
+    from tests.support.log_files import every_byte
+
+    shaped = "hf_" + "A1b2C3d4" * 5  # shaped like a token, though nobody configured it
+    recorder.replies.extend(
+        [
+            Reply(events=[chunk(f"Echo: {EXPLICIT} {FROM_ENV} {shaped}"), chunk(finish_reason="stop")]),
+            Reply(status=400, body={"detail": f"bad request from Bearer {EXPLICIT} {FROM_LEGACY_ENV}"}),
+        ]
+    )
+    session, log = _logged_session(recorder, tmp_path, monkeypatch, token=EXPLICIT)
+    session.send(f"My tokens are {FROM_ENV} and {FROM_LEGACY_ENV}, keep them safe")
+    with pytest.raises(EndpointError):
+        session.send(f"Again with {EXPLICIT}")
+    target = tmp_path / "export.json"
+    session.export(target)
+    data = every_byte(log.store().path)
+    assert log.store().count() == 2 and b"***" in data and b"keep them safe" in data  # it was written, blanked
+    for token in (EXPLICIT, FROM_ENV, FROM_LEGACY_ENV, shaped):
+        assert not _written_anywhere(data, token), token
+
+
+def test_the_hf_auth_login_token_is_blanked_from_the_turn_log(recorder, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from tests.support.log_files import every_byte
+
+    login_token = "hf_loginSECRETtoken0005"
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGINGFACEHUB_API_TOKEN", raising=False)
+    (tmp_path / "token").write_text(login_token)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "token"))
+    recorder.replies.append(Reply(events=[chunk("ok"), chunk(finish_reason="stop")]))
+    session, log = _logged_session(recorder, tmp_path, monkeypatch)
+    session.send(f"I pasted my token {login_token} by mistake")
+    data = every_byte(log.store().path)
+    assert b"by mistake" in data and not _written_anywhere(data, login_token)
+
+
+def test_url_passwords_are_blanked():
+    from hf_magic.notebook.turn_records import blank_secrets
+
+    text = "see https://alice:s3cr3t-pass@example.com/v1 and http://example.com/plain"
+    assert blank_secrets(text, []) == "see https://alice:***@example.com/v1 and http://example.com/plain"

@@ -14,20 +14,23 @@ from hf_magic.local.fast_decode import (
     prepare_fast_decode,
     why_not_compiled,
 )
-from hf_magic.local.kv_cache import ConversationCache
+from hf_magic.local.kv_cache import ConversationCache, prefill_earlier_turns
 from tests.support.tiny_models import tiny_causal_lm
 
-CHUNK = 4
 
-
-def _generate(model, store: ConversationCache, plan: FastDecode | None, ids: list[int], new_tokens: int, reuse=True):
-    """What LocalGenerator does: a lease laid out for the request, generate, keep. Returns the ids and logits."""
+def _generate(
+    model, store: ConversationCache, plan: FastDecode | None, ids: list[int], starts, new_tokens: int, reuse=True
+):
+    """What LocalGenerator does: a lease laid out for the request and cut at ``starts`` (where earlier turns'
+    prompts ended), the earlier passes, generate, keep. Returns the ids and logits."""
     import torch
 
     tensor = torch.tensor([ids])
     layout = plan.layout(len(ids), new_tokens) if plan else None
-    lease = store.take(model, ids, reuse=reuse, layout=layout)
+    lease = store.take(model, ids, starts, reuse=reuse, layout=layout)
+    assert lease is not None
     with torch.inference_mode():
+        prefill_earlier_turns(model, tensor, lease, pad_token_id=0)
         output = model.generate(
             tensor,
             attention_mask=torch.ones_like(tensor),
@@ -37,7 +40,8 @@ def _generate(model, store: ConversationCache, plan: FastDecode | None, ids: lis
             pad_token_id=0,
             output_logits=True,
             return_dict_in_generate=True,
-            **(plan.prefill(model, lease, ids) if plan else lease.generate_kwargs()),
+            **lease.generate_kwargs(),
+            **(plan.generate_kwargs() if plan else {}),
         )
     sequence = output.sequences[0].tolist()
     if reuse:
@@ -123,20 +127,21 @@ def compiled_tiny(tmp_path_factory):
 
 @pytest.mark.exactness
 def test_compiled_turns_reusing_the_cache_compute_the_bits_of_a_fresh_prefill(compiled_tiny) -> None:
-    """Every turn's logits equal a fresh chunked prefill's in the same configuration, also when a turn's cache
-    capacity changes (a larger token budget moves the kept positions to a larger static cache)."""
+    """Every turn's logits equal a fresh prefill's cut at the same turn boundaries in the same configuration, also
+    when a turn's cache capacity changes (a larger token budget moves the kept positions to a larger static cache)."""
     import torch
 
     model, plan, _, _ = compiled_tiny
-    store, fresh = ConversationCache(chunk=CHUNK), ConversationCache(chunk=CHUNK)
-    ids = [1, 5, 7, 9, 3]
+    store, fresh = ConversationCache(), ConversationCache()
+    ids, starts = [1, 5, 7, 9, 3], []
     for turn, budget in enumerate([6, 5, CAPACITY_STEP, 7, 6]):
-        cached, cached_logits = _generate(model, store, plan, ids, budget)
-        again, fresh_logits = _generate(model, fresh, plan, ids, budget, reuse=False)
+        cached, cached_logits = _generate(model, store, plan, ids, starts, budget)
+        again, fresh_logits = _generate(model, fresh, plan, ids, starts, budget, reuse=False)
         assert cached == again
         assert torch.equal(cached_logits, fresh_logits)
         if turn:
-            assert store.last_reused > 0
+            assert store.last_reused == starts[-1]  # every earlier turn's prompt came from the cache
+        starts.append(len(ids))
         ids = [*cached[: len(ids) + 3], 20 + turn, 30 + turn]
 
 
@@ -154,10 +159,10 @@ def test_a_compiled_turn_after_an_eager_one_continues_from_its_cache(compiled_ti
     import torch
 
     model, plan, _, _ = compiled_tiny
-    store, fresh = ConversationCache(chunk=CHUNK), ConversationCache(chunk=CHUNK)
-    first, _ = _generate(model, store, None, [1, 5, 7, 9, 3, 4, 8, 2, 6], 4)
+    store, fresh = ConversationCache(), ConversationCache()
+    first, _ = _generate(model, store, None, [1, 5, 7, 9, 3, 4, 8, 2, 6], (), 4)
     ids = [*first, 11, 12]
-    cached, cached_logits = _generate(model, store, plan, ids, 4)
-    assert store.last_reused > 0
-    again, fresh_logits = _generate(model, fresh, plan, ids, 4, reuse=False)
+    cached, cached_logits = _generate(model, store, plan, ids, (9,), 4)
+    assert store.last_reused == 9
+    again, fresh_logits = _generate(model, fresh, plan, ids, (9,), 4, reuse=False)
     assert cached == again and torch.equal(cached_logits, fresh_logits)

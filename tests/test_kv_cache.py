@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -10,9 +12,10 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from hf_magic.local.kv_cache import (
     ConversationCache,
     common_prefix_length,
+    prefill_earlier_turns,
+    prompt_starts,
     reusable_length,
     supports_reuse,
-    whole_chunks,
 )
 from tests.support.tiny_models import tiny_causal_lm
 
@@ -30,47 +33,60 @@ QUESTIONS = [
 
 # ------------------------------------------------------------------------------ prefix logic
 @pytest.mark.parametrize(
-    ("cached", "new", "common", "reusable"),
+    ("cached", "ends", "new", "starts", "reusable"),
     [
-        ([], [1, 2, 3], 0, 0),
-        ([1, 2, 3, 4], [1, 2, 3, 4, 5, 6], 4, 4),  # next turn: prefill only [5, 6]
-        ([1, 2, 3, 4], [1, 2, 3, 4, 5], 4, 4),  # one new token: prefilled alone, as a fresh prefill's last chunk is
-        ([1, 2, 3, 4], [1, 2, 3, 4], 4, 0),  # same prompt again: one token must still run, so the chunk runs again
-        ([1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 8], 8, 4),
-        ([1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 9, 7, 8, 9], 5, 4),  # history edited mid-chunk: that chunk again
-        ([7, 2, 3, 4], [1, 2, 3, 4, 5], 0, 0),  # system prompt changed: full prefill
+        ([], (), [1, 2, 3], (), 0),
+        ([1, 2, 3, 4], (4,), [1, 2, 3, 4, 5, 6], (4,), 4),  # next turn: prefill only [5, 6]
+        ([1, 2, 3, 4], (2, 4), [1, 2, 3, 4, 5, 6], (2, 4), 4),  # the same earlier cuts: reused up to the last
+        ([1, 2, 3, 4], (4,), [1, 2, 3, 4, 5, 6], (), 0),  # a prompt not cut where the cache ends: from scratch
+        ([1, 2, 3, 4], (4,), [1, 2, 3, 4, 5, 6], (2, 4), 0),  # cut where the cache was not: no pass would match
+        ([1, 2, 3, 4], (2, 4), [1, 2, 3, 4, 5, 6], (2, 5), 2),  # the cuts part after 2: reused up to 2
+        ([1, 2, 3, 4], (2, 4), [1, 2, 3, 4], (2,), 2),  # same prompt again: its last pass runs again
+        ([1, 2, 3, 4], (4,), [1, 2, 3, 4], (), 0),  # ... a single-turn one is one pass, from scratch
+        ([1, 2, 3, 4, 5, 6], (3, 6), [1, 2, 9, 4, 5, 6, 7], (3, 6), 0),  # history edited before the first cut
+        ([1, 2, 3, 4, 5, 6], (3, 6), [1, 2, 3, 4, 9, 6, 7], (3, 6), 3),  # ... after it: reused up to it
+        ([7, 2, 3, 4], (4,), [1, 2, 3, 4, 5], (4,), 0),  # system prompt changed: full prefill
     ],
 )
-def test_prefix_lengths_round_down_to_whole_chunks(
-    cached: list[int], new: list[int], common: int, reusable: int
+def test_reuse_stops_at_the_last_cut_both_prefills_share(
+    cached: list[int], ends: tuple[int, ...], new: list[int], starts: tuple[int, ...], reusable: int
 ) -> None:
-    assert common_prefix_length(cached, new) == common
-    assert reusable_length(cached, new, chunk=4) == reusable
+    assert reusable_length(cached, ends, new, starts) == reusable
 
 
-@pytest.mark.parametrize(("length", "kept"), [(0, 0), (3, 0), (4, 4), (7, 4), (8, 8)])
-def test_only_whole_chunks_are_kept(length: int, kept: int) -> None:
-    assert whole_chunks(length, 4) == kept
+def test_prefix_lengths() -> None:
+    assert common_prefix_length([1, 2, 3, 4], [1, 2, 5]) == 2
+    assert common_prefix_length([1, 2], [1, 2, 3]) == 2
+
+
+@pytest.mark.parametrize(
+    ("starts", "length", "kept"),
+    [((), 5, ()), ((2, 4), 5, (2, 4)), ((0, 2, 2, 5, 7), 5, (2,)), ((4, 2), 5, (4,))],
+)
+def test_cut_points_lie_strictly_inside_the_prompt_in_order(
+    starts: tuple[int, ...], length: int, kept: tuple[int, ...]
+) -> None:
+    assert prompt_starts(starts, length) == kept
 
 
 # ------------------------------------------------------------- leases on a tiny real model
-CHUNK = 4
-"""Small enough that the tiny models' short prompts cross several chunk boundaries."""
-
-
 def _tiny_model(sliding_window: int | None = None):
     if sliding_window is not None:
         return tiny_causal_lm("Mistral", sliding_window=sliding_window)
     return tiny_causal_lm("Llama")
 
 
-def _generate(model, store: ConversationCache, ids: list[int], new_tokens: int = 6, reuse: bool = True) -> list[int]:
-    """What the pipeline does: take a lease, generate with it, keep it."""
+def _generate(
+    model, store: ConversationCache, ids: list[int], starts=(), new_tokens: int = 6, reuse: bool = True
+) -> list[int]:
+    """What the pipeline does: take a lease, run the passes it lacks, generate the last one with it, keep it."""
     import torch
 
     tensor = torch.tensor([ids])
-    lease = store.take(model, ids, reuse=reuse)
+    lease = store.take(model, ids, starts, reuse=reuse)
     with torch.inference_mode():
+        if lease is not None:
+            prefill_earlier_turns(model, tensor, lease, pad_token_id=0)
         output = model.generate(
             tensor,
             attention_mask=torch.ones_like(tensor),
@@ -89,55 +105,84 @@ def _generate(model, store: ConversationCache, ids: list[int], new_tokens: int =
     return sequence
 
 
-def test_take_crops_the_kept_cache_to_the_shared_whole_chunks() -> None:
-    model, store = _tiny_model(), ConversationCache(chunk=CHUNK)
+def _forward_lengths(model) -> list[int]:
+    """The number of positions each forward pass of ``model`` computes, call by call."""
+    seen: list[int] = []
+
+    def record(_module, args, kwargs) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        seen.append(ids.shape[1])
+
+    model.register_forward_pre_hook(record, with_kwargs=True)
+    return seen
+
+
+def test_each_turn_prefills_one_pass_from_where_the_last_prompt_ended() -> None:
+    model, store = _tiny_model(), ConversationCache()
+    passes = _forward_lengths(model)
     prompt = [1, 5, 7, 9, 11, 13]
     first = _generate(model, store, prompt)
-    assert store.cached_tokens == 4  # the partial chunk and the reply, decoded a token at a time, are not kept
-    lease = store.take(model, [*first, 11, 12])
-    assert lease is not None
-    assert lease.reused == 4
+    assert passes[0] == 6 and store.cached_tokens == 6 and store.pass_ends == (6,)  # the reply is not kept
+    passes.clear()
+    second_prompt = [*first, 11, 12]
+    _generate(model, store, second_prompt, (6,))
+    assert store.last_reused == 6
+    assert passes[0] == len(second_prompt) - 6, "the reply and the new message, in one pass"
+    assert store.pass_ends == (6, len(second_prompt))
+    edited = [*second_prompt[:7], 99, *second_prompt[8:]]  # the last reply edited
+    lease = store.take(model, edited, (6,))
+    assert lease is not None and lease.reused == 6 and lease.passes == ()
     assert lease.cache.get_seq_length() == lease.reused
-    assert lease.generate_kwargs()["prefill_chunk_size"] == CHUNK
     assert store.cached_tokens == 0  # taken: a generation that fails leaves nothing stale behind
-    _generate(model, store, [1, 5, 7, 9, 10, 2, 3, 4, 5])
-    assert store.cached_tokens == 8
-    edited = [1, 5, 7, 9, 10, 2, 8, 4, 5]
-    assert store.take(model, edited).reused == 4
+
+
+def test_a_fresh_prefill_runs_the_passes_a_conversation_ran() -> None:
+    model, store = _tiny_model(), ConversationCache()
+    passes = _forward_lengths(model)
+    _generate(model, store, list(range(1, 21)), starts=(5, 12), reuse=False)
+    assert passes[:3] == [5, 7, 8], "cut at each earlier generation's start, the last pass in generate"
+    passes.clear()
+    _generate(model, ConversationCache(), list(range(1, 21)))
+    assert passes[0] == 20, "a single-turn prompt is one pass"
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_continuing_from_the_cache_computes_the_bits_of_a_fresh_prefill(dtype: str) -> None:
-    """Every turn's logits, not only its tokens, are identical to a fresh chunked prefill's: the same shapes over
-    the same positions, whatever the kernels' rounding."""
+    """Every turn's logits, not only its tokens, are identical to a fresh prefill's cut at the same turn starts:
+    the same shapes over the same positions, whatever the kernels' rounding."""
     import torch
 
     model = _tiny_model().to(getattr(torch, dtype))
-    store, fresh = ConversationCache(chunk=CHUNK), ConversationCache(chunk=CHUNK)
-    ids = [1, 5, 7, 9, 3]
+    store, fresh = ConversationCache(), ConversationCache()
+    ids, starts = [1, 5, 7, 9, 3], ()
     for turn in range(6):
-        cached = _generate(model, store, ids)
+        cached = _generate(model, store, ids, starts)
         cached_logits = store.logits
-        assert cached == _generate(model, fresh, ids, reuse=False)
+        assert cached == _generate(model, fresh, ids, starts, reuse=False)
         assert torch.equal(cached_logits, fresh.logits)
         if turn:
-            assert store.last_reused > 0
-        ids = [*cached, 20 + turn, 30 + turn, 40 + turn][: len(cached) + 1 + turn % 3]
+            assert store.last_reused == starts[-1]
+        ids, starts = [*cached, 20 + turn, 30 + turn, 40 + turn][: len(cached) + 1 + turn % 3], (*starts, len(ids))
 
 
 def test_reset_during_a_generation_drops_its_cache() -> None:
-    model, store = _tiny_model(), ConversationCache(chunk=CHUNK)
+    import torch
+
+    model, store = _tiny_model(), ConversationCache()
     lease = store.take(model, [1, 2, 3, 4, 5])
+    tensor = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.inference_mode():
+        output = model.generate(tensor, max_new_tokens=2, do_sample=False, pad_token_id=0, **lease.generate_kwargs())
     store.reset()
-    store.keep(model, lease, [1, 2, 3, 4, 5, 6], 5)
+    store.keep(model, lease, output[0].tolist(), 5)
     assert store.cached_tokens == 0
 
 
 def test_another_model_never_reuses_the_cache() -> None:
-    first, second, store = _tiny_model(), _tiny_model(), ConversationCache(chunk=CHUNK)
+    first, second, store = _tiny_model(), _tiny_model(), ConversationCache()
     ids = _generate(first, store, [1, 2, 3, 4, 5, 6])
     assert store.cached_tokens > 0
-    assert store.take(second, [*ids, 4]).reused == 0
+    assert store.take(second, [*ids, 4], (6,)).reused == 0
 
 
 def test_sliding_window_models_are_prefilled_in_full() -> None:
@@ -163,7 +208,7 @@ SYSTEM = (
     "asked for a poem, keep it short. Numbers are written as digits. Names of places are given in English. If "
     "you do not know an answer, say that you do not know, and suggest where the user could look it up instead."
 )
-"""Long enough (over one prefill chunk, kv_cache.PREFILL_CHUNK) that even the first turns reuse the cache."""
+"""A long system prompt (about 150 tokens): what every later turn takes from the cache."""
 
 
 @pytest.fixture
@@ -179,11 +224,55 @@ def _fresh_reply(fresh, messages: list[BaseMessage], **kwargs) -> str:
     return fresh.invoke(messages, **kwargs).content
 
 
-@pytest.mark.integration
-def test_system_prompt_is_longer_than_a_prefill_chunk(default_llm) -> None:
-    from hf_magic.local.kv_cache import PREFILL_CHUNK
+@contextlib.contextmanager
+def _passes(model) -> Iterator[list[int]]:
+    """The positions each forward pass of ``model`` computes while the block runs, call by call."""
+    seen: list[int] = []
 
-    assert len(default_llm.tokenizer(SYSTEM)["input_ids"]) > PREFILL_CHUNK
+    def record(_module, args, kwargs) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        seen.append(ids.shape[1])
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+@pytest.mark.integration
+def test_prefill_passes_are_cut_where_earlier_generations_started(default_llm) -> None:
+    """A fresh single-turn prompt is one pass; a fresh conversation is cut at the end of each earlier prompt (after
+    its assistant header); a reused turn prefills one pass, from there to its own end."""
+    from hf_magic.backend import ChatRequest
+
+    llm = _wrapper(default_llm, max_new_tokens=2)
+    conversation = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": QUESTIONS[0]},
+        {"role": "assistant", "content": "The capital of France is Paris."},
+        {"role": "user", "content": QUESTIONS[1]},
+        {"role": "assistant", "content": "Berlin."},
+        {"role": "user", "content": QUESTIONS[2]},
+    ]
+    earlier = [llm._chat_prompt(ChatRequest(messages=conversation[:end])).input_ids for end in (2, 4)]
+    prompt = llm._chat_prompt(ChatRequest(messages=conversation))
+    assert prompt.turn_starts == tuple(len(ids) for ids in earlier)
+    assert all(prompt.input_ids[: len(ids)] == ids for ids in earlier)
+    with _passes(llm.model) as passes:
+        llm.chat(ChatRequest(messages=conversation[:2]))
+    assert passes == [len(earlier[0]), 1], "one pass over the prompt, then one decoded token"
+    llm.reset_cache()
+    with _passes(llm.model) as passes:
+        llm.chat(ChatRequest(messages=conversation))
+    e1, e2 = prompt.turn_starts
+    assert passes == [e1, e2 - e1, len(prompt.input_ids) - e2, 1]
+    follow = [*conversation, {"role": "assistant", "content": "It has a big park."}, {"role": "user", "content": "Ok"}]
+    e3 = len(prompt.input_ids)
+    with _passes(llm.model) as passes:
+        reply = llm.chat(ChatRequest(messages=follow))
+    assert llm._kv_cache.last_reused == e3
+    assert reply.usage is not None and passes == [reply.usage.input_tokens - e3, 1]
 
 
 @pytest.mark.integration
@@ -199,20 +288,23 @@ def test_the_default_dtype_suits_the_cpu(default_llm) -> None:
 @pytest.mark.integration
 def test_a_repeated_question_gets_the_reply_of_a_fresh_prefill_every_time(default_llm) -> None:
     """The reported fault: asking again reused the cached prompt and prefilled its last tokens alone, which
-    rounds unlike a full prefill on some CPUs and flipped the default model's near-tie first token."""
+    rounds unlike a full prefill on some CPUs and flipped the default model's near-tie first token. Asked again,
+    a prompt runs its last pass again (a single-turn one: all of it)."""
     from hf_magic import ChatHuggingFace, HuggingFacePipeline
 
-    messages = [SystemMessage(content=SYSTEM), HumanMessage(content=QUESTIONS[0])]
+    single = [SystemMessage(content=SYSTEM), HumanMessage(content=QUESTIONS[0])]
+    later = [*single, AIMessage(content="Paris."), HumanMessage(content=QUESTIONS[1])]
     cached = ChatHuggingFace(llm=_wrapper(default_llm))
-    replies = []
-    for _ in range(3):
-        replies.append(cached.invoke(messages).content)
-        assert cached.llm._kv_cache.cached_tokens > 0
-    assert cached.llm._kv_cache.last_reused > 0
     without_reuse = HuggingFacePipeline(
         pipeline=default_llm.pipeline, pipeline_kwargs=cached.llm.pipeline_kwargs, reuse_kv_cache=False
     )
-    assert replies == [ChatHuggingFace(llm=without_reuse).invoke(messages).content] * 3
+    for messages, reused in ((single, 0), (later, len(cached.llm._chat_input_ids(cached._request(single, None))))):
+        replies = []
+        for _ in range(3):
+            replies.append(cached.invoke(messages).content)
+            assert cached.llm._kv_cache.cached_tokens > 0
+        assert cached.llm._kv_cache.last_reused == reused
+        assert replies == [ChatHuggingFace(llm=without_reuse).invoke(messages).content] * 3
 
 
 @pytest.mark.integration
@@ -239,7 +331,7 @@ def test_edited_history_and_changed_system_prompt_fall_back_to_what_a_fresh_pref
     cached.invoke(follow)
     edited = [*base, AIMessage(content="Paris."), HumanMessage(content=QUESTIONS[2])]
     assert cached.invoke(edited).content == _fresh_reply(fresh, edited)
-    rerun = list(edited)  # the same cell again: all whole chunks come from the cache
+    rerun = list(edited)  # the same cell again: up to where its last generation started comes from the cache
     assert cached.invoke(rerun).content == _fresh_reply(fresh, rerun)
     new_system = [SystemMessage(content="Answer like a pirate"), *edited[1:]]
     assert cached.invoke(new_system).content == _fresh_reply(fresh, new_system)
@@ -303,6 +395,30 @@ def test_concurrent_conversations_on_one_pipeline_each_get_their_fresh_prefill_r
     for thread in threads:
         thread.join()
     assert [results[i] for i in range(len(conversations))] == [_fresh_reply(fresh, c) for c in conversations]
+
+
+@pytest.mark.integration
+def test_a_template_that_is_not_prefix_stable_is_prefilled_in_one_pass_with_fresh_prefill_replies(default_llm) -> None:
+    """A chat template that renders each prompt's first line anew (like a date) gives no point to cut at: every
+    turn is one pass from scratch, and replies are still those of a fresh prefill."""
+    import copy
+
+    from hf_magic import ChatHuggingFace, HuggingFacePipeline
+    from hf_magic.local.pipeline import LoadedModel
+
+    tokenizer = copy.deepcopy(default_llm.tokenizer)
+    tokenizer.chat_template = "{{ messages | length }} messages.\n" + tokenizer.chat_template
+    loaded = LoadedModel(default_llm.model, tokenizer)
+    kwargs = {"max_new_tokens": 12, "do_sample": False}
+    cached = ChatHuggingFace(llm=HuggingFacePipeline(pipeline=loaded, pipeline_kwargs=kwargs))
+    fresh = ChatHuggingFace(llm=HuggingFacePipeline(pipeline=loaded, pipeline_kwargs=kwargs, reuse_kv_cache=False))
+    messages: list[BaseMessage] = [SystemMessage(content=SYSTEM)]
+    for question in QUESTIONS[:3]:
+        messages.append(HumanMessage(content=question))
+        reply = cached.invoke(messages).content
+        assert cached.llm._kv_cache.last_reused == 0 and cached.llm._kv_cache.cached_tokens > 0
+        assert reply == fresh.invoke(messages).content
+        messages.append(AIMessage(content=reply))
 
 
 @pytest.mark.integration

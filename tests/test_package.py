@@ -37,13 +37,14 @@ def test_the_readme_layout_table_lists_every_module_and_only_modules_that_exist(
 
 
 def test_the_views_never_import_the_backends() -> None:
-    # In notebook/, only model_spec (the one factory) and model_catalog (what views may know of models) reach
-    # local/ or remote/: the magics, the panel, rendering and the rest go through ChatSession or those two.
+    # In notebook/, only model_spec (the one factory), model_catalog (what views may know of models) and
+    # engine_commands (the engines hf_magic started: their state and log) reach local/ or remote/: the magics, the
+    # panel, rendering and the rest go through ChatSession or those.
     import ast
     from pathlib import Path
 
     notebook = Path(hf_magic.__file__).parent / "notebook"
-    gateways = {"model_spec.py", "model_catalog.py"}
+    gateways = {"model_spec.py", "model_catalog.py", "engine_commands.py"}
     for path in sorted(notebook.glob("*.py")):
         if path.name in gateways:
             continue

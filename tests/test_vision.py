@@ -34,7 +34,6 @@ def vlm(vlm_dir: Path) -> HuggingFacePipeline:
     llm = HuggingFacePipeline.from_model_id(
         str(vlm_dir), task="image-text-to-text", pipeline_kwargs={"max_new_tokens": 6, "do_sample": False}
     )
-    llm._kv_cache.chunk = 4  # small chunks: the image's positions lie in whole chunks
     return llm
 
 
@@ -131,6 +130,28 @@ def test_a_text_turn_after_an_image_reuses_the_cache_and_skips_the_pixels(vlm: H
     chat.invoke(history)  # a new image: one pass over the whole prompt, with both images' pixels
     assert len(pixels) == 2 and vlm._kv_cache.last_reused == 0
     assert vlm.last_prefill_note == NEW_IMAGE_PREFILL_NOTE
+
+
+@pytest.mark.exactness
+def test_a_text_turn_after_an_image_equals_a_fresh_prefill_that_encodes_the_image_in_its_first_pass(
+    vlm: HuggingFacePipeline,
+) -> None:
+    chat = ChatHuggingFace(llm=vlm)
+    fresh = ChatHuggingFace(
+        llm=HuggingFacePipeline(pipeline=vlm.pipeline, pipeline_kwargs=vlm.pipeline_kwargs, reuse_kv_cache=False)
+    )
+    history: list[Any] = [image_message()]
+    history.append(chat.invoke(history))
+    history.append(HumanMessage("And what colour is it?"))
+    prompt = vlm._chat_prompt(chat._request(history, None))
+    assert prompt.turn_starts and prompt.turn_starts[0] >= prompt.images_end, "cut after the image"
+    pixels = record_pixels(vlm.model)
+    reused = chat.invoke(history, logprobs=True, top_logprobs=3)
+    assert vlm._kv_cache.last_reused == prompt.turn_starts[-1] and not pixels
+    again = fresh.invoke(history, logprobs=True, top_logprobs=3)
+    assert len(pixels) == 1, "the fresh prefill encodes the image once, in its first pass"
+    assert reused.content == again.content
+    assert reused.response_metadata["logprobs"] == again.response_metadata["logprobs"]
 
 
 def test_stop_sequences_and_cancel_work_as_for_text(vlm: HuggingFacePipeline) -> None:
@@ -236,7 +257,7 @@ def test_models_that_place_positions_by_image_layout_always_prefill_images_in_fu
     qwen = Qwen2VLForConditionalGeneration(Qwen2VLConfig(text_config=dict(vocab_size=64, **tiny), vision_config=vision))
     assert uses_multimodal_positions(qwen) and not uses_multimodal_positions(vlm.model)
     # A lease that holds the image's positions: enough for LLaVA or Idefics3 to skip the pixels, not for Qwen2-VL.
-    store = ConversationCache(chunk=4)
+    store = ConversationCache()
     prompt = VisionPrompt(input_ids=list(range(12)), model_inputs={"pixel_values": torch.zeros(1)}, images_end=4)
     lease = store.take(vlm.model, prompt.input_ids)
     assert lease is not None
@@ -244,5 +265,5 @@ def test_models_that_place_positions_by_image_layout_always_prefill_images_in_fu
     kept, inputs = image_prefill(store, vlm.model, lease, prompt)
     assert kept is lease and inputs == {}
     full, inputs = image_prefill(store, qwen, lease, prompt)
-    assert full is not None and full.reused == 0 and not full.chunked and "pixel_values" in inputs
+    assert full is not None and full.reused == 0 and "pixel_values" in inputs
     assert store.last_note == NEW_IMAGE_PREFILL_NOTE

@@ -16,7 +16,7 @@ _MAX_WORKERS = 4
 """Parallel file downloads: enough to fill a link, few enough that each bar moves visibly."""
 
 
-def _file_tqdm(progress: ProgressCallback, filename: str) -> type:
+def file_tqdm(progress: ProgressCallback, filename: str) -> type:
     """A tqdm class for one file: its bars are labelled with the file name, whatever the hub calls them."""
     base: Any = event_tqdm(progress, "download")
 
@@ -53,7 +53,7 @@ def download_snapshot(
     missing = [item.filename for item in plan if item.will_download]
 
     def fetch(filename: str) -> str:
-        tqdm_class = _file_tqdm(progress, filename) if progress else None
+        tqdm_class = file_tqdm(progress, filename) if progress else None
         return hf_hub_download(repo_id, filename, revision=commit, tqdm_class=tqdm_class)
 
     if missing:

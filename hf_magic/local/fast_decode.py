@@ -9,11 +9,14 @@ a static cache and a ``CompileConfig``; here we only build the cache and the con
 Shapes: the step is compiled with dynamic sizes (``CompileConfig(dynamic=True)``), so caches of any capacity share
 one compiled program: compiling happens once per model, configuration and machine.
 
-Exactness: a turn's cache is a ``StaticCache`` whose capacity depends only on that request (prompt length and
-token budget, rounded up to ``CAPACITY_STEP``). A reused turn gets the kept positions of the previous one in a
-cache of exactly that capacity (moved over when it differs), and the positions past them zeroed, as a new cache's
-are. So a fresh prefill and a reused turn run every prefill chunk and every decode step on the same shapes and
-the same data: the same bits on any CPU or GPU, whatever its kernels round like (the argument of kv_cache.py).
+Exactness: a turn's cache is a static one (``kv_layer.StaticDecodeLayer``) whose capacity depends only on that
+request (prompt length and token budget, rounded up to ``CAPACITY_STEP``). The prompt is prefilled eagerly in the
+passes ``kv_cache.py`` cuts at turn boundaries (``turn_boundaries.py``), the same cut points in a fresh prefill and
+in a reused turn, and during those passes the layer shows attention only the filled positions, so a prompt
+position's keys never depend on a capacity. A reused turn gets the kept positions of the previous one in a cache
+of exactly this request's capacity (moved over when it differs), the positions past them zeroed, as a new cache's
+are. So a fresh prefill and a reused turn run every prefill pass and every decode step on the same shapes and the
+same data: the same bits on any CPU or GPU, whatever its kernels round like (the argument of kv_cache.py).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 from .. import config
 from ..progress import ProgressCallback, ProgressEvent
 from . import compile_cache
-from .kv_cache import CacheLease, cache_keyword, copy_prefix
+from .kv_cache import cache_keyword, copy_prefix
 from .transformers_compat import compile_on_every_device
 
 CAPACITY_STEP = 256
@@ -62,32 +65,6 @@ class FastDecode:
     def generate_kwargs(self) -> dict[str, Any]:
         """What ``generate`` needs besides the static cache to run the compiled step."""
         return {"compile_config": self.compile_config}
-
-    def prefill(self, model: Any, lease: CacheLease, input_ids: list[int]) -> dict[str, Any]:
-        """Prefill ``lease``'s cache with every chunk of ``input_ids`` but the last, eagerly; returns ``generate``'s
-        keyword arguments, under which it prefills the last chunk in one eager pass and compiles only the decode.
-
-        Why not ``generate``'s own chunked prefill: with a compilable cache it runs the chunks through the compiled
-        step too, where keys are read up to the cache's capacity. Here every prompt position is computed on the
-        shapes of the chunk grid alone (``kv_layer.StaticDecodeLayer``), as without the compiled step.
-        """
-        import torch
-
-        arguments = {lease.keyword: lease.cache, **self.generate_kwargs()}
-        if not lease.chunked:
-            return arguments
-        last = lease.reused + (len(input_ids) - 1 - lease.reused) // lease.chunk * lease.chunk
-        ids = torch.tensor([input_ids], device=model.device)
-        with torch.inference_mode():
-            for start in range(lease.reused, last, lease.chunk):
-                end = start + lease.chunk
-                model(
-                    input_ids=ids[:, start:end],
-                    attention_mask=torch.ones_like(ids[:, :end]),
-                    use_cache=True,
-                    **{lease.keyword: lease.cache},
-                )
-        return arguments
 
 
 @dataclass(frozen=True)

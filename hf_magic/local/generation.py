@@ -18,7 +18,7 @@ import greenlet
 from ..backend import ChatDelta, GenerationParams, Usage
 from ..errors import InvalidInputError
 from .fast_decode import fast_decode_for
-from .kv_cache import ConversationCache
+from .kv_cache import ConversationCache, prefill_earlier_turns
 from .logprobs import GenerationLogprobs
 from .stop_sequences import IncrementalDecoder
 from .vision import VisionPrompt, image_prefill, model_tensors
@@ -75,6 +75,11 @@ class LocalGenerator:
         """Decode through the compiled step (``fast_decode.py``): None follows the machine's default."""
         self._lock = threading.Lock()
         self._lock_owner: int | None = None
+
+    @property
+    def model_lock(self) -> threading.Lock:
+        """Held while this model generates; batch_generation.py takes it too, so a batch and a reply never overlap."""
+        return self._lock
 
     def stream(
         self,
@@ -219,7 +224,11 @@ class LocalGenerator:
         logprobs: GenerationLogprobs | None = None,
     ) -> None:
         """Run ``model.generate``, handing each new token's ids to ``deliver``; stops once ``cancel`` is set.
-        A ``prompt`` with images hands their pixels to the model unless the kept cache already holds them."""
+
+        The prompt is prefilled in passes cut where its earlier generations started (``prompt.turn_starts``): those
+        the kept cache does not hold run first (``kv_cache.prefill_earlier_turns``), then ``generate`` prefills the
+        last one, from the last cut to the prompt's end, in one pass. A ``prompt`` with images hands their pixels
+        to the first pass unless the kept cache already holds them."""
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList
 
@@ -228,6 +237,7 @@ class LocalGenerator:
             generate_kwargs["logits_processor"] = LogitsProcessorList(processors)
         if logprobs is not None:
             generate_kwargs.update(logprobs.generate_kwargs())
+        starts = prompt.turn_starts if prompt is not None else ()
         with self._lock:  # one generation at a time per model
             self._lock_owner = threading.get_ident()
             try:
@@ -238,20 +248,28 @@ class LocalGenerator:
                 ids = torch.tensor([input_ids], device=self.model.device)
                 with torch.inference_mode():
                     # Prefill only what the last generation did not see (a failed one leaves no cache).
+                    # The compiled step decodes from a static cache sized for this request (fast_decode.py); its
+                    # prefill passes are the same turn-boundary cuts as the in-place cache's, run eagerly.
                     fast = fast_decode_for(self.model, self.compile_decode)
                     layout = fast.layout(len(input_ids), params.token_budget) if fast else None
-                    lease = self.kv_cache.take(self.model, input_ids, reuse=reuse_cache, layout=layout)
+                    lease = self.kv_cache.take(self.model, input_ids, starts, reuse=reuse_cache, layout=layout)
                     image_inputs: dict[str, Any] = {}
                     if prompt is not None:
                         lease, image_inputs = image_prefill(self.kv_cache, self.model, lease, prompt)
+                    first_inputs = model_tensors(image_inputs, self.model)
+                    if lease is not None and lease.passes:
+                        prefill_earlier_turns(self.model, ids, lease, first_inputs, generate_kwargs["pad_token_id"])
+                        first_inputs = {}  # the pixels went with the pass from position 0
+                    if cancel.is_set():
+                        return
                     output = self.model.generate(
                         input_ids=ids,
                         attention_mask=torch.ones_like(ids),
                         streamer=_QueueStreamer(deliver),
                         stopping_criteria=StoppingCriteriaList([_CancelCriteria(cancel)]),
-                        **model_tensors(image_inputs, self.model),
-                        **(fast.prefill(self.model, lease, input_ids) if fast and lease else {}),
-                        **(lease.generate_kwargs() if lease and not fast else {}),
+                        **first_inputs,
+                        **(lease.generate_kwargs() if lease else {}),
+                        **(fast.generate_kwargs() if fast and lease else {}),
                         **generate_kwargs,
                     )
                 if logprobs is not None:

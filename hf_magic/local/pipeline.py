@@ -7,7 +7,8 @@ constraints); ``generation.LocalGenerator`` generates and streams the reply, whi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import threading
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +19,11 @@ from pydantic import ConfigDict, PrivateAttr, ValidationError, model_validator
 
 from .. import config
 from ..backend import ChatDelta, ChatRequest, GenerationParams, join_deltas
-from ..errors import InvalidInputError, input_error
+from ..errors import HfMagicError, InvalidInputError, input_error
 from ..progress import ProgressCallback
 from ..reasoning import ReplyParser, ReplySplitter, ThinkTagParser, asplit_stream, split_stream
 from ..text_completion import astream_chunks, stream_chunks
+from .batch_generation import DEFAULT_BATCH_SIZE, BatchGenerator
 from .constraints import constrainer_for, grammar_spec
 from .fast_decode import prepare_fast_decode
 from .generation import LocalGenerator, eos_token_ids
@@ -37,6 +39,9 @@ from .vision import VisionPrompt, is_vision_language
 SUPPORTED_TASKS = ("text-generation", VISION_TASK)
 
 _END = object()
+
+_Prepared = tuple[int, GenerationParams, VisionPrompt, ReplySplitter]
+"""A request of a batch, ready: its index, settings, prompt and what reads its reply."""
 
 
 @dataclass(frozen=True)
@@ -67,11 +72,12 @@ class HuggingFacePipeline(BaseLLM):
     batch_size: int | None = None
     """Accepted for compatibility, and only as 1: prompts are generated one at a time."""
     reuse_kv_cache: bool = True
-    """Keep the conversation's KV cache between calls and prefill only the new tokens (with the last reply,
-    which was decoded one token at a time, and the last partial prefill chunk). It changes speed, never a reply:
-    prompts are prefilled in position-aligned chunks either way, so a reused turn computes exactly what a fresh
-    prefill computes (``kv_cache.py``). In a conversation with images, a turn with a new image prefills in one
-    pass (``vision.py``), so later turns that reuse it match a fresh prefill up to the kernels' rounding."""
+    """Keep the conversation's KV cache between calls and prefill only the new tokens (the last reply, which was
+    decoded one token at a time, the new message and the assistant header). It changes speed, never a reply: a chat
+    prompt is prefilled in passes cut where its earlier generations started either way, so a reused turn computes
+    exactly what a fresh prefill computes (``kv_cache.py``); with images too, the images going with the pass that
+    starts at position 0 (``vision.py``). Text completion prompts (``invoke("...")``) have no turns: each is one
+    pass, from scratch."""
 
     compile_decode: bool | None = None
     """Decode through a compiled step (``fast_decode.py``): ``None`` does what this machine gains from (README
@@ -234,11 +240,63 @@ class HuggingFacePipeline(BaseLLM):
     def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
         params, prompt, processors, splitter = self._prepare(request)
         deltas = self._stream_ids(prompt.input_ids, params, processors, prompt, splitter.parser.keeps_special_tokens)
+        return self._read_reply(deltas, request, splitter)
+
+    def _read_reply(
+        self, deltas: Iterator[ChatDelta], request: ChatRequest, splitter: ReplySplitter
+    ) -> Iterator[ChatDelta]:
         # Thinking is split off first; then tool-call text is held back and arrives parsed on the last delta.
         deltas = split_stream(deltas, splitter)
         if _parses_tool_calls(request) and not splitter.parser.reads_tool_calls:
             return attach_tool_calls(deltas, _tool_names(request))
         return deltas
+
+    def batch_chat(
+        self, requests: Sequence[ChatRequest], *, batch_size: int | None = None, cancel: threading.Event | None = None
+    ) -> Iterator[tuple[int, ChatDelta | HfMagicError]]:
+        """Whole replies to many independent requests, generated ``batch_size`` at a time (``batch_generation.py``),
+        as ``(index, reply)`` in the order they finish. A request that cannot run (a prompt over the context window,
+        a schema xgrammar refuses) comes back as its error and never stops the others. Requests with images,
+        logprobs or a reply format written in special tokens are answered one at a time. The conversation's KV
+        cache is neither used nor changed. ``cancel`` (or closing the iterator) stops at the next token.
+        """
+        groups: dict[str, list[_Prepared]] = {}
+        for index, request in enumerate(requests):
+            try:
+                params, prompt, _, splitter = self._prepare(request)
+            except HfMagicError as exc:
+                yield index, exc
+                continue
+            if self.reads_images or params.logprobs or splitter.parser.keeps_special_tokens:
+                yield index, self.chat(request)
+                continue
+            spec = grammar_spec(request.tools, request.tool_choice, request.response_format)
+            groups.setdefault(f"{params!r}|{spec.key if spec else ''}", []).append((index, params, prompt, splitter))
+        for group in groups.values():
+            yield from self._batch_group(requests, group, batch_size or DEFAULT_BATCH_SIZE, cancel)
+
+    def _batch_group(
+        self, requests: Sequence[ChatRequest], group: list[_Prepared], batch_size: int, cancel: threading.Event | None
+    ) -> Iterator[tuple[int, ChatDelta | HfMagicError]]:
+        """Requests that share settings and grammar, batched; a batch that breaks fails its unfinished rows."""
+        generator, params, first = self._generator(), group[0][1], requests[group[0][0]]
+        batcher = BatchGenerator(self.model, self.tokenizer, self.model_name, generator.model_lock)
+        pending = {member[0] for member in group}
+        try:
+            for finished in batcher.generate(
+                [member[2].input_ids for member in group],
+                params,
+                generator._generate_kwargs(params),
+                batch_size=batch_size,
+                processors=lambda: self._logits_processors(first, params),
+                cancel=cancel,
+            ):
+                index, splitter = group[finished.index][0], group[finished.index][3]
+                pending.discard(index)
+                yield index, join_deltas(list(self._read_reply(iter([finished.delta]), requests[index], splitter)))
+        except Exception as exc:  # not the caller's interrupt: this batch's unfinished rows fail, the others go on
+            for index in sorted(pending):
+                yield index, HfMagicError(f"Generation failed: {type(exc).__name__}: {exc}")
 
     def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
         params, prompt, processors, splitter = self._prepare(request)

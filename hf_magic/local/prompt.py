@@ -1,5 +1,6 @@
-"""A chat request as the prompt a local model reads: token ids from its chat template (tools included), a VLM's
-processed images, and the context-window check that refuses a prompt before any prefill."""
+"""A chat request as the prompt a local model reads: token ids from its chat template (tools included), where its
+earlier generations started (the points its prefill is cut at, ``turn_boundaries.py``), a VLM's processed images,
+and the context-window check that refuses a prompt before any prefill."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..images import messages_have_images
 from .chat_template import render_prompt, to_template_messages
 from .reply_format import thinking_template_kwargs
 from .tool_calls import prompt_messages
+from .turn_boundaries import generation_prefixes, prompt_ids_and_starts
 from .vision import VisionPrompt, render_vision_prompt
 
 
@@ -44,19 +46,30 @@ class PromptRenderer:
                 f"{self.model_name} reads text only and cannot see images: load a vision-language model "
                 "(e.g. HuggingFaceTB/SmolVLM-256M-Instruct), or send text only."
             )
-        ids = self.render_ids(request.messages, request)
+        ids, starts = self.render_ids_and_starts(request.messages, request)
         self.check_fits(ids, lambda: self.history_tokens(request))
-        return VisionPrompt(input_ids=ids)
+        return VisionPrompt(input_ids=ids, turn_starts=starts)
 
     def render_ids(self, chat_messages: list[dict[str, Any]], request: ChatRequest) -> list[int]:
         """``chat_messages`` through the chat template, with ``request``'s tools and thinking switches, as ids."""
         tools = request.tools if request.tool_choice != "none" else None
         if self.processor is not None:
             return render_vision_prompt(self.processor, self.model, chat_messages, tools).input_ids
+        return self.render_ids_and_starts(chat_messages, request)[0]
+
+    def render_ids_and_starts(
+        self, chat_messages: list[dict[str, Any]], request: ChatRequest
+    ) -> tuple[list[int], tuple[int, ...]]:
+        """A text model's ``render_ids``, and the token positions where the earlier assistant messages' generations
+        started: each earlier prompt rendered with the same tools and switches, found in this one."""
+        tools = request.tools if request.tool_choice != "none" else None
         messages, tools = prompt_messages(self.tokenizer, to_template_messages(chat_messages), tools)
-        prompt = render_prompt(self.tokenizer, messages, tools, thinking_template_kwargs(self.tokenizer, request))
-        ids: list[int] = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        return ids
+        switches = thinking_template_kwargs(self.tokenizer, request)
+
+        def render(part: list[dict[str, Any]]) -> str:
+            return render_prompt(self.tokenizer, part, tools, switches)
+
+        return prompt_ids_and_starts(self.tokenizer, render(messages), generation_prefixes(messages, render))
 
     def history_tokens(self, request: ChatRequest) -> int | None:
         """Tokens of the conversation before the new message (what the refusal tells apart from the message)."""

@@ -3,7 +3,8 @@
 A VLM is loaded with its processor (``AutoProcessor`` / ``AutoModelForImageTextToText``, ``loading.py``); its chat
 template writes an image token per image part, and the processor resizes each image and expands its token into
 as many as the model's vision encoder yields. Those positions are what the KV cache must hold for a later turn
-to skip the pixels (``image_prefill``).
+to skip the pixels (``image_prefill``). A prompt is cut only where its earlier generations started after its last
+image (``turn_boundaries.shifted_to_suffix``), so the pass that starts at position 0 carries every image.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from ..errors import ImageError
 from ..images import is_image_block, load_image
 from .chat_template import to_template_messages
 from .kv_cache import CacheLease, ConversationCache
+from .turn_boundaries import generation_prefixes, prompt_ids_and_starts, shifted_to_suffix
 
 TASK = "image-text-to-text"
 
 NEW_IMAGE_PREFILL_NOTE = (
-    "full prefill: this turn has an image the cache does not hold (chunked prefill cannot take raw image inputs)"
+    "prefilled from the start: this turn has an image the kept cache does not hold, so every image is encoded again"
 )
 
 
@@ -55,6 +57,8 @@ class VisionPrompt:
     """How many of ``input_ids`` stand for image patches."""
     images_end: int = 0
     """The index past the last image token (0: no image): a cache holding this many positions holds every image."""
+    turn_starts: tuple[int, ...] = ()
+    """Where the prompt's earlier generations started (``turn_boundaries.py``): the points its prefill is cut at."""
 
 
 def template_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -92,10 +96,17 @@ def render_vision_prompt(
     from ..errors import InvalidInputError
 
     adapted, blocks = template_messages(messages)
-    try:
-        prompt = processor.apply_chat_template(adapted, tools=tools or None, add_generation_prompt=True, tokenize=False)
-    except Exception as exc:  # jinja2 TemplateError from the template's raise_exception()
-        raise InvalidInputError(f"The model's chat template rejected these messages: {exc}") from exc
+
+    def render(part: list[dict[str, Any]]) -> str:
+        try:
+            text: str = processor.apply_chat_template(
+                part, tools=tools or None, add_generation_prompt=True, tokenize=False
+            )
+        except Exception as exc:  # jinja2 TemplateError from the template's raise_exception()
+            raise InvalidInputError(f"The model's chat template rejected these messages: {exc}") from exc
+        return text
+
+    prompt = render(adapted)
     images = [load_image(block) for block in blocks]
     # One sample: processors take a list of images per sample.
     inputs = processor(text=[prompt], images=[images] if images else None, return_tensors="pt")
@@ -103,12 +114,19 @@ def render_vision_prompt(
     inputs.pop("attention_mask", None)
     token_ids = image_token_ids(processor, model)
     positions = [index for index, token in enumerate(input_ids) if token in token_ids]
+    images_end = positions[-1] + 1 if positions else 0
+    starts: tuple[int, ...] = ()
+    if not (positions and uses_multimodal_positions(model)):  # M-RoPE: positions follow the images, never cut
+        prefixes = generation_prefixes(adapted, render)
+        plain_ids, plain_starts = prompt_ids_and_starts(processor.tokenizer, prompt, prefixes)
+        starts = shifted_to_suffix(plain_ids, plain_starts, input_ids, images_end)
     return VisionPrompt(
         input_ids=input_ids,
         model_inputs=dict(inputs) if images else {},
         image_count=len(images),
         image_tokens=len(positions),
-        images_end=positions[-1] + 1 if positions else 0,
+        images_end=images_end,
+        turn_starts=starts,
     )
 
 
@@ -144,19 +162,19 @@ def uses_multimodal_positions(model: Any) -> bool:
 def image_prefill(
     cache: ConversationCache, model: Any, lease: CacheLease | None, prompt: VisionPrompt
 ) -> tuple[CacheLease | None, dict[str, Any]]:
-    """The lease and extra ``generate`` inputs for a prompt with images.
+    """The lease and extra ``generate`` inputs (pixels) for a prompt with images.
 
     When the kept cache already holds every image position (a text turn after an image turn), the pixels are not
-    needed and the turn prefills only its new tokens, in chunks as usual. Otherwise the whole prompt is prefilled
-    in one pass with the pixels, because transformers' chunked prefill refuses raw image inputs; ``cache.last_note``
-    says so.
+    needed and the turn prefills only its new tokens. Otherwise the prompt is prefilled from its start and the
+    pixels go with its first pass, which holds every image (the prompt is cut only after its last image):
+    ``cache.last_note`` says so.
     """
     if prompt.images_end == 0:
         return lease, {}
     if lease is not None and lease.reused >= prompt.images_end and not uses_multimodal_positions(model):
         return lease, {}
     if lease is not None:
-        lease = cache.restart_unchunked(model, lease, NEW_IMAGE_PREFILL_NOTE)
+        lease = cache.restart(model, lease, NEW_IMAGE_PREFILL_NOTE)
     return lease, prompt.model_inputs
 
 

@@ -3,7 +3,9 @@ value is a PIL image or a matplotlib Figure (sent as the image, named in the tex
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ..images import image_block, is_image_value
@@ -26,10 +28,24 @@ class ImageFields:
 
 
 def option_images(references: Sequence[str] | None) -> list[dict[str, Any]]:
-    """Image blocks for ``--image`` values: local files are read now (a missing one fails before any load), URLs
-    are kept as URLs (the endpoint's server fetches them; a local model fetches them when it reads the prompt).
+    """Image blocks for ``--image`` values: local files are read now (a missing one fails before any load) and
+    their path is kept in the block's ``extras``; URLs are kept as URLs (the endpoint's server fetches them; a local
+    model fetches them when it reads the prompt).
 
     Raises:
         ImageError: a file that cannot be read or is not an image.
     """
-    return [image_block(reference) for reference in references or ()]
+    blocks = []
+    for reference in references or ():
+        block = image_block(reference)
+        if "base64" in block and not reference.startswith("data:"):  # a file: the turn log names it, not its pixels
+            block["extras"] = {"path": str(_local_path(reference))}
+        blocks.append(block)
+    return blocks
+
+
+def _local_path(reference: str) -> Path:
+    """The file an ``--image`` value names (a plain path, ``~/...`` or ``file://...``), absolute."""
+    if reference.startswith("file:"):
+        reference = urllib.parse.unquote(urllib.parse.urlparse(reference).path)
+    return Path(reference).expanduser().resolve()

@@ -10,7 +10,7 @@ import re
 import shlex
 import string
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from langchain_core.messages import AIMessage
@@ -58,6 +58,12 @@ def interpolate(
     return _FIELD.sub(substitute, text)
 
 
+def field_names(text: str) -> list[str]:
+    """The ``{name}`` fields ``interpolate`` would replace in ``text``, as written (``name``, ``name.attr``,
+    ``name[key]``), in order; dict literals, JSON and ``{{escaped}}`` braces are not fields."""
+    return [match.group(1) for match in _FIELD.finditer(text)]
+
+
 def cell_key(cell: str, cell_id: str | None) -> str:
     """What identifies "this cell" for re-run replacement: the notebook's cell id, else the cell's text."""
     if cell_id:
@@ -75,6 +81,7 @@ def spec_from_options(current: ModelSpec, options: argparse.Namespace) -> ModelS
         changes.setdefault("backend", "endpoint")
     if options.backend is not None:
         changes["backend"] = options.backend
+    changes.update(_engine_changes(current, options, changes))
     if options.provider is not None:
         changes["provider"] = options.provider
     if options.quantize is not None:
@@ -86,6 +93,25 @@ def spec_from_options(current: ModelSpec, options: argparse.Namespace) -> ModelS
     if changes.get("backend") == "pipeline":
         changes.setdefault("endpoint_url", None)
     return replace(current, **changes) if changes else current
+
+
+def _engine_changes(current: ModelSpec, options: argparse.Namespace, changes: dict[str, Any]) -> dict[str, Any]:
+    """``--engine`` / ``--gguf-file`` (a ``.gguf`` model implies llama.cpp); ``--backend`` or ``--endpoint-url``
+    alone leaves the engine."""
+    engine = getattr(options, "engine", None)
+    gguf_file = getattr(options, "gguf_file", None)
+    model = changes.get("model", current.model)
+    if engine is None and (gguf_file is not None or (options.model or "").endswith(".gguf")):
+        engine = "llama.cpp"
+    if engine is not None:
+        # An --endpoint-url given with it stays, for ModelSpec to refuse the pair in one line.
+        url = changes.get("endpoint_url") if options.endpoint_url else None
+        return {"engine": engine, "gguf_file": gguf_file, "backend": "endpoint", "endpoint_url": url}
+    if "backend" in changes or "endpoint_url" in changes:
+        return {"engine": None, "gguf_file": None}
+    if "model" in changes and model != current.model and current.engine:
+        return {"gguf_file": None}  # another model on the same engine: the old repo's file name means nothing
+    return {}
 
 
 def check_options(options: argparse.Namespace) -> None:
@@ -105,7 +131,10 @@ def check_options(options: argparse.Namespace) -> None:
 
 
 def reply_message(turn: Turn) -> AIMessage:
-    """A finished turn as the AIMessage ``-o VAR`` stores in the user's namespace."""
+    """A finished turn as the AIMessage ``-o VAR`` stores in the user's namespace; a turn that called tools has
+    its steps (each call's name, arguments, id, result, status and duration) in ``response_metadata["tool_steps"]``
+    and the usage of all its model calls."""
+    steps = {"tool_steps": [asdict(step) for step in turn.steps]} if turn.steps else {}
     return AIMessage(
         content=turn.reply,
         additional_kwargs={"reasoning_content": turn.reasoning} if turn.reasoning else {},
@@ -115,6 +144,7 @@ def reply_message(turn: Turn) -> AIMessage:
             "finish_reason": turn.finish_reason,
             "interrupted": turn.interrupted,
             "time_to_first_token": turn.time_to_first_token,
+            **steps,
         },
     )
 

@@ -12,11 +12,11 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.utils.process import arg_split
-from traitlets import Bool, Enum, Float, Integer, Unicode
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, Union, observe
 
 from ..config import DEFAULT_MAX_NEW_TOKENS
 from ..errors import ContextWindowError, HfMagicError, InvalidInputError
-from . import session_commands  # noqa: F401  (registers the built-in subcommands)
+from . import log_commands, mcp_servers, session_commands  # noqa: F401  (register %hfchat log, mcp and the built-in subcommands)
 from .cell_errors import CellErrors
 from .cell_images import ImageFields, option_images
 from .cell_options import (
@@ -29,7 +29,10 @@ from .cell_options import (
     spec_from_options,
 )
 from .code_blocks import code_cell_text
+from .engine_commands import configure_engines  # also registers %hfchat engine
+from .kernel_log import kernel_log, watch_kernel_sessions
 from .line_commands import registered
+from .map_cell import check_map_options, run_map_cell
 from .model_spec import ModelSpec
 from .progress_views import ProgressView, make_progress_view
 from .render import (
@@ -40,6 +43,7 @@ from .render import (
 )
 from .reply_views import NotebookReplyView, ReplyView, TerminalReplyView
 from .session import ChatSession, all_sessions, get_session
+from .session_tools import cell_tool_loop
 from .turns import Turn
 from .variables import describe_value
 
@@ -68,15 +72,41 @@ class HfChatMagics(Magics):
     show_usage = Bool(True, help="Show the usage line under each reply.").tag(config=True)
     interpolate = Bool(False, help="Replace {name} in cells with user variables (as -i does).").tag(config=True)
     verbose = Bool(False, help="Show tracebacks for errors (also: %hfchat debug on).").tag(config=True)
+    tools = List(
+        Unicode(), [], help="Tools of new sessions: names of notebook functions, or 'notebook' (see %hfchat tools)."
+    ).tag(config=True)
     display_mode = Enum(
         ["auto", "notebook", "terminal"], "auto", help="Rich display + widget bars, or plain text; auto detects."
     ).tag(config=True)
+    log = Bool(True, help="Write every turn to the turn log ($HF_MAGIC_HOME/logs.db); HF_MAGIC_NO_LOG=1 wins.").tag(
+        config=True
+    )
+    engine_python = Union(
+        [Unicode(), Dict()],
+        default_value=None,
+        allow_none=True,
+        help="Python that runs --engine vllm / llama.cpp, or one per engine: {'vllm': '~/vllm/bin/python'} "
+        "(default: the kernel's own).",
+    ).tag(config=True)
+    engine_args = Dict(help='More server arguments per engine, e.g. {"vllm": "--tensor-parallel-size 2"}.').tag(
+        config=True
+    )
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.last_error: BaseException | None = None
         self.cell_errors = CellErrors()
         """The errors of this kernel's cells (``post_run_cell`` feeds it): ``{Err[n]}`` and ``%hfchat fix``."""
+        kernel_log().switched_on = self.log
+        self._engine_defaults()
+
+    @observe("engine_python", "engine_args")
+    def _engine_defaults(self, _change: Any = None) -> None:
+        configure_engines(self.engine_python, self.engine_args)
+
+    @observe("log")
+    def _log_switched(self, change: dict[str, Any]) -> None:
+        kernel_log().switched_on = bool(change["new"])
 
     # ------------------------------------------------------------------------- context
     @property
@@ -153,6 +183,13 @@ class HfChatMagics(Magics):
     @argument("--backend", choices=["pipeline", "endpoint"], default=None, help="Run locally or call a server.")
     @argument("--endpoint-url", default=None, help="URL of an OpenAI-compatible server (implies --backend endpoint).")
     @argument("--provider", default=None, help="Inference provider for --backend endpoint.")
+    @argument(
+        "--engine",
+        default=None,
+        help="Start a serving engine for the model and chat through it: vllm or llama.cpp "
+        "(its Python: %%config HfChatMagics.engine_python).",
+    )
+    @argument("--gguf-file", default=None, help="The .gguf file of a GGUF repo to run on llama.cpp.")
     @argument("-s", "--system", default=None, help="System prompt (kept for later cells of the session).")
     @argument("--temperature", type=float, default=None, help="Sampling temperature; 0 is greedy.")
     @argument("--max-new-tokens", type=int, default=None, help="Longest reply, in tokens.")
@@ -178,7 +215,7 @@ class HfChatMagics(Magics):
     )
     @argument("--no-think", dest="think", action="store_const", const=False, help="Ask it to answer directly.")
     @argument("--no-stream", action="store_true", help="Show the reply only when it is complete.")
-    @argument("-o", "--output", default=None, metavar="VAR", help="Store the reply (an AIMessage) in VAR.")
+    @argument("-o", "--output", default=None, metavar="VAR", help="Store the reply (an AIMessage; --map: the table).")
     @argument(
         "-f",
         "--format",
@@ -195,6 +232,39 @@ class HfChatMagics(Magics):
         "image.",
     )
     @argument(
+        "--tools",
+        default=None,
+        metavar="NAME[,NAME...]",
+        help="Let the model call these functions of the notebook ('notebook': list, describe and read variables and "
+        "cells, run code after you approve); the session's tools and MCP servers join (%%hfchat tools, mcp).",
+    )
+    @argument(
+        "--tool-choice",
+        default=None,
+        metavar="auto|required|NAME",
+        help="Whether the first step must call a tool (required) or that one (NAME); later steps may answer.",
+    )
+    @argument("--max-steps", type=int, default=None, metavar="N", help="Most rounds of tool calls (default 8).")
+    @argument(
+        "--map",
+        default=None,
+        metavar="DATA",
+        help="Send the cell once per row of DATA (a DataFrame, Series or list): {column} takes each row's value; "
+        "the replies come back as a new column of a copy, stored with -o VAR. Rows are batched on a local model, "
+        "sent concurrently to a server; a run again resumes (only missing or failed rows are sent).",
+    )
+    @argument("--into", default=None, metavar="COLUMN", help="With --map: the replies' column (default: reply).")
+    @argument(
+        "--schema", default=None, metavar="NAME", help="With --map: a pydantic model; each of its fields is a column."
+    )
+    @argument(
+        "--concurrency",
+        default=None,
+        metavar="N",
+        help="With --map: rows per batch on a local model, requests in flight to a server (defaults 32 and 8).",
+    )
+    @argument("--fresh", action="store_true", help="With --map: send every row again instead of resuming.")
+    @argument(
         "--image",
         action="append",
         default=None,
@@ -206,7 +276,8 @@ class HfChatMagics(Magics):
         """Chat with a Hugging Face model: the cell body is your message.
 
         Line magic: ``%hfchat history | reset | usage | export PATH [--thinking] | load PATH | unload | status |
-        models | panel | debug [on|off] | fix | restore [NOTEBOOK]``, each with an optional ``--session NAME``.
+        models | panel | debug [on|off] | fix | restore [NOTEBOOK] | engine [status|log]``, each with an optional
+        ``--session NAME``.
         ``fix`` sends the last error and its cell's code and puts the corrected code into a new cell;
         ``restore`` rebuilds the conversation from a saved notebook's ``%%hfchat`` outputs (default: this one).
         Capabilities add their own (``%hfchat NAME ...``, see ``line_commands.py``).
@@ -228,7 +299,11 @@ class HfChatMagics(Magics):
         session = self._session(options.session)
         # Every option is checked before anything changes (reset, system prompt, load): a typo costs nothing.
         check_options(options)
+        check_map_options(options)
         spec_from_options(session.spec, options)  # a bad --dtype, --backend... (ModelSpec checks itself)
+        if options.map is not None:
+            run_map_cell(self, session, options, cell)
+            return
         # The cell's trailing newline is not part of the message (small models answer it differently).
         text = cell.strip()
         used: dict[str, str] = {}
@@ -270,6 +345,7 @@ class HfChatMagics(Magics):
         images: list[dict[str, Any]] | None = None,
     ) -> None:
         spec = spec_from_options(session.spec, options)
+        tool_loop = cell_tool_loop(self, session, options)  # names checked before anything changes or loads
         if options.new:
             session.reset()
         if options.system is not None:
@@ -292,6 +368,8 @@ class HfChatMagics(Magics):
             progress.close()
         if images:
             self.show(SentImages(images))  # what the model is asked about, above its reply
+        if tool_loop is not None:
+            tool_loop.on_change, tool_loop.context_length = view.steps, session.context_length
         try:
             turn = session.send(
                 text,
@@ -302,6 +380,7 @@ class HfChatMagics(Magics):
                 enable_thinking=options.think,
                 temperature=options.temperature if options.temperature is not None else self.temperature,
                 max_new_tokens=max_new_tokens,
+                responder=tool_loop,
             )
         except Exception:
             view.fail()
@@ -345,6 +424,7 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = HfChatMagics(shell=ipython)
     ipython.register_magics(magics)
     ipython.events.register("post_run_cell", magics.cell_errors.record)
+    watch_kernel_sessions(ipython.user_ns)  # every kernel-wide session's turns go to the turn log
 
 
 def unload_ipython_extension(ipython: Any) -> None:
@@ -359,6 +439,7 @@ def unload_ipython_extension(ipython: Any) -> None:
             pass
     for kind in ("line", "cell"):
         manager.magics[kind].pop("hfchat", None)
+    mcp_servers.stop_all()  # the servers the sessions started end with the extension
     # IPython has no public way to unregister magics: the two tables above are its public traitlets; the
     # instance it keeps in its registry is replaced by the next %load_ext.
     ipython.configurables[:] = [c for c in ipython.configurables if not isinstance(c, HfChatMagics)]

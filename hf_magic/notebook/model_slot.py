@@ -7,7 +7,7 @@ import gc
 from ..chat_models import ChatHuggingFace
 from ..errors import HfMagicError
 from ..progress import ProgressCallback
-from .model_spec import ModelSpec, load_chat_model
+from .model_spec import ModelSpec, load_chat_model, release_chat_model
 
 
 class ModelSlot:
@@ -15,7 +15,9 @@ class ModelSlot:
 
     A new model is loaded before the old one is let go, so a failed load leaves the slot as it was. An endpoint is
     built without contacting its server, so it stays unproven until its first reply: until then the model it
-    replaced is kept (``fallback``) and ``revert`` goes back to it. The slot does no locking: its session does.
+    replaced is kept (``fallback``) and ``revert`` goes back to it. A model the slot lets go of is released
+    (``model_spec.release_chat_model``): an engine hf_magic started for it stops. The slot does no locking: its
+    session does.
     """
 
     def __init__(self, spec: ModelSpec | None = None) -> None:
@@ -48,8 +50,10 @@ class ModelSlot:
         previous_model, previous_spec = self._fallback or (None, None)
         if previous_model is not None and previous_spec == spec:
             # Back to the model an untried endpoint replaced: it is still in memory.
+            untried = self.chat_model
             self._set(previous_model, spec)
             self._fallback = None
+            self._let_go(untried)
             return previous_model, True
         current = self.current_spec
         try:
@@ -59,12 +63,14 @@ class ModelSlot:
         except Exception as exc:
             message = f"Loading {spec.describe()} failed: {type(exc).__name__}: {exc}. {self.still_on(current)}"
             raise HfMagicError(message) from exc
+        replaced = self.chat_model
         if spec.backend == "endpoint":
             # Unproven until it answers: keep what to go back to (the first model an untried chain replaced).
             self._fallback = self._fallback or (self.chat_model, current)
         else:
             self.unload()
         self._set(chat_model, spec)
+        self._let_go(replaced)  # a middle link of an untried chain is kept by nobody
         return chat_model, True
 
     def use(self, chat_model: ChatHuggingFace, spec: ModelSpec) -> None:
@@ -74,7 +80,8 @@ class ModelSlot:
 
     def proven(self) -> None:
         """The model answered: the one it replaced can go."""
-        self._fallback = None
+        replaced, self._fallback = self._fallback, None
+        self._let_go(replaced[0] if replaced else None)
 
     def revert(self) -> ModelSpec | None:
         """Go back to the model an endpoint replaced, after the endpoint's first reply failed; the spec gone back
@@ -83,20 +90,30 @@ class ModelSlot:
             return None
         previous_model, previous_spec = self._fallback
         self._fallback = None
-        self.chat_model, self.spec = previous_model, previous_spec
+        failed, self.chat_model, self.spec = self.chat_model, previous_model, previous_spec
         self.loaded_spec = previous_spec if previous_model is not None else None
+        self._let_go(failed)
         return previous_spec
 
     def unload(self) -> bool:
         """Drop the loaded model (and any fallback) and give the memory back; whether anything was loaded."""
         if self.chat_model is None and self._fallback is None:
             return False
+        held = (self.chat_model, self._fallback[0] if self._fallback else None)
         self.chat_model, self.loaded_spec, self._fallback = None, None, None
+        self._let_go(*held)
         free_memory()
         return True
 
     def _set(self, chat_model: ChatHuggingFace, spec: ModelSpec) -> None:
         self.chat_model, self.loaded_spec, self.spec = chat_model, spec, spec
+
+    def _let_go(self, *models: ChatHuggingFace | None) -> None:
+        """Release the models the slot no longer holds (neither loaded nor kept to go back to)."""
+        kept = (self.chat_model, self._fallback[0] if self._fallback else None)
+        for model in models:
+            if model is not None and not any(model is held for held in kept):
+                release_chat_model(model)
 
 
 def noted(error: HfMagicError, note: str) -> HfMagicError:

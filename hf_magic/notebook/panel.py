@@ -22,6 +22,8 @@ from huggingface_hub import is_offline_mode
 from .. import config
 from ..errors import HfMagicError, InvalidInputError
 from ..progress import ProgressEvent
+from .kernel_log import kernel_log
+from .log_picker import PastConversations
 from .model_catalog import ModelChoice, describe_choice, device_options, fit_summary, hub_search, local_choices
 from .model_spec import ModelSpec
 from .panel_images import attached_images
@@ -71,6 +73,8 @@ class ChatPanel:
         self._redraw_usage()
         self._redraw()
         self._unsubscribe: Callable[[], None] | None = self.session.subscribe(self._on_event)
+        kernel_log().follow(self.session)  # the panel's turns go to the turn log too
+        self.past = PastConversations(self.session, self.view)  # the "Past conversations" section
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names the panel lacks: the view's widgets (panel.input, panel.transcript, ...).
@@ -323,8 +327,8 @@ class ChatPanel:
             if event.kind == "turn_started" and event.turn is not None:
                 self._generating, self._loading_done = True, True
                 self.view.draw_live_turn(event.turn, self.session.turns)
-            elif event.kind in ("token", "reasoning") and event.turn is not None:
-                self.view.draw_live_turn(event.turn, self.session.turns)
+            elif event.kind in ("token", "reasoning", "tool") and event.turn is not None:
+                self.view.draw_live_turn(event.turn, self.session.turns, force=event.kind == "tool")
             elif event.kind == "turn_finished":
                 self._generating = False
                 self._redraw_conversation()
@@ -344,6 +348,8 @@ class ChatPanel:
                     self._redraw_model_info()  # cached now, even where no picker changed
             elif event.kind in ("reset", "transcript_loaded"):
                 self._redraw_conversation()
+            elif event.kind == "notice":
+                self.view.show_note(event.text)
         self._redraw()
 
     def _draw_progress(self, event: ProgressEvent) -> None:

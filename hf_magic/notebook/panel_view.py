@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ipywidgets as widgets
@@ -18,7 +18,7 @@ import traitlets
 
 from ..errors import InvalidInputError
 from .model_catalog import ModelChoice
-from .model_spec import ModelSpec
+from .model_spec import ENGINES, ModelSpec
 from .panel_images import attachment_summary
 from .panel_style import PANEL_CSS, SHIFT_ENTER_JS
 from .progress_views import WidgetProgress
@@ -64,7 +64,11 @@ class PanelView:
         self._live: dict[int, tuple[Turn, widgets.HTML, float]] = {}
         self._build_model_tab(devices, hub_online)
         self._build_settings_tab()
-        self.settings = widgets.Accordion(children=[self.model_tab, self.settings_tab], titles=("Model", "Generation"))
+        self.past_box = widgets.VBox()  # the controller puts log_picker.PastConversations here
+        self.settings = widgets.Accordion(
+            children=[self.model_tab, self.settings_tab, self.past_box],
+            titles=("Model", "Generation", "Past conversations"),
+        )
         self._build_chat(session_name)
 
     # ------------------------------------------------------------------------------ layout
@@ -80,8 +84,15 @@ class PanelView:
         )
         self.model_info = widgets.HTML()
 
+        # vLLM and llama.cpp: an engine hf_magic starts for the model, reached as an endpoint (remote/engines.py).
         self.backend = widgets.ToggleButtons(
-            options=[("Local pipeline", "pipeline"), ("Endpoint", "endpoint")], style={"button_width": "130px"}
+            options=[
+                ("Local pipeline", "pipeline"),
+                ("Endpoint", "endpoint"),
+                ("vLLM", "vllm"),
+                ("llama.cpp", "llama.cpp"),
+            ],
+            style={"button_width": "110px"},
         )
         self.device = widgets.Dropdown(options=[AUTO, *devices], description="Device", layout=_field())
         self.dtype = widgets.Dropdown(
@@ -101,9 +112,12 @@ class PanelView:
         self.endpoint_box = widgets.VBox(
             [widgets.HBox([self.endpoint_url, self.provider]), self.token_status], layout=widgets.Layout(display="none")
         )
+        self.gguf_file = _text("GGUF file", "NAME.gguf of a GGUF repo (a local .gguf or the default: leave empty)")
+        self.gguf_box = widgets.HBox([self.gguf_file], layout=widgets.Layout(display="none"))
         # Which backend's fields show follows the toggle, in the widgets themselves.
-        traitlets.dlink((self.backend, "value"), (self.pipeline_box.layout, "display"), _shown_unless_endpoint)
-        traitlets.dlink((self.backend, "value"), (self.endpoint_box.layout, "display"), _shown_if_endpoint)
+        traitlets.dlink((self.backend, "value"), (self.pipeline_box.layout, "display"), _shown_if("pipeline"))
+        traitlets.dlink((self.backend, "value"), (self.endpoint_box.layout, "display"), _shown_if("endpoint"))
+        traitlets.dlink((self.backend, "value"), (self.gguf_box.layout, "display"), _shown_if("llama.cpp"))
 
         self.load_button = _button("Load", "download", "primary", "Load the selected model (downloads if needed)")
         self.unload_button = _button("Unload", "eject", tooltip="Free the model's memory; the chat is kept")
@@ -116,6 +130,7 @@ class PanelView:
                 widgets.HBox([_label("Backend"), self.backend]),
                 self.pipeline_box,
                 self.endpoint_box,
+                self.gguf_box,
                 self.model_info,
                 widgets.HBox([self.load_button, self.unload_button]),
                 self.progress_box,
@@ -246,6 +261,12 @@ class PanelView:
         Raises:
             InvalidInputError: the chosen combination is invalid (``ModelSpec`` checks itself).
         """
+        if self.backend.value in ENGINES:
+            return ModelSpec(
+                model=self.selected_model(),
+                engine=self.backend.value,
+                gguf_file=(self.gguf_file.value.strip() or None) if self.backend.value == "llama.cpp" else None,
+            )
         if self.backend.value == "endpoint":
             return ModelSpec(
                 model=self.selected_model(),
@@ -266,7 +287,8 @@ class PanelView:
         listed = spec.model in [value for _, value in self.model_list.options]
         _set(self.model_list, spec.model if listed else self.model_list.value)
         _set(self.model_id, "" if listed else spec.model)
-        _set(self.backend, spec.backend)
+        _set(self.backend, spec.engine or spec.backend)
+        _set(self.gguf_file, spec.gguf_file or "")
         _set(self.device, spec.device if spec.device in self.device.options else AUTO)
         _set(self.dtype, spec.dtype if spec.dtype in self.dtype.options else AUTO)
         _set(self.quantize, spec.quantize or "none")
@@ -301,8 +323,9 @@ class PanelView:
         children: list[widgets.Widget] = [view for _, view in self._ordered_views(turns)]
         self.transcript.children = tuple(children or [widgets.HTML(_EMPTY_TRANSCRIPT)])
 
-    def draw_live_turn(self, turn: Turn, turns: Sequence[Turn]) -> None:
-        """The reply being generated, on top; redrawn at most every ``REDRAW_SECONDS``."""
+    def draw_live_turn(self, turn: Turn, turns: Sequence[Turn], force: bool = False) -> None:
+        """The reply being generated, on top; redrawn at most every ``REDRAW_SECONDS`` unless ``force`` (a tool call
+        started or ended: rare, and each state is worth seeing)."""
         live = self._live.get(id(turn))
         if live is None:
             view = widgets.HTML(turn_html(turn, streaming=True))
@@ -313,7 +336,7 @@ class PanelView:
             return
         _, view, drawn = live
         now = time.perf_counter()
-        if now - drawn >= REDRAW_SECONDS:
+        if force or now - drawn >= REDRAW_SECONDS:
             view.value = turn_html(turn, streaming=True)
             self._live[id(turn)] = (turn, view, now)
 
@@ -397,12 +420,9 @@ def _set(widget: widgets.ValueWidget, value: object) -> None:
         widget.value = value
 
 
-def _shown_if_endpoint(backend: str) -> str:
-    return "flex" if backend == "endpoint" else "none"
-
-
-def _shown_unless_endpoint(backend: str) -> str:
-    return "none" if backend == "endpoint" else "flex"
+def _shown_if(shown_for: str) -> Callable[[str], str]:
+    """A dlink transform: a box's display for the backend toggle's value (shown for ``shown_for`` only)."""
+    return lambda backend: "flex" if backend == shown_for else "none"
 
 
 def _button(description: str, icon: str, style: str = "", tooltip: str = "", width: str = "auto") -> widgets.Button:

@@ -24,6 +24,11 @@ def _amount(current: float, total: float | None, unit: str) -> str:
     return f"{current:.0f}/{total:.0f}" if total else f"{current:.0f}"
 
 
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{seconds:02d}" if minutes >= 60 else f"{minutes}:{seconds:02d}"
+
+
 @dataclass
 class _Bar:
     stage: str
@@ -32,6 +37,24 @@ class _Bar:
     total: float | None = None
     unit: str = "it"
     done: bool = False
+    tokens: int | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+    def text(self) -> str:
+        """What the bar says beside it: the amount; for replies (rows) also their rate, the time left and tokens."""
+        amount = _amount(self.current, self.total, self.unit)
+        if self.stage != "generate":
+            return amount
+        elapsed = time.perf_counter() - self.started
+        rate = self.current / elapsed if elapsed > 0 and self.current else None
+        parts = [amount]  # the bar's label names what is counted ("Rows")
+        if rate:
+            parts.append(f"{rate:.2f} {self.unit}/s")
+            if self.total and not self.done:
+                parts.append(f"ETA {_clock((self.total - self.current) / rate)}")
+        if self.tokens is not None:
+            parts.append(f"{self.tokens:,} tokens")
+        return " · ".join(parts)
 
 
 def _counts_files(stage: str, label: str) -> bool:
@@ -50,6 +73,7 @@ class ProgressState:
         bar = self.bars.setdefault(event.bar_id, _Bar(event.stage, event.label))
         bar.label = event.label or bar.label
         bar.current, bar.total, bar.unit = event.current, event.total, event.unit
+        bar.tokens = event.tokens if event.tokens is not None else bar.tokens
         bar.done = bar.done or event.done
         return bar
 
@@ -71,7 +95,7 @@ class ProgressState:
             if bar.stage != "download" or bar.unit != "B":
                 if _counts_files(bar.stage, bar.label):
                     continue
-                parts.append(f"{bar.label or bar.stage} {_amount(bar.current, bar.total, bar.unit)}")
+                parts.append(f"{bar.label or bar.stage} {bar.text()}")
         parts.append(f"{time.perf_counter() - self.started:.1f} s")
         return " · ".join(parts)
 
@@ -139,7 +163,7 @@ class TerminalProgress:
         if not self._live() or (now - self._last_draw < _REFRESH_SECONDS and not event.done):
             return
         self._last_draw = now
-        line = f"{bar.label}: {_amount(bar.current, bar.total, bar.unit)}"
+        line = f"{bar.label}: {bar.text()}"
         if event.stage == "download":
             current, total = self.state.download_bytes()
             line = f"{line} | total {_amount(current, total, 'B')}"
@@ -208,7 +232,7 @@ class WidgetProgress:
             self._box.children = tuple(self._lines[k] for k in keys)
         return self._rows[key]
 
-    def _draw(self, key: int, description: str, current: float, total: float | None, unit: str, done: bool) -> None:
+    def _draw(self, key: int, description: str, current: float, total: float | None, text: str, done: bool) -> None:
         now = time.perf_counter()
         if not done and now - self._last_draw.get(key, 0.0) < _REFRESH_SECONDS:
             return
@@ -216,21 +240,21 @@ class WidgetProgress:
         bar, label = self._row(key, description)
         bar.value = min(1.0, current / total) if total else (1.0 if done else 0.0)
         bar.bar_style = "success" if done else ""
-        label.value = _amount(current, total, unit)
+        label.value = text
 
     def __call__(self, event: ProgressEvent) -> None:
         with self._lock:
             self._on_event(event)
 
     def _on_event(self, event: ProgressEvent) -> None:
-        self.state.update(event)
+        bar = self.state.update(event)
         if _counts_files(event.stage, event.label):
             return
-        self._draw(event.bar_id, event.label or event.stage, event.current, event.total, event.unit, event.done)
+        self._draw(event.bar_id, event.label or event.stage, event.current, event.total, bar.text(), event.done)
         if event.stage == "download" and event.unit == "B":
             current, total = self.state.download_bytes()
             complete = bool(total) and current >= (total or 0)
-            self._draw(-1, "Total download", current, total, "B", complete)
+            self._draw(-1, "Total download", current, total, _amount(current, total, "B"), complete)
 
     def close(self) -> None:
         with self._lock:

@@ -5,27 +5,29 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .model_catalog import display_name
 from .turn_drawing import (
-    STILL_THINKING,
     TURN_CSS,
     image_labels,
     images_html,
     markdown_to_html,
     thinking_block_html,
     thinking_text,
+    tool_steps_html,
+    tool_steps_text,
     transcript_markdown,
     turn_html,
     turn_markdown,
+    turn_note,
     turn_text,
 )
 
 if TYPE_CHECKING:
     from ..backend import Usage
-    from .turns import Turn
+    from .turns import ToolStep, Turn
 
 MimeBundle = tuple[dict[str, str], dict[str, Any]]
 
@@ -94,9 +96,12 @@ class Reply:
     session: str = "default"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> MimeBundle:
-        text = self.turn.reply.strip() + (f"\n{STILL_THINKING}" if self.turn.still_thinking else "")
+        note = turn_note(self.turn)
+        text = self.turn.reply.strip() + (f"\n{note}" if note else "")
         if self.turn.reasoning.strip():
             text = f"{thinking_text(self.turn.reasoning)}\n\n{text}"
+        if self.turn.steps:
+            text = f"{tool_steps_text(self.turn.steps)}\n\n{text}"
         text += "\n[interrupted]" if self.turn.interrupted else ""
         if self.usage:
             text += f"\n\n{self.usage}"
@@ -116,6 +121,8 @@ class Reply:
         }
         if self.turn.images:  # how many, not the pixels: restore says what it cannot give back
             exchange["images"] = len(self.turn.images)
+        if self.turn.steps:  # the tool calls and their results, which later turns send again
+            exchange["steps"] = [asdict(step) for step in self.turn.steps]
         return data, {"hf_magic": {**_usage_metadata(self.turn), **exchange, "session": self.session}}
 
     def __repr__(self) -> str:
@@ -132,6 +139,8 @@ class Streaming:
     """False once generation stopped on an error: the partial text stays, without the cursor."""
     reasoning: str = ""
     """The thinking so far: shown open above the answer until the answer starts, then folded."""
+    steps: Sequence[ToolStep] = ()
+    """The tool steps so far (tool_loop.py), drawn above the text as collapsible blocks."""
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         tail = " ▌" if self.cursor else ""
@@ -139,7 +148,11 @@ class Streaming:
         plain = self.text + tail
         if self.reasoning.strip():
             plain = f"{thinking_text(self.reasoning)}\n\n{plain}"
-        block = thinking_block_html(self.reasoning, open_=thinking_now, still=thinking_now and self.cursor)
+        if self.steps:
+            plain = f"{tool_steps_text(self.steps)}\n\n{plain}"
+        block = tool_steps_html(self.steps) + thinking_block_html(
+            self.reasoning, open_=thinking_now, still=thinking_now and self.cursor
+        )
         # Plain text, not Markdown: this is redrawn many times a second; the finished Reply renders Markdown once.
         return {
             "text/plain": plain,

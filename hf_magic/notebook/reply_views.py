@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, Protocol, TextIO
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from .render import Reply, Streaming
-from .turn_drawing import STILL_THINKING, thinking_text
+from .turn_drawing import thinking_text, tool_call_text, turn_note
+
+if TYPE_CHECKING:
+    from .turns import ToolStep, Turn
 
 _STREAM_REFRESH_SECONDS = 0.05
 """Redraw the streaming reply at most this often: one display update per token floods the frontend."""
@@ -21,6 +24,10 @@ class ReplyView(Protocol):
 
     def reasoning(self, piece: str) -> None:
         """A piece of the model's thinking, which comes before the answer."""
+        ...
+
+    def steps(self, turn: Turn) -> None:
+        """The turn's tool steps changed (tool_loop.py): a step's text became a step, a call started or ended."""
         ...
 
     def finish(self, reply: Reply) -> None: ...
@@ -39,6 +46,12 @@ class NotebookReplyView:
         self._last = 0.0
         self._text = ""
         self._reasoning = ""
+        self._steps: Sequence[ToolStep] = ()
+
+    def steps(self, turn: Turn) -> None:
+        # The text streamed so far moved into a step: the blocks draw it now, and the next step streams below them.
+        self._steps, self._text, self._reasoning = list(turn.steps), turn.reply, turn.reasoning
+        self._refresh(force=True)
 
     def token(self, piece: str) -> None:
         first = not self._text
@@ -53,7 +66,7 @@ class NotebookReplyView:
         if not self._stream:
             return
         now = time.perf_counter()
-        view = Streaming(self._text, self._model, reasoning=self._reasoning)
+        view = Streaming(self._text, self._model, reasoning=self._reasoning, steps=self._steps)
         if self._handle is None:
             self._handle = self._display(view, display_id=True)
             self._last = now
@@ -69,7 +82,9 @@ class NotebookReplyView:
 
     def fail(self) -> None:
         if self._handle is not None:
-            self._handle.update(Streaming(self._text, self._model, cursor=False, reasoning=self._reasoning))
+            self._handle.update(
+                Streaming(self._text, self._model, cursor=False, reasoning=self._reasoning, steps=self._steps)
+            )
 
 
 class TerminalReplyView:
@@ -80,6 +95,19 @@ class TerminalReplyView:
         self._out = out
         self._wrote = False
         self._thinking = False
+        self._calls_shown: set[str] = set()
+
+    def steps(self, turn: Turn) -> None:
+        """Each call once, when it has ended: its line, status and time, then the result's first lines."""
+        for step in turn.steps:
+            for call in step.calls:
+                if call.status in ("pending", "asking", "running") or call.id in self._calls_shown:
+                    continue
+                self._calls_shown.add(call.id)
+                self._end_thinking()
+                self.out.write(("\n" if self._wrote else "") + tool_call_text(call) + "\n")
+                self.out.flush()
+                self._wrote = False  # the next step's text starts on a fresh line
 
     @property
     def out(self) -> TextIO:
@@ -116,8 +144,9 @@ class TerminalReplyView:
                 self.out.write(thinking_text(turn.reasoning) + "\n")
             self.out.write(turn.reply)
         self.out.write("\n")
-        if turn.still_thinking:
-            self.out.write(STILL_THINKING + "\n")
+        note = turn_note(turn)
+        if note:
+            self.out.write(note + "\n")
         if turn.interrupted:
             self.out.write("[interrupted]\n")
         if reply.usage:

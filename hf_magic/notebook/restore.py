@@ -13,7 +13,7 @@ from typing import Any
 
 from ..backend import Usage
 from ..errors import InvalidInputError
-from .turns import Turn
+from .turns import ToolStep, Turn
 
 
 def running_notebook(user_ns: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Path | None:
@@ -52,6 +52,7 @@ def _turn(record: Mapping[str, Any], key: str | None) -> Turn:
         interrupted=bool(record.get("interrupted")),
         key=key,
         time_to_first_token=record.get("time_to_first_token"),
+        steps=[ToolStep.from_dict(step) for step in record.get("steps") or []],
     )
 
 

@@ -25,7 +25,7 @@ from ..progress import ProgressCallback, ProgressEvent
 from . import transcript
 from .model_slot import ModelSlot, noted
 from .model_spec import ModelSpec
-from .reply_stream import ReplyCallbacks, add_usage, stream_into_turn
+from .reply_stream import ReplyCallbacks, ReplyContext, Responder, single_reply
 from .turns import SessionEvent, SessionListener, Settings, Turn
 
 
@@ -195,8 +195,10 @@ class ChatSession:
         return messages
 
     def stop(self) -> None:
-        """Ask the reply being generated to stop; its partial text is kept, marked interrupted."""
+        """Ask the reply being generated to stop; its partial text is kept, marked interrupted. Capabilities that
+        generate for the session (a prompt over a table) hear it as a "stop_requested" event."""
         self._cancel.set()
+        self.emit(SessionEvent("stop_requested"))
 
     @property
     def busy(self) -> bool:
@@ -213,6 +215,7 @@ class ChatSession:
         progress: ProgressCallback | None = None,
         images: Sequence[dict[str, Any]] = (),
         on_reasoning: Callable[[str], None] | None = None,
+        responder: Responder | None = None,
         **overrides: Any,
     ) -> Turn:
         """Send ``text`` (after ``images``: image content blocks, ``hf_magic.images.image_block``), stream the reply
@@ -220,6 +223,7 @@ class ChatSession:
 
         ``key`` names the sender (a notebook cell): a turn with the same key is replaced in place.
         ``on_reasoning`` receives the model's thinking as it comes (also sent to listeners as "reasoning" events).
+        ``responder`` writes the reply (default: one model call); the tool loop (``tool_loop.ToolLoop``) is one.
         ``spec`` is loaded first (default: the session's). ``overrides`` are per-call generation settings
         (``temperature``, ``max_new_tokens``...). A KeyboardInterrupt or ``stop()`` ends the reply early: it is
         kept with ``interrupted=True``. The first reply of a newly chosen endpoint proves it: if it fails, the
@@ -235,7 +239,9 @@ class ChatSession:
         with self.exclusive("send the next message"):
             self._replying = True
             try:
-                return self._send_locked(text, key, spec, on_token, progress, overrides, list(images), on_reasoning)
+                return self._send_locked(
+                    text, key, spec, on_token, progress, overrides, list(images), on_reasoning, responder
+                )
             finally:
                 self._replying = False
 
@@ -249,6 +255,7 @@ class ChatSession:
         overrides: dict[str, Any],
         images: list[dict[str, Any]] | None = None,
         on_reasoning: Callable[[str], None] | None = None,
+        responder: Responder | None = None,
     ) -> Turn:
         self._cancel.clear()
         chat_model = self._load_locked(spec or self.spec, progress)
@@ -260,8 +267,10 @@ class ChatSession:
         callbacks = ReplyCallbacks(self.emit, on_token, on_reasoning)
         start = time.perf_counter()
         try:
-            outcome = stream_into_turn(self._stream(chat_model, messages, kwargs), turn, callbacks, self._cancel, start)
-            turn.usage = add_usage(turn.usage, outcome.usage)
+            context = ReplyContext(
+                turn, messages, kwargs, callbacks, self._cancel, start, lambda m, k: self._stream(chat_model, m, k)
+            )
+            (responder or single_reply)(context)
         except KeyboardInterrupt:
             turn.interrupted = True
         except Exception as exc:
@@ -381,13 +390,24 @@ class ChatSession:
 
 
 _SESSIONS: dict[str, ChatSession] = {}
+_ON_CREATED: list[Callable[[ChatSession], None]] = []
 
 
 def get_session(name: str = "default") -> ChatSession:
-    """The kernel-wide session called ``name``, created on first use."""
+    """The kernel-wide session called ``name``, created on first use (and shown to ``on_session_created`` hooks)."""
     if name not in _SESSIONS:
-        _SESSIONS[name] = ChatSession(name)
+        _SESSIONS[name] = session = ChatSession(name)
+        for hook in list(_ON_CREATED):
+            hook(session)
     return _SESSIONS[name]
+
+
+def on_session_created(hook: Callable[[ChatSession], None]) -> None:
+    """Call ``hook`` with every kernel-wide session, those there are and each one created later (the turn log)."""
+    if hook not in _ON_CREATED:
+        _ON_CREATED.append(hook)
+        for session in list(_SESSIONS.values()):
+            hook(session)
 
 
 def all_sessions() -> dict[str, ChatSession]:

@@ -6,6 +6,7 @@ Model text is rendered as Markdown with raw HTML disabled, so a model cannot inj
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from .model_catalog import display_name
 if TYPE_CHECKING:
     from markdown_it import MarkdownIt
 
-    from .turns import Turn
+    from .turns import ToolCall, ToolStep, Turn
 
 
 TURN_CSS = """<style>
@@ -39,6 +40,14 @@ TURN_CSS = """<style>
 .hfm-thinking summary { cursor: pointer; font-style: italic; }
 .hfm-thinking-text { white-space: pre-wrap; border-left: 2px dotted #999; padding-left: .6em; margin-top: .2em; }
 .hfm-note { color: #b26a00; font-size: .85em; }
+.hfm-tool { margin: .2em 0; font-size: .88em; border-left: 3px solid #90a4ae; padding-left: .5em; }
+.hfm-tool summary { cursor: pointer; }
+.hfm-tool-ok { border-left-color: #43a047; }
+.hfm-tool-error, .hfm-tool-interrupted { border-left-color: #e53935; }
+.hfm-tool-declined { border-left-color: #fb8c00; }
+.hfm-tool pre { white-space: pre-wrap; max-height: 18em; overflow: auto; margin: .2em 0; padding: .3em .5em;
+  background: var(--jp-layout-color1, #fafafa); border-radius: 4px; }
+.hfm-tool-label { font-size: .8em; opacity: .65; }
 </style>"""
 """The one stylesheet of a drawn turn, its usage line and an error line: cell outputs and the panel share it."""
 
@@ -124,17 +133,120 @@ def thinking_text(reasoning: str) -> str:
     return f"[thinking]\n{body}\n[/thinking]"
 
 
+# ------------------------------------------------------------------------------ tool calls
+TOOL_STATUS = {
+    "ok": "✓",
+    "error": "✗ error",
+    "declined": "declined",
+    "interrupted": "■ interrupted",
+    "running": "running…",
+    "asking": "waiting for your approval…",
+    "pending": "not run",
+}
+MAX_STEPS_NOTE = "The tool loop stopped at its step limit before the model answered: raise --max-steps to let it go on."
+CONTEXT_FULL_NOTE = "The tools' results filled the model's context before it answered: ask for less, or start over."
+_SHOWN_RESULT_CHARS = 4000
+"""Longest result drawn in a call's block (the model may have been sent more)."""
+
+
+def _arguments_text(call: ToolCall) -> str:
+    return json.dumps(call.args, ensure_ascii=False, indent=1) if call.args else "{}"
+
+
+def _call_summary(call: ToolCall) -> str:
+    took = f" · {call.duration:.2f} s" if call.duration is not None else ""
+    return f"{call.name} · {TOOL_STATUS.get(call.status, call.status)}{took}"
+
+
+def tool_call_html(call: ToolCall) -> str:
+    """One call as a collapsible block: name, status and time on its summary line; arguments and result inside."""
+    label = "error" if call.status in ("error", "interrupted") else "result"
+    result = (
+        f'<div class="hfm-tool-label">{label}</div><pre>{html.escape(_shown(call.result))}</pre>'
+        if call.result is not None
+        else ""
+    )
+    return (
+        f'<details class="hfm-tool hfm-tool-{html.escape(call.status)}"><summary>🔧 '
+        f"<code>{html.escape(call.name)}</code> {html.escape(_call_summary(call).split(' · ', 1)[1])}</summary>"
+        f'<div class="hfm-tool-label">arguments</div><pre>{html.escape(_arguments_text(call))}</pre>{result}</details>'
+    )
+
+
+def tool_steps_html(steps: Sequence[ToolStep]) -> str:
+    """The tool steps of a turn, in order: what the model wrote before asking (and its thinking), then its calls."""
+    parts = []
+    for step in steps:
+        parts.append(thinking_block_html(step.reasoning, open_=False))
+        if step.text.strip():
+            parts.append(markdown_to_html(step.text))
+        parts += [tool_call_html(call) for call in step.calls]
+    return "".join(parts)
+
+
+def tool_steps_text(steps: Sequence[ToolStep]) -> str:
+    """The tool steps as plain lines: ``[tool] name {args} -> status (time)`` and the result's first lines."""
+    lines: list[str] = []
+    for step in steps:
+        if step.text.strip():
+            lines.append(step.text.strip())
+        for call in step.calls:
+            lines.append(tool_call_text(call))
+    return "\n".join(lines)
+
+
+def tool_call_text(call: ToolCall) -> str:
+    args = json.dumps(call.args, ensure_ascii=False)
+    took = f" ({call.duration:.2f} s)" if call.duration is not None else ""
+    line = f"[tool] {call.name} {args} -> {TOOL_STATUS.get(call.status, call.status)}{took}"
+    if call.result:
+        result = "\n".join(f"  {row}" for row in _shown(call.result, 400).splitlines()[:8])
+        line += f"\n{result}"
+    return line
+
+
+def _tool_steps_markdown(steps: Sequence[ToolStep]) -> list[str]:
+    lines: list[str] = []
+    for step in steps:
+        if step.text.strip():
+            lines += [step.text.strip(), ""]
+        for call in step.calls:
+            lines += [f"**Tool** `{_call_summary(call)}`", "", "```json", _arguments_text(call), "```", ""]
+            if call.result is not None:
+                lines += ["```", _shown(call.result), "```", ""]
+    return lines
+
+
+def _shown(text: str | None, limit: int = _SHOWN_RESULT_CHARS) -> str:
+    from .variables import cut
+
+    return cut(text or "", limit)
+
+
+def turn_note(turn: Turn) -> str | None:
+    """The line a turn ends with when the model did not answer: still thinking, or the tool loop stopped."""
+    if turn.still_thinking:
+        return STILL_THINKING
+    if turn.finish_reason == "max_steps":
+        return MAX_STEPS_NOTE
+    if turn.finish_reason == "context_full":
+        return CONTEXT_FULL_NOTE
+    return None
+
+
 # ---------------------------------------------------------------------------------- turns
 def turn_markdown(turn: Turn, *, include_user: bool = True, include_reasoning: bool = False) -> str:
     lines: list[str] = []
     if include_user:
         lines += ["**User**", "", *(f"_{label}_" for label in image_labels(turn.images)), turn.user.strip(), ""]
     lines += [f"**Assistant** ({turn.model})" if turn.model else "**Assistant**", ""]
+    lines += _tool_steps_markdown(turn.steps)
     if include_reasoning and turn.reasoning.strip():
         lines += ["\n".join(f"> {line}" for line in ["_Thinking_", "", *turn.reasoning.strip().splitlines()]), ""]
     lines.append(turn.reply.strip() or "_(empty)_")
-    if turn.still_thinking:
-        lines += ["", f"_{STILL_THINKING}_"]
+    note = turn_note(turn)
+    if note:
+        lines += ["", f"_{note}_"]
     if turn.interrupted:
         lines += ["", "_[interrupted]_"]
     return "\n".join(lines)
@@ -145,11 +257,14 @@ def turn_text(turn: Turn, *, include_user: bool = True) -> str:
     if include_user:
         lines += [f"User: {label}" for label in image_labels(turn.images)]
         lines.append(f"User: {turn.user.strip()}")
+    if turn.steps:
+        lines.append(tool_steps_text(turn.steps))
     if turn.reasoning.strip():
         lines.append(thinking_text(turn.reasoning))
     lines.append(f"Assistant: {turn.reply.strip()}")
-    if turn.still_thinking:
-        lines.append(STILL_THINKING)
+    note = turn_note(turn)
+    if note:
+        lines.append(note)
     if turn.interrupted:
         lines.append("[interrupted]")
     return "\n".join(lines)
@@ -174,13 +289,16 @@ def turn_html(turn: Turn, *, include_user: bool = True, streaming: bool = False,
     badge = '<span class="hfm-badge">■ stopped</span>' if turn.interrupted else ""
     if streaming:
         body = (markdown_to_html(turn.reply) if turn.reply else "") + '<span class="hfm-cursor">▍</span>'
+    elif turn.reply.strip():
+        body = markdown_to_html(turn.reply)
     else:
-        body = markdown_to_html(turn.reply) if turn.reply.strip() else "<p><em>(empty reply)</em></p>"
+        body = "" if turn.steps else "<p><em>(empty reply)</em></p>"  # the tool blocks say what happened
     # The thinking stays open while the model thinks and folds once the answer starts.
     thinking_now = streaming and not turn.reply
-    thinking = thinking_block_html(turn.reasoning, open_=thinking_now, still=thinking_now)
-    if not streaming and turn.still_thinking:
-        body += f'<div class="hfm-note">{html.escape(STILL_THINKING)}</div>'
+    thinking = tool_steps_html(turn.steps) + thinking_block_html(turn.reasoning, open_=thinking_now, still=thinking_now)
+    note = None if streaming else turn_note(turn)
+    if note:
+        body += f'<div class="hfm-note">{html.escape(note)}</div>'
     facts = _turn_facts(turn) if meta and not streaming else []
     facts_html = f'<div class="hfm-meta">{" · ".join(facts)}</div>' if facts else ""
     parts.append(

@@ -43,8 +43,8 @@ class ToolCall:
     result: str | None = None
     """What went back to the model as the tool message (a result, an error, or that the user declined)."""
     status: str = "pending"
-    """"ok", "error" (the tool raised, or the call was invalid), "declined" (the user skipped it), "interrupted"
-    or "pending" (not run)."""
+    """"ok", "error" (the tool raised, or the call was invalid), "declined" (the user skipped it), "interrupted",
+    "asking" (while the user is asked), "running" (while it runs) or "pending" (not run)."""
     duration: float | None = None
     """Seconds the tool ran."""
 
@@ -154,14 +154,19 @@ class Turn:
 @dataclass(frozen=True)
 class SessionEvent:
     """What a view hears from a session: ``kind`` is one of "turn_started", "token", "reasoning" (a piece of
-    the thinking), "turn_finished",
-    "turn_failed", "progress", "model_loaded", "model_unloaded", "reset", "transcript_loaded"."""
+    the thinking), "tool" (the turn's tool steps changed: tool_loop.py), "turn_finished",
+    "turn_failed", "progress", "model_loaded", "model_unloaded", "reset", "transcript_loaded", "stop_requested"
+    (``stop()`` was called: whatever generates for the session stops), "notice" (a collaborator's one-line message in
+    ``text``, e.g. a turn log fault), "map_finished" (a prompt over a table ran: ``text`` is its template, ``detail``
+    its summary, see ``row_map.MapRun.summary``)."""
 
     kind: str
     turn: Turn | None = None
     text: str = ""
     progress: ProgressEvent | None = None
     error: str | None = None
+    detail: dict[str, Any] | None = None
+    """What a capability's event carries beyond a turn: JSON-ready, so a log can store it as it is."""
 
 
 SessionListener = Callable[[SessionEvent], None]

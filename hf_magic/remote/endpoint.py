@@ -23,6 +23,7 @@ from ..images import embed_local_images
 from ..text_completion import astream_chunks, stream_chunks
 from .clients import AsyncDirectChatClient, DirectChatClient
 from .endpoint_errors import EndpointTarget, endpoint_error
+from .forced_calls import ForcedCall, ForcedToolCalls, as_schema_request, forced_tool
 from .request_args import (
     completion_args,
     is_huggingface_url,
@@ -83,6 +84,9 @@ class HuggingFaceEndpoint(LLM):
     """Extra ``InferenceClient`` arguments: ``headers``, ``cookies``, ``bill_to``."""
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Extra request fields sent to the server as they are (``extra_body``)."""
+    forced_tool_calls: ForcedToolCalls = "tool_choice"
+    """How a call of one forced tool is asked for: ``tool_choice`` (the server's tool-call grammar), or
+    ``json_schema`` (the tool's parameters as a response format, read back as the call: see forced_calls.py)."""
 
     model_config = ConfigDict(protected_namespaces=())
 
@@ -269,7 +273,11 @@ class HuggingFaceEndpoint(LLM):
             return None
         return models[0].get("id") if len(models) == 1 and isinstance(models[0], dict) else None
 
-    def _request_args(self, request: ChatRequest, stream: bool) -> dict[str, Any]:
+    def _forced_call(self, request: ChatRequest) -> ForcedCall | None:
+        tool = forced_tool(request) if self.forced_tool_calls == "json_schema" else None
+        return ForcedCall(tool) if tool is not None else None
+
+    def _request_args(self, request: ChatRequest, stream: bool, forced: ForcedCall | None = None) -> dict[str, Any]:
         params = self.default_params().merged(request.params)
         args = completion_args(params)
         if self.model_kwargs:
@@ -290,7 +298,7 @@ class HuggingFaceEndpoint(LLM):
         # OpenAI-shaped already (chat_format); a local image file becomes a data URL, which the server can read.
         # Earlier turns' thinking stays here: servers re-render past turns with their own template.
         args["messages"] = without_past_thinking(embed_local_images(request.messages))
-        return args
+        return as_schema_request(args, forced.tool) if forced else args
 
     # ----------------------------------------------------------------- retries and errors
     def _retries(self) -> Retries:
@@ -308,26 +316,31 @@ class HuggingFaceEndpoint(LLM):
 
     # ------------------------------------------------------------------------ chat backend
     def chat(self, request: ChatRequest) -> ChatDelta:
-        args = self._request_args(request, stream=False)
+        forced = self._forced_call(request)
+        args = self._request_args(request, stream=False, forced=forced)
         client = self._sync_client()
         try:
             output = self._retries().call(lambda: client.chat_completion(model=self.served_model(), **args))
         finally:
             client.close()
-        return delta_from_output(output)
+        delta = delta_from_output(output)
+        return forced.whole(delta) if forced else delta
 
     async def achat(self, request: ChatRequest) -> ChatDelta:
-        args = self._request_args(request, stream=False)
+        forced = self._forced_call(request)
+        args = self._request_args(request, stream=False, forced=forced)
         served = await asyncio.to_thread(self.served_model)
         client = self._async_client()
         try:
             output = await self._retries().acall(lambda: client.chat_completion(model=served, **args))
         finally:
             await client.close()
-        return delta_from_output(output)
+        delta = delta_from_output(output)
+        return forced.whole(delta) if forced else delta
 
     def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
-        args = self._request_args(request, stream=True)
+        forced = self._forced_call(request)
+        args = self._request_args(request, stream=True, forced=forced)
         client = self._sync_client()
         assembler = StreamAssembler()
         try:
@@ -336,15 +349,17 @@ class HuggingFaceEndpoint(LLM):
                 for chunk in chunks:
                     delta = assembler.push(chunk)
                     if delta is not None:
-                        yield delta
+                        yield forced.chunk(delta) if forced else delta
             except _STREAM_CUT_ERRORS as exc:
                 raise self._interrupted(exc, assembler) from exc
-            yield assembler.finish(self._target().url)
+            last = assembler.finish(self._target().url)
+            yield forced.chunk(last) if forced else last
         finally:
             client.close()  # closes the response: a stream left early stops the server's generation
 
     async def astream_chat(self, request: ChatRequest) -> AsyncIterator[ChatDelta]:
-        args = self._request_args(request, stream=True)
+        forced = self._forced_call(request)
+        args = self._request_args(request, stream=True, forced=forced)
         served = await asyncio.to_thread(self.served_model)
         client = self._async_client()
         assembler = StreamAssembler()
@@ -354,10 +369,11 @@ class HuggingFaceEndpoint(LLM):
                 async for chunk in chunks:
                     delta = assembler.push(chunk)
                     if delta is not None:
-                        yield delta
+                        yield forced.chunk(delta) if forced else delta
             except _STREAM_CUT_ERRORS as exc:
                 raise self._interrupted(exc, assembler) from exc
-            yield assembler.finish(self._target().url)
+            last = assembler.finish(self._target().url)
+            yield forced.chunk(last) if forced else last
         finally:
             await client.close()  # on cancellation too: the connection closes and the server stops
 

@@ -10,7 +10,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -83,6 +83,8 @@ class RecordingServer:
         self.requests: list[Recorded] = []
         self.replies: deque[Reply] = deque()
         self.default = Reply(body=completion())
+        self.respond: Callable[[Any], Reply] | None = None
+        """When set, makes each POST's reply from its body (replies that depend on the request, in any order)."""
         self.models = models
         self.disconnected = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -128,8 +130,12 @@ class RecordingServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length)
-                self._record(json.loads(raw) if raw else None)
-                self._send(server.replies.popleft() if server.replies else server.default)
+                body = json.loads(raw) if raw else None
+                self._record(body)
+                if server.respond is not None:
+                    self._send(server.respond(body))
+                else:
+                    self._send(server.replies.popleft() if server.replies else server.default)
 
             def _send(self, reply: Reply) -> None:
                 if reply.events is not None:

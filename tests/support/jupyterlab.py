@@ -78,6 +78,19 @@ class JupyterLab:
         )
 
 
+def start_cell(page: Any, index: int) -> None:
+    """Start running one cell and return at once: ``run_cell`` waits until the cell has run, which a cell that waits
+    for a click in its own output never does."""
+    page.evaluate(
+        """(index) => {
+            const notebook = window.jupyterapp.shell.currentWidget.content;
+            notebook.activeCellIndex = index;
+            void window.jupyterapp.commands.execute('notebook:run-cell');
+        }""",
+        index,
+    )
+
+
 def run_cell(page: Any, index: int) -> None:
     """Run one cell of the open notebook with JupyterLab's own command (the fixture exposes the app)."""
     page.evaluate(
@@ -153,3 +166,34 @@ def lab_page(jupyter_lab: JupyterLab, request: pytest.FixtureRequest) -> Iterato
             page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-page.png"), full_page=True)
         finally:
             browser.close()
+
+
+def notebook_cells(page: Any) -> list[dict[str, Any]]:
+    """The open notebook's cells as JupyterLab's model holds them: source, execution count and outputs."""
+    return json.loads(
+        page.evaluate(
+            """() => {
+                const cells = window.jupyterapp.shell.currentWidget.content.model.cells;
+                const out = [];
+                for (let i = 0; i < cells.length; i++) {
+                    const cell = cells.get(i);
+                    out.push({source: cell.sharedModel.getSource(), count: cell.executionCount ?? null,
+                              outputs: cell.outputs ? cell.outputs.toJSON() : []});
+                }
+                return JSON.stringify(out);
+            }"""
+        )
+    )
+
+
+def wait_until_run(page: Any, index: int, timeout_ms: int) -> None:
+    """Wait until cell ``index`` has run and the kernel is idle again."""
+    page.wait_for_function(
+        """(index) => {
+            const panel = window.jupyterapp.shell.currentWidget;
+            const cell = panel.content.model.cells.get(index);
+            return cell.executionCount !== null && panel.sessionContext.session.kernel.status === 'idle';
+        }""",
+        arg=index,
+        timeout=timeout_ms,
+    )

@@ -115,18 +115,23 @@ def olah_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OlahMirror]:
 @pytest.fixture
 def olah_env(olah_hub: OlahMirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> OlahMirror:
     """huggingface_hub pointed at ``olah_hub``, online, with an empty cache (this test only)."""
+    point_hub_at(olah_hub, tmp_path, monkeypatch)
+    return olah_hub
+
+
+def point_hub_at(mirror: OlahMirror, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point huggingface_hub at ``mirror``, online, with an empty cache under ``tmp_path`` (undone by monkeypatch)."""
     from huggingface_hub import constants
 
     cache = tmp_path / "hf_home" / "hub"
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", olah_hub.url)
+    monkeypatch.setenv("HF_ENDPOINT", mirror.url)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     # huggingface_hub reads these once at import; the test process imported it long ago.
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "ENDPOINT", olah_hub.url)
+    monkeypatch.setattr(constants, "ENDPOINT", mirror.url)
     monkeypatch.setattr(
-        constants, "HUGGINGFACE_CO_URL_TEMPLATE", olah_hub.url + "/{repo_id}/resolve/{revision}/{filename}"
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", mirror.url + "/{repo_id}/resolve/{revision}/{filename}"
     )
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    return olah_hub

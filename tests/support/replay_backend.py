@@ -42,3 +42,21 @@ class ReplayBackend:
 
     async def achat(self, request: ChatRequest) -> ChatDelta:
         return self.chat(request)
+
+
+class ScriptedBackend(ReplayBackend):
+    """Answers each call with the next of ``replies`` (split at spaces into pieces), through the same real stages;
+    ``requests`` keeps what each call was sent (messages, tools, tool_choice), to check what a loop sends back."""
+
+    def __init__(self, replies: list[str], model_name: str = "scripted") -> None:
+        super().__init__([], finish_reason="stop", model_name=model_name)
+        self.replies = list(replies)
+        self.requests: list[ChatRequest] = []
+
+    def stream_chat(self, request: ChatRequest) -> Iterator[ChatDelta]:
+        self.requests.append(request)
+        reply = self.replies[min(len(self.requests), len(self.replies)) - 1]
+        self.pieces = [piece for piece in reply.split(" ")]
+        self.pieces = [piece + " " for piece in self.pieces[:-1]] + self.pieces[-1:]
+        self.output_tokens = len(self.pieces)
+        return super().stream_chat(request)
