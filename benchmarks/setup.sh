@@ -13,22 +13,8 @@ echo "$project_site" > "$bench_site/hf_magic_project_env.pth"
 ln -sf "$root/.venv/bin/transformers" "$bench/bin/transformers"
 "$bench/bin/pip" install -q --no-deps "$(grep -o '^langchain-huggingface[^ ]*' "$root/benchmarks/requirements.txt")"
 "$bench/bin/pip" install -q "$(grep -o '^matplotlib[^ ]*' "$root/benchmarks/requirements.txt")"
-# The paths section's anchor: llama.cpp on the model wheel's GGUF. Built once per machine with GGML_NATIVE=OFF
-# (SSE4.2/AVX/AVX2/FMA/F16C, no AVX512 or AMX code paths: a -march=native build segfaulted in batched prompt
-# evaluation on an AMX CPU) and kept under ~/.cache/hf_magic/wheels; scripts/install_llama_cpp.sh does the same
-# when the branch that brings it is merged.
-if [ -x "$root/scripts/install_llama_cpp.sh" ]; then
-    PYTHON="$bench/bin/python" "$root/scripts/install_llama_cpp.sh"
-else
-    cache="${HF_MAGIC_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hf_magic}"
-    wheel=$(ls "$cache"/wheels/llama-cpp-python-0.3.36-*/llama_cpp_python-0.3.36-*.whl 2>/dev/null | head -1 || true)
-    if [ -z "$wheel" ]; then
-        mkdir -p "$cache/wheels/llama-cpp-python-0.3.36-native-off"
-        CMAKE_ARGS="-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" nice -n 10 \
-            "$bench/bin/pip" wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python \
-            "llama-cpp-python==0.3.36" -w "$cache/wheels/llama-cpp-python-0.3.36-native-off"
-        wheel=$(ls "$cache"/wheels/llama-cpp-python-0.3.36-native-off/*.whl | head -1)
-    fi
-    "$bench/bin/pip" install -q "$wheel"
-fi
+# The paths and llamacpp sections' anchor: llama.cpp on the model wheel's GGUF, from the wheel
+# scripts/install_llama_cpp.sh builds once per machine (GGML_NATIVE=OFF: a -march=native build segfaulted in
+# batched prompt evaluation on an AMX CPU).
+PYTHON="$bench/bin/python" "$root/scripts/install_llama_cpp.sh"
 echo "Benchmark environment ready: $bench/bin/python benchmarks/run.py"

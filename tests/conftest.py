@@ -14,6 +14,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The turn log of every session and kernel the tests start goes to a folder of this test run, never the user's.
 os.environ["HF_MAGIC_HOME"] = tempfile.mkdtemp(prefix="hf_magic_home_")
 atexit.register(shutil.rmtree, os.environ["HF_MAGIC_HOME"], ignore_errors=True)
+# Kernels, notebooks and the many tiny models decode eagerly: compiling each one would add minutes to the suite.
+# The session's default model below and tests/test_fast_decode.py ask for the compiled step explicitly.
+os.environ.setdefault("HF_MAGIC_COMPILE", "0")
 
 pytest_plugins: list[str] = [
     "tests.support.olah",
@@ -28,11 +31,15 @@ pytest_plugins: list[str] = [
 
 @pytest.fixture(scope="session")
 def default_llm():
-    """The embedded default model in a real transformers pipeline, loaded once per test session."""
+    """The embedded default model in a real transformers pipeline, loaded once per test session, decoding through
+    the compiled step where this machine can compile it (README "Speed"), so the integration tests run that path."""
     from hf_magic import HuggingFacePipeline
 
     return HuggingFacePipeline.from_model_id(
-        "default", task="text-generation", pipeline_kwargs={"max_new_tokens": 64, "do_sample": False}
+        "default",
+        task="text-generation",
+        pipeline_kwargs={"max_new_tokens": 64, "do_sample": False},
+        compile_decode=True,
     )
 
 
