@@ -35,6 +35,10 @@ VISION_MODEL_VAR = "HF_MAGIC_VISION_MODEL"
 DOWNLOAD_REPO_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 """The hub id notebook 05 downloads; the mirror serves the converted default model under it."""
 
+REFRESH_VAR = "HF_MAGIC_REFRESH_NOTEBOOKS"
+"""Set to 1, each test first re-executes its notebook (nbconvert) and saves the outputs back into notebooks/, so
+what a newcomer sees before running anything is what running gives; nbval then checks the refreshed copy."""
+
 _HUB_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "HF_HOME", "HF_HUB_CACHE", "HF_XET_CACHE")
 """What a notebook's environment sets afresh: it sees only the hub and the (empty) cache given to it."""
 
@@ -81,6 +85,10 @@ def test_notebook(notebook: Path, request: pytest.FixtureRequest, tmp_path: Path
     workdir.mkdir()
     copy = Path(shutil.copy(notebook, workdir))
     env = notebook_environment(notebook, request, tmp_path / "hf_home")
+    if os.environ.get(REFRESH_VAR) == "1":
+        refresh = [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--inplace"]
+        subprocess.run([*refresh, "--ExecutePreprocessor.timeout=1200", str(copy)], cwd=workdir, env=env, check=True)
+        shutil.copy(copy, notebook)
     command = [
         sys.executable,
         "-m",
