@@ -7,6 +7,7 @@ It stands in for an OpenAI-compatible server where a test needs a status the rea
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import deque
@@ -76,6 +77,15 @@ def chunk(content: str | None = None, finish_reason: str | None = None, **delta:
     return body
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that drops its kept-alive connection is no error of the server's: socketserver would print its
+    traceback to stderr, into the output of the test that happens to be capturing then."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class RecordingServer:
     """Serves scripted replies in order (then ``default``) and records every request it receives."""
 
@@ -87,7 +97,7 @@ class RecordingServer:
         """When set, makes each POST's reply from its body (replies that depend on the request, in any order)."""
         self.models = models
         self.disconnected = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
