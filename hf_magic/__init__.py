@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from .remote.endpoint import HuggingFaceEndpoint
     from .remote.engine_endpoint import EngineEndpoint
 
+from .local.quantization import silence_torchao_import_noise
+
+silence_torchao_import_noise()  # before anything imports transformers' models, which import torchao
+
 # Public name -> (module, attribute in it).
 _LAZY: dict[str, tuple[str, str]] = {
     **{name: ("backend", name) for name in ("ChatDelta", "ChatRequest", "GenerationParams", "Usage")},

@@ -101,6 +101,24 @@ def resolve_model_kwargs(model_kwargs: dict[str, Any], device: str | None) -> di
     return {**model_kwargs, "quantization_config": quantization_config(named, device)}
 
 
+class _TorchaoImportNoise(logging.Filter):
+    """What torchao and torch log when torchao is first imported, whoever imports it (transformers does, with its
+    first model class, quantized or not): the CPU wheel's CUDA kernels that cannot load here, and torch's
+    deprecation note for each enum torchao registers. Neither concerns a user, and both landed in notebooks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        return not (text.startswith("Failed to load") or "is an Enum subclass" in text)
+
+
+def silence_torchao_import_noise() -> None:
+    """Drop torchao's import-time noise from now on (``import hf_magic`` calls this; it imports nothing)."""
+    for name in ("torchao", "torch.utils._pytree"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, _TorchaoImportNoise) for existing in logger.filters):
+            logger.addFilter(_TorchaoImportNoise())
+
+
 @contextlib.contextmanager
 def quiet_torchao() -> Iterator[None]:
     """Import torchao without its start-up noise: its CPU wheel ships CUDA kernels that cannot load on a machine

@@ -193,7 +193,7 @@ class HfChatMagics(Magics):
     @argument("-s", "--system", default=None, help="System prompt (kept for later cells of the session).")
     @argument("--temperature", type=float, default=None, help="Sampling temperature; 0 is greedy.")
     @argument("--max-new-tokens", type=int, default=None, help="Longest reply, in tokens.")
-    @argument("--quantize", choices=["4bit", "8bit", "none"], default=None, help="8bit or 4bit weights: the fastest kind here (README Speed).")
+    @argument("--quantize", choices=["4bit", "8bit", "none"], default=None, help="8bit or 4bit weights.")
     @argument(
         "--device",
         default=None,
