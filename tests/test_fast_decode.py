@@ -14,39 +14,16 @@ from hf_magic.local.fast_decode import (
     prepare_fast_decode,
     why_not_compiled,
 )
-from hf_magic.local.kv_cache import ConversationCache, prefill_earlier_turns
+from hf_magic.local.kv_cache import ConversationCache
+from tests.support.cache_turns import generate_turn
 from tests.support.tiny_models import tiny_causal_lm
 
 
 def _generate(
     model, store: ConversationCache, plan: FastDecode | None, ids: list[int], starts, new_tokens: int, reuse=True
 ):
-    """What LocalGenerator does: a lease laid out for the request and cut at ``starts`` (where earlier turns'
-    prompts ended), the earlier passes, generate, keep. Returns the ids and logits."""
-    import torch
-
-    tensor = torch.tensor([ids])
-    layout = plan.layout(len(ids), new_tokens) if plan else None
-    lease = store.take(model, ids, starts, reuse=reuse, layout=layout)
-    assert lease is not None
-    with torch.inference_mode():
-        prefill_earlier_turns(model, tensor, lease, pad_token_id=0)
-        output = model.generate(
-            tensor,
-            attention_mask=torch.ones_like(tensor),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            pad_token_id=0,
-            output_logits=True,
-            return_dict_in_generate=True,
-            **lease.generate_kwargs(),
-            **(plan.generate_kwargs() if plan else {}),
-        )
-    sequence = output.sequences[0].tolist()
-    if reuse:
-        store.keep(model, lease, sequence, len(ids))
-    return sequence, torch.stack(output.logits)
+    """One turn as LocalGenerator runs it (tests/support/cache_turns.py); returns the ids and logits."""
+    return generate_turn(model, store, ids, starts, new_tokens, reuse, plan)
 
 
 # ------------------------------------------------------------------------------------ layouts (no compile)

@@ -12,11 +12,11 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from hf_magic.local.kv_cache import (
     ConversationCache,
     common_prefix_length,
-    prefill_earlier_turns,
     prompt_starts,
     reusable_length,
     supports_reuse,
 )
+from tests.support.cache_turns import generate_turn
 from tests.support.tiny_models import tiny_causal_lm
 
 pytestmark = pytest.mark.exactness
@@ -79,29 +79,8 @@ def _tiny_model(sliding_window: int | None = None):
 def _generate(
     model, store: ConversationCache, ids: list[int], starts=(), new_tokens: int = 6, reuse: bool = True
 ) -> list[int]:
-    """What the pipeline does: take a lease, run the passes it lacks, generate the last one with it, keep it."""
-    import torch
-
-    tensor = torch.tensor([ids])
-    lease = store.take(model, ids, starts, reuse=reuse)
-    with torch.inference_mode():
-        if lease is not None:
-            prefill_earlier_turns(model, tensor, lease, pad_token_id=0)
-        output = model.generate(
-            tensor,
-            attention_mask=torch.ones_like(tensor),
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            pad_token_id=0,
-            output_logits=True,
-            return_dict_in_generate=True,
-            **(lease.generate_kwargs() if lease else {}),
-        )
-    sequence = output.sequences[0].tolist()
-    if lease is not None and reuse:
-        store.keep(model, lease, sequence, len(ids))
-    store.logits = torch.stack(output.logits)  # type: ignore[attr-defined]
+    """What the pipeline does (tests/support/cache_turns.py); the logits are left on ``store.logits``."""
+    sequence, store.logits = generate_turn(model, store, ids, starts, new_tokens, reuse)  # type: ignore[attr-defined]
     return sequence
 
 
