@@ -9,6 +9,7 @@ Sections (hooked into benchmarks/run.py):
   model's Q4_1 weights (32-weight blocks, an fp16 scale and minimum each) exactly.
 - ``large``: the in-process paths on a random-weight model with Qwen2.5-1.5B's configuration, where decoding is
   bound by the bytes of weights read per token.
+- ``embeddings``: ``--quantize`` with the int8 embedding rows and without, A/B in one process.
 
 Rounds are interleaved (a load spike on a shared machine hits one round, not one contender) and medians reported.
 """
@@ -305,6 +306,47 @@ def q4_1_fidelity() -> str:
     )
 
 
+def section_embeddings(models: Any, report: Any, quantize: str = "4bit", repeats: int = 5) -> None:
+    """The int8 embedding rows of the named torchao kinds (local/quantized_embeddings.py), A/B in one process:
+    ``--quantize`` with them and without (embedding and output projection left in the model's dtype), rounds
+    interleaved; and the prefill's one output row, eager, through each output projection."""
+    import torch
+
+    from hf_magic.local import quantized_embeddings
+    from hf_magic.local.quantization import quantization_kind, weight_bytes
+
+    with_rows = load_path(quantize)
+    keep = quantized_embeddings.quantize_embeddings
+    quantized_embeddings.quantize_embeddings = lambda model: False  # loading.py looks it up at each load
+    try:
+        without_rows = load_path(quantize)
+    finally:
+        quantized_embeddings.quantize_embeddings = keep
+    chats = {"int8 embedding rows": with_rows, "embeddings as transformers leaves them": without_rows}
+    rates: dict[str, list[float]] = {name: [] for name in chats}
+    firsts: dict[str, list[float]] = {name: [] for name in chats}
+    for _ in range(repeats):
+        for name, chat in chats.items():
+            stream = stream_chat(chat)
+            rates[name].append(stream.decode_rate)
+            firsts[name].append(stream.first * 1000)
+    hidden = torch.randn(1, 1, with_rows.llm.model.config.hidden_size, dtype=with_rows.llm.model.dtype)
+    for name, chat in chats.items():
+        head = chat.llm.model.get_output_embeddings()
+        with torch.inference_mode():
+            for _ in range(3):
+                head(hidden)
+            start = time.perf_counter()
+            for _ in range(20):
+                head(hidden)
+        row_ms = (time.perf_counter() - start) / 20 * 1000
+        what = f"--quantize {quantize} ({quantization_kind(quantize)}), {name} (median of {repeats})"
+        rate, first = statistics.median(rates[name]), statistics.median(firsts[name])
+        size = weight_bytes(chat.llm.model) / 2**20
+        report.add("embeddings", what, f"{rate:.1f} tok/s; first text {first:.0f} ms; weights {size:.0f} MiB; "
+                   f"one output row, eager: {row_ms:.1f} ms")  # fmt: skip
+
+
 QWEN2_5_1_5B = dict(
     vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
     num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
@@ -314,7 +356,8 @@ QWEN2_5_1_5B = dict(
 
 
 def section_large(models: Any, report: Any, new_tokens: int = 32, repeats: int = 2) -> None:
-    """Decode tok/s on a random-weight 1.5B-class model: raw generate vs hf_magic eager / compiled / 8-bit."""
+    """Decode tok/s on a random-weight 1.5B-class model: raw generate vs hf_magic eager, compiled, 8bit and 4bit
+    (saved to a folder and loaded back the way ``--quantize`` loads a model); weight memory of each."""
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
 
@@ -322,6 +365,7 @@ def section_large(models: Any, report: Any, new_tokens: int = 32, repeats: int =
     from hf_magic.local.fast_decode import prepare_fast_decode
     from hf_magic.local.loading import cpu_computes_bf16
     from hf_magic.local.pipeline import LoadedModel
+    from hf_magic.local.quantization import quantization_kind, weight_bytes
 
     dtype = torch.bfloat16 if cpu_computes_bf16() else torch.float32
     torch.manual_seed(0)
@@ -336,11 +380,23 @@ def section_large(models: Any, report: Any, new_tokens: int = 32, repeats: int =
         return ChatHuggingFace(llm=llm)
 
     eager, compiled = chat_over(False), chat_over(True)
-    contenders = {
+    contenders: dict[str, Callable[[], Stream]] = {
         "raw model.generate": lambda: raw_generate(model, tokenizer, new_tokens),
         "hf_magic eager": lambda: stream_chat(eager, new_tokens),
         "hf_magic compiled step": lambda: stream_chat(compiled, new_tokens),
     }
+    memory = {"raw model.generate": weight_bytes(model)}
+    with tempfile.TemporaryDirectory(prefix="hf-magic-large-") as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        for quantize in ("8bit", "4bit"):
+            chat = ChatHuggingFace(llm=HuggingFacePipeline.from_model_id(
+                folder, device="cpu", model_kwargs={"quantization_config": quantize},
+                pipeline_kwargs={"do_sample": False},
+            ))  # fmt: skip
+            name = f"hf_magic --quantize {quantize} ({quantization_kind(quantize)})"
+            contenders[name] = lambda chat=chat: stream_chat(chat, new_tokens)
+            memory[name] = weight_bytes(chat.llm.model)
     results: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, run in contenders.items():
@@ -348,12 +404,14 @@ def section_large(models: Any, report: Any, new_tokens: int = 32, repeats: int =
     raw = statistics.median(results["raw model.generate"])
     for name, rates in results.items():
         rate = statistics.median(rates)
+        share = f"; weights {memory[name] / memory['raw model.generate']:.2f}x" if name in memory else ""
         report.add("1.5B-class (random weights)", f"{name} ({dtype}, {new_tokens} tokens, median of {repeats})",
-                   f"{rate:.2f} tok/s ({rate / raw:.2f}x raw)")  # fmt: skip
+                   f"{rate:.2f} tok/s ({rate / raw:.2f}x raw){share}")  # fmt: skip
 
 
 SECTIONS: dict[str, Callable[[Any, Any], None]] = {
     "paths": section_paths,
     "quality": section_quality,
     "large": section_large,
+    "embeddings": section_embeddings,
 }

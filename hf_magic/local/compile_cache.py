@@ -7,7 +7,7 @@ before the next compile, ``torch.compiler.load_cache_artifacts`` puts them back 
 so the compile becomes cache hits. Only dynamo's tracing runs again.
 
 A file is named after a hash of what the compiled code depends on: torch, transformers and torchao versions,
-the model's configuration, dtype and quantization, the device, the CPU's instruction-set flags and
+the model's configuration, dtype, quantization and embedding kind, the device, the CPU's instruction-set flags and
 ``ONEDNN_MAX_CPU_ISA``. Another machine, model or version never reads it.
 """
 
@@ -78,6 +78,7 @@ def _fingerprint(model: Any, options: dict[str, Any]) -> str:
         "dtype": str(getattr(model, "dtype", None)),
         "weights": type(parameter).__name__ if parameter is not None else None,
         "quantization": repr(quantization) if quantization is not None else None,
+        "embeddings": type(model.get_input_embeddings()).__name__,  # int8 rows with a named quantization
         "device": str(getattr(model, "device", "cpu")),
         "attention": getattr(model.config, "_attn_implementation", None),
         "cpu": sorted(cpu_flags()),

@@ -16,7 +16,7 @@ from .. import config
 from ..errors import DefaultModelMissingError, HfMagicError, InvalidInputError, ModelNotFoundError, QuantizationError
 from ..progress import ProgressCallback, ProgressEvent, capture_transformers_progress
 from . import decode_attention
-from .quantization import quantization_config, quiet_torchao
+from .quantization import quantization_config, quantization_kind, quiet_torchao
 
 # Files a causal LM needs; skips duplicate .bin / .pth / .onnx / .gguf weights a repo may also carry.
 _MODEL_FILE_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.model", "*.txt", "*.tiktoken", "*.py"]
@@ -237,8 +237,9 @@ def load_model_and_tokenizer(
 
     kwargs = dict(model_kwargs or {})
     tokenizer_kwargs = {k: kwargs[k] for k in ("trust_remote_code", "revision") if k in kwargs}
-    if isinstance(kwargs.get("quantization_config"), str):  # "8bit" / "4bit": the fastest kind where it goes
-        kwargs["quantization_config"] = quantization_config(kwargs["quantization_config"], _placement(device))
+    named = kwargs.get("quantization_config")
+    if isinstance(named, str):  # "8bit" / "4bit": the fastest kind where it goes
+        kwargs["quantization_config"] = quantization_config(named, _placement(device))
     quantization = kwargs.get("quantization_config")
     if device_map is not None:
         kwargs["device_map"] = device_map
@@ -272,6 +273,10 @@ def load_model_and_tokenizer(
         raise HfMagicError(f"Could not load a {what} from {path}: {_first_line(exc)}") from exc
     except OSError as exc:
         raise HfMagicError(f"Could not load a {what} from {path}: {_first_line(exc)}") from exc
+    if isinstance(named, str) and quantization_kind(named, _placement(device)).startswith("torchao"):
+        from .quantized_embeddings import quantize_embeddings
+
+        quantize_embeddings(model)  # the named kinds cover the whole model: see quantized_embeddings.py
     if "attn_implementation" not in kwargs and _uses_sdpa_on_the_cpu(model):
         model.set_attn_implementation(decode_attention.register())  # decoding reads the cache in place
     model.eval()

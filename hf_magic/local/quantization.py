@@ -14,6 +14,10 @@ figures from benchmarks/speed_paths.py and the probes named below):
   of the default model's MLP on the AVX2 EPYC: 19 ms, against 0.40 ms unquantized), and torchao's GPU int4
   kernel needs the ``mslk`` library.
 
+With either torchao kind, the token embedding table and the output projection become int8 rows as well
+(``quantized_embeddings.py``): transformers leaves them in the model's dtype, and on a small model they are the
+largest share of the bytes a decode step reads.
+
 An explicit config object (``BitsAndBytesConfig``, ``TorchAoConfig``...) in ``model_kwargs`` is used as given.
 """
 
