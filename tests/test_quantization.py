@@ -86,6 +86,31 @@ def test_embedding_rows_equal_the_whole_table_dequantized_and_ties_hold(tied: bo
     assert not quantize_embeddings(model)  # quantized already: nothing changes
 
 
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_a_few_output_rows_take_the_int8_kernel_and_agree_with_torchaos_product(dtype_name: str) -> None:
+    """The prefill's last row goes through torch's int8 matrix-vector kernel; more rows and compiled code through
+    torchao; both give the same logits up to the model dtype's rounding."""
+    import torch
+
+    from hf_magic.local.quantized_embeddings import FEW_ROWS, Int8RowsOutput, quantize_embeddings
+
+    dtype = getattr(torch, dtype_name)
+    model = tiny_causal_lm("Llama", tie_word_embeddings=True).to(dtype)
+    quantize_embeddings(model)
+    head = model.get_output_embeddings()
+    assert isinstance(head, Int8RowsOutput) and head.weight is model.get_input_embeddings().weight
+    torch.manual_seed(0)
+    for rows in (1, FEW_ROWS, FEW_ROWS + 1):
+        hidden = torch.randn(1, rows, head.in_features, dtype=dtype)
+        with torch.inference_mode():
+            ours = head(hidden)
+            torchaos = torch.nn.functional.linear(hidden, head.weight)
+            compiled = torch.compile(head)(hidden)
+        assert ours.shape == torchaos.shape == (1, rows, 100)
+        assert torch.allclose(ours.float(), torchaos.float(), atol=0.05, rtol=0.02)
+        assert torch.equal(compiled, torch.compile(lambda h: torch.nn.functional.linear(h, head.weight))(hidden))
+
+
 # ------------------------------------------------------------------------------ the real default model
 SYSTEM = (
     "You're a helpful assistant. You answer in one or two short sentences, you never make up facts, and when a "
