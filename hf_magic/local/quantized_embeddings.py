@@ -33,8 +33,9 @@ class Int8RowsEmbedding(torch.nn.Embedding):
         self.weight = weight
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # nn.Embedding's argument name
-        with quiet_torchao():
-            from torchao.quantization.quant_primitives import dequantize_affine
+        # torchao is imported by now (quantize_embeddings did, quietly): no logging context on this hot path,
+        # which in the compiled step would also be traced
+        from torchao.quantization.quant_primitives import dequantize_affine
 
         table: Any = self.weight
         ids = input.reshape(-1)
