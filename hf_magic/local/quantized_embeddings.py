@@ -6,8 +6,7 @@ by the output projection, and after int4 it is the largest share of the bytes le
 token), ``--quantize 4bit`` decoded the default model at 57.4 tok/s instead of 51.4 and held 91 MiB instead of 117,
 with the first text 3 ms later (A/B in one process: ``benchmarks/run.py --only embeddings``, README "Speed").
 
-torchao looks an ``Int8Tensor`` embedding up by dequantizing the whole table first: in an eager prefill that put a
-short prompt's first text at about 270 ms instead of 150 (one try, 4bit). ``Int8RowsEmbedding`` dequantizes only
+torchao looks an ``Int8Tensor`` embedding up by dequantizing the whole table first, on every eager prefill pass. ``Int8RowsEmbedding`` dequantizes only
 the rows it looks up, with torchao's own ``dequantize_affine``, so each row equals the whole-table dequantization
 bit for bit (tests/test_quantization.py).
 """
@@ -48,8 +47,8 @@ class Int8RowsEmbedding(torch.nn.Embedding):
 
 FEW_ROWS = 8
 """Up to this many rows, the eager output projection uses torch's int8 matrix-vector kernel; past it, torchao's
-product (which converts the table to the model's dtype, then multiplies) is faster (measured on a Zen 4: 1 row
-2.0 vs 24 ms, 32 rows 22 vs 30 ms, 300 rows 196 vs 54 ms)."""
+product (which converts the table to the model's dtype, then multiplies) is faster: on a Zen 4 the kernel won at 1
+and 32 rows of the 49152x576 table and lost at 300 (benchmarks/run.py --only embeddings times one row)."""
 
 
 class Int8RowsOutput(torch.nn.Linear):
