@@ -6,9 +6,9 @@ by the output projection, and after int4 it is the largest share of the bytes le
 token), ``--quantize 4bit`` decoded the default model at 57.4 tok/s instead of 51.4 and held 91 MiB instead of 117,
 with the first text 3 ms later (A/B in one process: ``benchmarks/run.py --only embeddings``, README "Speed").
 
-torchao looks an ``Int8Tensor`` embedding up by dequantizing the whole table first, on every eager prefill pass. ``Int8RowsEmbedding`` dequantizes only
-the rows it looks up, with torchao's own ``dequantize_affine``, so each row equals the whole-table dequantization
-bit for bit (tests/test_quantization.py).
+torchao looks an ``Int8Tensor`` embedding up by dequantizing the whole table first, on every eager prefill pass.
+``Int8RowsEmbedding`` dequantizes only the rows it looks up, with torchao's own ``dequantize_affine``, so each row
+equals the whole-table dequantization bit for bit (tests/test_quantization.py).
 """
 
 from __future__ import annotations
